@@ -1,0 +1,6 @@
+//! Tessera: a small authentication service.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod random;
+pub mod strict_json;
+pub mod token;

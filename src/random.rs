@@ -1,0 +1,41 @@
+//! Randomness for secrets and identifiers, straight from the operating system's CSPRNG.
+//!
+//! Keys, token ids, user ids and salts all come from here. We read the OS generator (getrandom(2)
+//! via `rand::rngs::SysRng`) rather than a userspace PRNG so there is no state to fork, snapshot
+//! or seed badly.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::TryRng as _;
+use rand::rngs::SysRng;
+
+/// `N` bytes from the OS CSPRNG.
+///
+/// # Panics
+/// If the kernel cannot supply randomness. That leaves no safe way to mint keys, salts or token
+/// ids, so we stop rather than continue with weaker material.
+#[allow(clippy::expect_used)]
+pub fn bytes<const N: usize>() -> [u8; N] {
+    let mut buffer = [0u8; N];
+    SysRng
+        .try_fill_bytes(&mut buffer)
+        .expect("the operating system's random number generator failed");
+    buffer
+}
+
+/// `N` random bytes as unpadded base64url: 16 bytes (128 bits) give a 22-character id.
+pub fn base64url_id<const N: usize>() -> String {
+    URL_SAFE_NO_PAD.encode(bytes::<N>())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_url_safe_and_distinct() {
+        let a = super::base64url_id::<16>();
+        let b = super::base64url_id::<16>();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+}

@@ -1,0 +1,163 @@
+//! Strict parsing of a JSON object into its members, in order and with duplicates kept.
+//!
+//! `serde_json::Map` silently keeps the last of two members with the same name. RFC 8259 §4 leaves
+//! duplicates' meaning undefined and RFC 7515 §5.2 tells JWS parsers to reject them or use a
+//! parser that does, so both the token codec and the HTTP body parser go through here and refuse
+//! them. Nesting is bounded *before* serde recurses, so a hostile `[[[[…]]]]` costs one linear scan.
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::fmt;
+
+/// One member of a JSON object: its name and value, in document order.
+pub type Member = (String, Value);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("not valid UTF-8")]
+    InvalidUtf8,
+    #[error("starts with a byte order mark")]
+    ByteOrderMark,
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("malformed JSON")]
+    Malformed,
+    #[error("nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("member `{0}` appears more than once")]
+    DuplicateMember(String),
+}
+
+/// Parses `bytes` as exactly one JSON object whose values nest at most `max_depth` levels
+/// (the object itself is level 1). Members come back in document order.
+pub fn parse_object(bytes: &[u8], max_depth: usize) -> Result<Vec<Member>, ObjectError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ObjectError::InvalidUtf8)?;
+    if text.starts_with('\u{feff}') {
+        return Err(ObjectError::ByteOrderMark);
+    }
+    if !text.trim_start().starts_with('{') {
+        return Err(ObjectError::NotAnObject);
+    }
+    check_depth(text.as_bytes(), max_depth)?;
+
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let members = MembersSeed
+        .deserialize(&mut deserializer)
+        .map_err(|_| ObjectError::Malformed)?;
+    deserializer.end().map_err(|_| ObjectError::Malformed)?;
+
+    let mut seen = HashSet::with_capacity(members.len());
+    for (name, _) in &members {
+        if !seen.insert(name.as_str()) {
+            return Err(ObjectError::DuplicateMember(name.clone()));
+        }
+    }
+    Ok(members)
+}
+
+/// Counts bracket depth outside strings. Malformed input is left for serde to reject.
+fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ObjectError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(ObjectError::TooDeep(max_depth));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+struct MembersSeed;
+
+impl<'de> DeserializeSeed<'de> for MembersSeed {
+    type Value = Vec<Member>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Vec<Member>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(entry) = map.next_entry::<String, Value>()? {
+            members.push(entry);
+        }
+        Ok(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_come_back_in_document_order() {
+        let members = parse_object(br#"{"b":1,"a":"x"}"#, 2).unwrap();
+        let names: Vec<_> = members.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+    }
+
+    #[test]
+    fn duplicate_members_are_rejected() {
+        assert_eq!(
+            parse_object(br#"{"a":1,"a":2}"#, 2),
+            Err(ObjectError::DuplicateMember("a".into()))
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_before_parsing() {
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            parse_object(deep.as_bytes(), 4),
+            Err(ObjectError::TooDeep(4))
+        );
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        assert!(parse_object(br#"{"a":"[[[[[[[[\"{{{{"}"#, 1).is_ok());
+    }
+
+    #[test]
+    fn non_objects_bom_bad_utf8_and_trailing_garbage_are_rejected() {
+        assert_eq!(parse_object(b"[1]", 4), Err(ObjectError::NotAnObject));
+        assert_eq!(parse_object(b"null", 4), Err(ObjectError::NotAnObject));
+        assert_eq!(
+            parse_object("\u{feff}{}".as_bytes(), 4),
+            Err(ObjectError::ByteOrderMark)
+        );
+        assert_eq!(
+            parse_object(b"{\"a\":\"\xff\"}", 4),
+            Err(ObjectError::InvalidUtf8)
+        );
+        assert_eq!(parse_object(b"{} {}", 4), Err(ObjectError::Malformed));
+        assert_eq!(parse_object(b"{\"a\":}", 4), Err(ObjectError::Malformed));
+    }
+}

@@ -1,0 +1,421 @@
+//! The keyring: HMAC keys kept in a JWK Set file (RFC 7517 §5), `kty` = `oct` (RFC 7518 §6.4).
+//!
+//! The **first** key in the set signs; every key verifies. Rotation without downtime is therefore:
+//! `keys rotate` (a new key goes first and signs; the old one still verifies), then, once the
+//! longest token lifetime has passed, `keys retire OLD_KID`. Keys are looked up by `kid` in memory
+//! only — a `kid` never reaches a path, a query or a URL (RFC 8725 §3.10).
+
+use crate::random;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::fmt;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+pub type HmacSha256 = Hmac<Sha256>;
+
+/// RFC 7518 §3.2: an HS256 key must be at least as long as the hash output, 256 bits.
+pub const MIN_KEY_BYTES: usize = 32;
+/// New keys are exactly that: 256 bits from the OS CSPRNG.
+const NEW_KEY_BYTES: usize = 32;
+
+/// One JWK as stored on disk.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwk {
+    pub kty: String,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// The key bytes, base64url without padding (RFC 7518 §6.4.1).
+    pub k: String,
+}
+
+impl fmt::Debug for Jwk {
+    // Never print `k`: Debug output ends up in logs and panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwk").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+/// A JWK Set file's contents.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write key file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("key file {path} is not a valid JWK Set: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("key file {path} has no keys, so nothing can sign tokens")]
+    NoSigningKey { path: PathBuf },
+    #[error("key file {path} already exists; use `tessera keys rotate` to add a key")]
+    AlreadyExists { path: PathBuf },
+    #[error("no key with kid {kid:?}")]
+    UnknownKid { kid: String },
+    #[error("key {kid:?} is the signing key; rotate first, then retire it")]
+    RetiringSigningKey { kid: String },
+}
+
+/// Summary of a key for `tessera keys list`: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub signing: bool,
+    pub bits: usize,
+}
+
+impl JwkSet {
+    /// Reads a JWK Set, refusing files that group or others can read.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let metadata = fs::metadata(path).map_err(|source| KeyError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: path.into(),
+                mode,
+            });
+        }
+        let text = fs::read(path).map_err(|source| KeyError::Read {
+            path: path.into(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|e| KeyError::Invalid {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A set holding one fresh signing key.
+    pub fn generate() -> Self {
+        let mut set = Self::default();
+        set.rotate();
+        set
+    }
+
+    /// Adds a fresh key in front, so it signs from now on; returns its kid.
+    pub fn rotate(&mut self) -> String {
+        let key = new_jwk();
+        let kid = key.kid.clone();
+        self.keys.insert(0, key);
+        kid
+    }
+
+    /// Removes a key that no longer signs. Tokens it signed stop verifying at once.
+    pub fn retire(&mut self, kid: &str) -> Result<(), KeyError> {
+        let index = self.position(kid)?;
+        if index == 0 {
+            return Err(KeyError::RetiringSigningKey { kid: kid.into() });
+        }
+        self.keys.remove(index);
+        Ok(())
+    }
+
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| KeyInfo {
+                kid: key.kid.clone(),
+                signing: index == 0,
+                bits: decode_key(&key.k).map_or(0, |bytes| bytes.len() * 8),
+            })
+            .collect()
+    }
+
+    /// Writes the set atomically (temp file + rename) with mode 0600 from the first byte on.
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let write_error = |source| KeyError::Write {
+            path: path.into(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(write_error)?;
+        }
+        let temp = path.with_extension(format!("tmp-{}", random::base64url_id::<6>()));
+        let json = serde_json::to_vec_pretty(self).map_err(|e| write_error(e.into()))?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(write_error)?;
+        file.write_all(&json)
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&temp, path))
+            .map_err(|e| {
+                let _ = fs::remove_file(&temp);
+                write_error(e)
+            })
+    }
+
+    /// Creates a new key file; refuses to overwrite an existing one.
+    pub fn create(path: &Path) -> Result<Self, KeyError> {
+        if path.exists() {
+            return Err(KeyError::AlreadyExists { path: path.into() });
+        }
+        let set = Self::generate();
+        set.save(path)?;
+        Ok(set)
+    }
+
+    fn position(&self, kid: &str) -> Result<usize, KeyError> {
+        self.keys
+            .iter()
+            .position(|k| k.kid == kid)
+            .ok_or_else(|| KeyError::UnknownKid { kid: kid.into() })
+    }
+}
+
+fn new_jwk() -> Jwk {
+    Jwk {
+        kty: "oct".into(),
+        kid: random::base64url_id::<9>(),
+        alg: "HS256".into(),
+        use_: "sig".into(),
+        k: URL_SAFE_NO_PAD.encode(random::bytes::<NEW_KEY_BYTES>()),
+    }
+}
+
+fn decode_key(k: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(k).ok()
+}
+
+/// A key ready for use: its MAC already keyed, and the exact header bytes it signs under.
+pub(super) struct KeyEntry {
+    pub(super) kid: String,
+    /// HMAC state after absorbing the key; cloning it skips re-keying on every token.
+    pub(super) mac: HmacSha256,
+    /// `base64url({"alg":"HS256","typ":"at+jwt","kid":"<kid>"})`, our canonical header segment.
+    pub(super) header_segment: String,
+}
+
+/// Verified, in-memory keys. The first one signs.
+pub struct Keyring {
+    pub(super) keys: Vec<KeyEntry>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<_> = self.keys.iter().map(|k| k.kid.as_str()).collect();
+        f.debug_struct("Keyring").field("kids", &kids).finish()
+    }
+}
+
+impl Keyring {
+    /// Loads and checks a key file (permissions, then every key). Fails closed.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        Self::from_set(&JwkSet::load(path)?, path)
+    }
+
+    /// Checks every key of `set`; `source` names it in error messages.
+    pub fn from_set(set: &JwkSet, source: &Path) -> Result<Self, KeyError> {
+        let invalid = |reason: String| KeyError::Invalid {
+            path: source.into(),
+            reason,
+        };
+        if set.keys.is_empty() {
+            return Err(KeyError::NoSigningKey {
+                path: source.into(),
+            });
+        }
+        let mut keys: Vec<KeyEntry> = Vec::with_capacity(set.keys.len());
+        for jwk in &set.keys {
+            let kid = &jwk.kid;
+            if jwk.kty != "oct" || jwk.alg != "HS256" || jwk.use_ != "sig" {
+                return Err(invalid(format!(
+                    "key {kid:?} must have kty \"oct\", alg \"HS256\" and use \"sig\""
+                )));
+            }
+            if !is_valid_kid(kid) {
+                return Err(invalid(format!(
+                    "kid {kid:?} must be 1-64 characters of [A-Za-z0-9_-]"
+                )));
+            }
+            if keys.iter().any(|k| &k.kid == kid) {
+                return Err(invalid(format!("kid {kid:?} appears twice")));
+            }
+            let secret = decode_key(&jwk.k)
+                .ok_or_else(|| invalid(format!("key {kid:?}: `k` is not base64url")))?;
+            if secret.len() < MIN_KEY_BYTES {
+                return Err(invalid(format!(
+                    "key {kid:?} is {} bits; HS256 needs at least {} (RFC 7518 §3.2)",
+                    secret.len() * 8,
+                    MIN_KEY_BYTES * 8
+                )));
+            }
+            keys.push(KeyEntry::new(kid, &secret));
+        }
+        Ok(Self { keys })
+    }
+
+    /// A keyring around one raw secret: for tests, benchmarks and tools.
+    pub fn from_secret(kid: &str, secret: &[u8]) -> Result<Self, KeyError> {
+        let jwk = Jwk {
+            kty: "oct".into(),
+            kid: kid.into(),
+            alg: "HS256".into(),
+            use_: "sig".into(),
+            k: URL_SAFE_NO_PAD.encode(secret),
+        };
+        Self::from_set(&JwkSet { keys: vec![jwk] }, Path::new("<in-memory key>"))
+    }
+
+    pub fn signing_kid(&self) -> &str {
+        &self.keys[0].kid
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.kid.as_str())
+    }
+
+    pub(super) fn signing_key(&self) -> &KeyEntry {
+        &self.keys[0]
+    }
+
+    pub(super) fn by_header_segment(&self, segment: &[u8]) -> Option<&KeyEntry> {
+        self.keys
+            .iter()
+            .find(|k| k.header_segment.as_bytes() == segment)
+    }
+
+    pub(super) fn by_kid(&self, kid: &str) -> Option<&KeyEntry> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+}
+
+impl KeyEntry {
+    #[allow(clippy::expect_used)]
+    fn new(kid: &str, secret: &[u8]) -> Self {
+        let header = super::canonical_header(kid);
+        Self {
+            kid: kid.into(),
+            // HMAC accepts keys of any length; this cannot fail.
+            mac: HmacSha256::new_from_slice(secret).expect("HMAC takes any key length"),
+            header_segment: URL_SAFE_NO_PAD.encode(header),
+        }
+    }
+}
+
+fn is_valid_kid(kid: &str) -> bool {
+    (1..=64).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_256_bit_and_first_signs() {
+        let mut set = JwkSet::generate();
+        let first = set.keys[0].kid.clone();
+        let second = set.rotate();
+        let info = set.list();
+        assert_eq!(info.len(), 2);
+        assert_eq!(info[0].kid, second);
+        assert!(info[0].signing && !info[1].signing);
+        assert!(info.iter().all(|k| k.bits == 256));
+        assert_eq!(info[1].kid, first);
+    }
+
+    #[test]
+    fn saved_file_is_private_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let set = JwkSet::create(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let ring = Keyring::load(&path).unwrap();
+        assert_eq!(ring.signing_kid(), set.keys[0].kid);
+        assert!(matches!(
+            JwkSet::create(&path),
+            Err(KeyError::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn group_readable_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        JwkSet::create(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let error = Keyring::load(&path).unwrap_err();
+        assert!(matches!(error, KeyError::Permissions { mode: 0o640, .. }));
+        assert!(error.to_string().contains("jwks.json"));
+    }
+
+    #[test]
+    fn short_keys_empty_sets_and_wrong_types_fail_closed() {
+        let path = Path::new("test.json");
+        let mut set = JwkSet::generate();
+        set.keys[0].k = URL_SAFE_NO_PAD.encode([1u8; 31]);
+        let error = Keyring::from_set(&set, path).unwrap_err().to_string();
+        assert!(error.contains("248 bits"), "{error}");
+
+        assert!(matches!(
+            Keyring::from_set(&JwkSet::default(), path),
+            Err(KeyError::NoSigningKey { .. })
+        ));
+
+        let mut set = JwkSet::generate();
+        set.keys[0].alg = "HS512".into();
+        assert!(Keyring::from_set(&set, path).is_err());
+
+        let mut set = JwkSet::generate();
+        set.keys[0].kid = "../../dev/null".into();
+        assert!(Keyring::from_set(&set, path).is_err());
+    }
+
+    #[test]
+    fn retire_refuses_the_signing_key_and_unknown_kids() {
+        let mut set = JwkSet::generate();
+        let old = set.keys[0].kid.clone();
+        assert!(matches!(
+            set.retire(&old),
+            Err(KeyError::RetiringSigningKey { .. })
+        ));
+        set.rotate();
+        set.retire(&old).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert!(matches!(
+            set.retire("nope"),
+            Err(KeyError::UnknownKid { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_output_never_shows_key_bytes() {
+        let set = JwkSet::generate();
+        let printed = format!("{set:?}");
+        assert!(!printed.contains(&set.keys[0].k));
+    }
+}
