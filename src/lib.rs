@@ -1,6 +1,9 @@
 //! Tessera: a small authentication service.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod password;
+pub mod password_policy;
 pub mod random;
 pub mod strict_json;
 pub mod token;
+pub mod username;

@@ -36,6 +36,9 @@ mod tests {
         let b = super::base64url_id::<16>();
         assert_eq!(a.len(), 22);
         assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 }

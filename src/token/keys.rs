@@ -40,7 +40,9 @@ pub struct Jwk {
 impl fmt::Debug for Jwk {
     // Never print `k`: Debug output ends up in logs and panic messages.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Jwk").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Jwk")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 

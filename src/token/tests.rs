@@ -74,7 +74,10 @@ fn encoder_writes_the_pinned_header_in_canonical_order() {
     let token = codec().issue("u", 0, NOW, HOUR).token;
     let header = token.split('.').next().unwrap();
     let decoded = URL_SAFE_NO_PAD.decode(header).unwrap();
-    assert_eq!(decoded, br#"{"alg":"HS256","typ":"at+jwt","kid":"test-key"}"#);
+    assert_eq!(
+        decoded,
+        br#"{"alg":"HS256","typ":"at+jwt","kid":"test-key"}"#
+    );
 }
 
 #[test]
@@ -134,8 +137,14 @@ fn characters_outside_base64url_are_rejected() {
         verify(&token.replacen('A', "+", 1)),
         Err(TokenError::InvalidCharacter)
     );
-    assert_eq!(verify(&format!("{token}/")), Err(TokenError::InvalidCharacter));
-    assert_eq!(verify(&format!("{token}é")), Err(TokenError::InvalidCharacter));
+    assert_eq!(
+        verify(&format!("{token}/")),
+        Err(TokenError::InvalidCharacter)
+    );
+    assert_eq!(
+        verify(&format!("{token}é")),
+        Err(TokenError::InvalidCharacter)
+    );
 }
 
 #[test]
@@ -148,10 +157,7 @@ fn padding_is_rejected() {
 fn whitespace_and_line_breaks_are_rejected() {
     let token = codec().issue("u", 0, NOW, HOUR).token;
     for ws in [" ", "\t", "\r", "\n", "\r\n"] {
-        assert_eq!(
-            verify(&format!("{token}{ws}")),
-            Err(TokenError::Whitespace)
-        );
+        assert_eq!(verify(&format!("{token}{ws}")), Err(TokenError::Whitespace));
         let (head, tail) = token.split_at(10);
         assert_eq!(
             verify(&format!("{head}{ws}{tail}")),
@@ -173,7 +179,10 @@ fn non_canonical_base64_trailing_bits_are_rejected() {
 #[test]
 fn signature_of_the_wrong_length_is_rejected() {
     let token = codec().issue("u", 0, NOW, HOUR).token;
-    assert_eq!(verify(&format!("{token}AAAA")), Err(TokenError::SignatureLength));
+    assert_eq!(
+        verify(&format!("{token}AAAA")),
+        Err(TokenError::SignatureLength)
+    );
 }
 
 // ---- header ----
@@ -189,13 +198,19 @@ fn alg_none_in_any_case_is_rejected() {
         );
         assert_eq!(verify(&unsigned), Err(TokenError::EmptySignature), "{alg}");
         let signed = forge(&header, &claims_json().to_string());
-        assert_eq!(verify(&signed), Err(TokenError::UnsupportedAlgorithm), "{alg}");
+        assert_eq!(
+            verify(&signed),
+            Err(TokenError::UnsupportedAlgorithm),
+            "{alg}"
+        );
     }
 }
 
 #[test]
 fn other_algorithms_and_wrong_case_are_rejected() {
-    for alg in ["hs256", "Hs256", "HS384", "HS512", "RS256", "ES256", "EdDSA", ""] {
+    for alg in [
+        "hs256", "Hs256", "HS384", "HS512", "RS256", "ES256", "EdDSA", "",
+    ] {
         let header = format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"test-key"}}"#);
         assert_eq!(
             verify(&forge(&header, &claims_json().to_string())),
@@ -291,14 +306,23 @@ fn tampered_claims_fail_the_mac() {
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
         claims[name] = value;
         parts[1] = b64(claims.to_string().as_bytes());
-        assert_eq!(verify(&parts.join(".")), Err(TokenError::BadSignature), "{name}");
+        assert_eq!(
+            verify(&parts.join(".")),
+            Err(TokenError::BadSignature),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn payload_is_not_parsed_before_the_mac_matches() {
     // Garbage payload with a wrong MAC must report the MAC, proving parse order.
-    let token = format!("{}.{}.{}", b64(our_header().as_bytes()), b64(b"\xff\xfe"), "A".repeat(43));
+    let token = format!(
+        "{}.{}.{}",
+        b64(our_header().as_bytes()),
+        b64(b"\xff\xfe"),
+        "A".repeat(43)
+    );
     assert_eq!(verify(&token), Err(TokenError::BadSignature));
 }
 
@@ -309,7 +333,10 @@ fn payload_with_invalid_utf8_is_rejected() {
     let mut ring_input = format!("{}.", b64(our_header().as_bytes()));
     ring_input.push_str(&b64(b"{\"iss\":\"\xff\"}"));
     let ring = Keyring::from_secret(KID, SECRET).unwrap();
-    let token = format!("{ring_input}.{}", b64(&mac(&ring.keys[0], ring_input.as_bytes())));
+    let token = format!(
+        "{ring_input}.{}",
+        b64(&mac(&ring.keys[0], ring_input.as_bytes()))
+    );
     assert_eq!(
         verify(&token),
         Err(TokenError::MalformedPayload(ObjectError::InvalidUtf8))
@@ -327,7 +354,9 @@ fn payload_with_bom_is_rejected() {
 
 #[test]
 fn payload_with_duplicate_claims_is_rejected() {
-    let payload = claims_json().to_string().replacen('{', r#"{"sub":"admin","#, 1);
+    let payload = claims_json()
+        .to_string()
+        .replacen('{', r#"{"sub":"admin","#, 1);
     assert_eq!(
         verify(&forge(&our_header(), &payload)),
         Err(TokenError::MalformedPayload(ObjectError::DuplicateMember(
@@ -392,7 +421,10 @@ fn missing_required_claims_are_rejected() {
         let mut claims = claims_json();
         claims.as_object_mut().unwrap().remove(claim);
         let error = verify(&forge(&our_header(), &claims.to_string())).unwrap_err();
-        assert!(matches!(error, TokenError::MissingClaim(c) if c == claim), "{claim}");
+        assert!(
+            matches!(error, TokenError::MissingClaim(c) if c == claim),
+            "{claim}"
+        );
     }
 }
 
@@ -411,11 +443,17 @@ fn wrong_issuer_or_audience_is_rejected() {
         Err(TokenError::WrongIssuer)
     );
     assert_eq!(
-        verify(&forge(&our_header(), &with_claim("aud", json!("other-api")))),
+        verify(&forge(
+            &our_header(),
+            &with_claim("aud", json!("other-api"))
+        )),
         Err(TokenError::WrongAudience)
     );
     assert_eq!(
-        verify(&forge(&our_header(), &with_claim("aud", json!(["tessera-api"])))),
+        verify(&forge(
+            &our_header(),
+            &with_claim("aud", json!(["tessera-api"]))
+        )),
         Err(TokenError::InvalidClaim("aud"))
     );
 }
@@ -425,7 +463,10 @@ fn expired_token_is_rejected_after_the_leeway() {
     let codec = codec();
     let token = codec.issue("u", 0, NOW, HOUR).token;
     let exp = NOW + HOUR;
-    assert!(codec.verify(&token, exp + 29).is_ok(), "inside the 30 s leeway");
+    assert!(
+        codec.verify(&token, exp + 29).is_ok(),
+        "inside the 30 s leeway"
+    );
     assert_eq!(codec.verify(&token, exp + 30), Err(TokenError::Expired));
 }
 
@@ -449,7 +490,10 @@ fn token_issued_in_the_future_is_rejected() {
 #[test]
 fn lifetime_beyond_the_maximum_is_rejected() {
     assert_eq!(
-        verify(&forge(&our_header(), &with_claim("exp", json!(NOW + HOUR + 1)))),
+        verify(&forge(
+            &our_header(),
+            &with_claim("exp", json!(NOW + HOUR + 1))
+        )),
         Err(TokenError::LifetimeTooLong)
     );
 }

@@ -1,0 +1,258 @@
+//! Passwords: one normalisation, argon2id hashing to PHC strings, verification and rehash.
+//!
+//! Normalisation is RFC 8265's OpaqueString profile (the PRECIS profile for passwords): non-ASCII
+//! spaces become U+0020, then NFC. NFC rather than NIST's suggested NFKC because NFKC folds
+//! distinct characters together (`ﬁ` → `fi`, `²` → `2`), silently shrinking the password space,
+//! while NFC only unifies different encodings of the *same* text — what a user typing on another
+//! keyboard produces. The same function runs at registration and at login.
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use precis_core::profile::Profile as _;
+use precis_profiles::OpaqueString;
+use std::fmt;
+
+/// A password after normalisation. Debug never shows it.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Why a string cannot be a password at all (before any policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizationError {
+    #[error("password must not be empty")]
+    Empty,
+    #[error("password holds control or unassigned characters")]
+    DisallowedCharacter,
+}
+
+impl Password {
+    pub fn normalize(raw: &str) -> Result<Self, NormalizationError> {
+        if raw.is_empty() {
+            return Err(NormalizationError::Empty);
+        }
+        OpaqueString::new()
+            .enforce(raw)
+            .map(|normalized| Self(normalized.into_owned()))
+            .map_err(|_| NormalizationError::DisallowedCharacter)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in Unicode code points, as NIST SP 800-63B §3.1.1.2 counts it.
+    pub fn chars(&self) -> usize {
+        self.0.chars().count()
+    }
+}
+
+/// argon2id cost parameters. Defaults are OWASP's minimum for argon2id (m=19 MiB, t=2, p=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("invalid argon2 parameters: {0}")]
+    Params(argon2::Error),
+    #[error("argon2 failed: {0}")]
+    Hash(argon2::password_hash::Error),
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    Mismatch,
+    /// Matched; `needs_rehash` is true when the stored parameters differ from the configured ones.
+    Match {
+        needs_rehash: bool,
+    },
+}
+
+/// Hashes and verifies with one configured parameter set.
+pub struct Hasher {
+    argon2: Argon2<'static>,
+    params: Params,
+    /// A real hash of a random password with the current parameters: verifying against it costs
+    /// exactly what verifying a real user costs, so unknown usernames take as long as known ones.
+    dummy_hash: String,
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hasher")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hasher {
+    pub fn new(config: HashParams) -> Result<Self, HashError> {
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(HashError::Params)?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut hasher = Self {
+            argon2,
+            params,
+            dummy_hash: String::new(),
+        };
+        let dummy = Password(crate::random::base64url_id::<16>());
+        hasher.dummy_hash = hasher.hash(&dummy)?;
+        Ok(hasher)
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a fresh 128-bit salt.
+    pub fn hash(&self, password: &Password) -> Result<String, HashError> {
+        let salt = crate::random::bytes::<16>();
+        self.argon2
+            .hash_password_with_salt(password.as_str().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(HashError::Hash)
+    }
+
+    /// Checks `password` against a stored PHC string, using the parameters stored in it.
+    pub fn verify(&self, password: &Password, phc: &str) -> Verification {
+        let Ok(stored) = PasswordHash::new(phc) else {
+            return Verification::Mismatch;
+        };
+        match self
+            .argon2
+            .verify_password(password.as_str().as_bytes(), &stored)
+        {
+            Ok(()) => Verification::Match {
+                needs_rehash: self.needs_rehash(&stored),
+            },
+            Err(_) => Verification::Mismatch,
+        }
+    }
+
+    /// Spends one verification's worth of work and always fails: for unknown users and
+    /// passwords that could not even be normalised.
+    pub fn verify_dummy(&self, raw_password: &str) {
+        let _ = self
+            .argon2
+            .verify_password(raw_password.as_bytes(), self.dummy_hash.as_str());
+    }
+
+    fn needs_rehash(&self, stored: &PasswordHash) -> bool {
+        let same_algorithm = stored.algorithm == argon2::ARGON2ID_IDENT
+            && stored.version == Some(Version::V0x13.into());
+        let same_params = Params::try_from(stored).is_ok_and(|p| {
+            p.m_cost() == self.params.m_cost()
+                && p.t_cost() == self.params.t_cost()
+                && p.p_cost() == self.params.p_cost()
+        });
+        !(same_algorithm && same_params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> HashParams {
+        HashParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    fn pw(s: &str) -> Password {
+        Password::normalize(s).unwrap()
+    }
+
+    #[test]
+    fn hash_is_an_argon2id_phc_string_with_a_random_salt() {
+        let hasher = Hasher::new(cheap()).unwrap();
+        let a = hasher.hash(&pw("correct horse battery staple")).unwrap();
+        let b = hasher.hash(&pw("correct horse battery staple")).unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{a}");
+        assert_ne!(a, b, "salts differ");
+    }
+
+    #[test]
+    fn verify_accepts_the_password_and_rejects_others() {
+        let hasher = Hasher::new(cheap()).unwrap();
+        let phc = hasher.hash(&pw("correct horse battery staple")).unwrap();
+        assert_eq!(
+            hasher.verify(&pw("correct horse battery staple"), &phc),
+            Verification::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            hasher.verify(&pw("correct horse battery stapl"), &phc),
+            Verification::Mismatch
+        );
+        assert_eq!(hasher.verify(&pw("x"), "not a phc"), Verification::Mismatch);
+    }
+
+    #[test]
+    fn changed_parameters_ask_for_a_rehash() {
+        let old = Hasher::new(cheap()).unwrap();
+        let phc = old.hash(&pw("correct horse battery staple")).unwrap();
+        let new = Hasher::new(HashParams {
+            memory_kib: 128,
+            ..cheap()
+        })
+        .unwrap();
+        assert_eq!(
+            new.verify(&pw("correct horse battery staple"), &phc),
+            Verification::Match { needs_rehash: true }
+        );
+    }
+
+    #[test]
+    fn defaults_meet_owasp_minimums_for_argon2id() {
+        let d = HashParams::default();
+        assert!(d.memory_kib >= 19_456 && d.iterations >= 2 && d.parallelism >= 1);
+    }
+
+    #[test]
+    fn normalisation_unifies_encodings_but_not_compatibility_forms() {
+        // "é" precomposed vs e + combining acute: one password.
+        assert_eq!(pw("caf\u{e9}").as_str(), pw("cafe\u{301}").as_str());
+        // A non-ASCII space becomes an ASCII one.
+        assert_eq!(pw("a\u{3000}b").as_str(), "a b");
+        // NFC keeps the ligature: NFKC would have folded it into "fi".
+        assert_eq!(pw("\u{fb01}").as_str(), "\u{fb01}");
+        assert!(matches!(
+            Password::normalize(""),
+            Err(NormalizationError::Empty)
+        ));
+        assert!(Password::normalize("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        assert_eq!(
+            format!("{:?}", pw("hunter2hunter2")),
+            "Password(<redacted>)"
+        );
+    }
+}

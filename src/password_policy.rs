@@ -1,0 +1,228 @@
+//! The password policy (NIST SP 800-63B rev 4 §3.1.1.2; OWASP ASVS 5.0 V6.2).
+//!
+//! Length is the rule that matters; no composition rules, no truncation. On top of length we
+//! refuse passwords an attacker guesses first: common and breached ones (zxcvbn's frequency
+//! lists and pattern matching) and *context* passwords — the username, the full name or the
+//! service's name, or nothing but their words repeated. Containing a name word is fine:
+//! "Thats Sir Terry to you!" for Terry Pratchett is a good password.
+
+use crate::password::Password;
+
+/// How strong a password must be, with the context it must not be built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length in code points. NIST: 15 for single-factor authentication.
+    pub min_chars: usize,
+    /// Maximum length in code points; NIST asks that at least 64 be allowed.
+    pub max_chars: usize,
+}
+
+/// Never configurable below this: NIST's floor when a password is one factor of several.
+pub const ABSOLUTE_MIN_CHARS: usize = 8;
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_chars: 15,
+            max_chars: 1024,
+        }
+    }
+}
+
+/// zxcvbn looks at this many leading code points: its matchers are superlinear, and a prefix
+/// this long already reveals a common password or a repetition.
+const ESTIMATOR_PREFIX_CHARS: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyViolation {
+    #[error("password must be at least {0} characters")]
+    TooShort(usize),
+    #[error("password must be at most {0} characters")]
+    TooLong(usize),
+    #[error("password is too common or too easy to guess")]
+    TooCommon,
+    #[error("password must not be made of your username, your name or the service's name")]
+    ContextSpecific,
+}
+
+impl PolicyViolation {
+    /// Stable machine-readable code for API clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooShort(_) => "too_short",
+            Self::TooLong(_) => "too_long",
+            Self::TooCommon => "too_common",
+            Self::ContextSpecific => "context_specific",
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// Checks length first (cheap, and the only check for an over-long password), then
+    /// context, then guessability. `context` holds the username, full name and so on.
+    pub fn check(&self, password: &Password, context: &[&str]) -> Result<(), PolicyViolation> {
+        self.check_length(password.chars())?;
+        if is_built_from_context(password.as_str(), context) {
+            return Err(PolicyViolation::ContextSpecific);
+        }
+        let prefix: String = password
+            .as_str()
+            .chars()
+            .take(ESTIMATOR_PREFIX_CHARS)
+            .collect();
+        // Score 3 means more than 10^8 guesses by zxcvbn's estimate: out of reach of an online
+        // attack and of the top of every breached-password list.
+        if zxcvbn::zxcvbn(&prefix, &[]).score() < zxcvbn::Score::Three {
+            return Err(PolicyViolation::TooCommon);
+        }
+        Ok(())
+    }
+
+    /// Length alone, on a count of code points: usable before normalisation to refuse a huge
+    /// input without doing any work on it.
+    pub fn check_length(&self, chars: usize) -> Result<(), PolicyViolation> {
+        if chars < self.min_chars {
+            return Err(PolicyViolation::TooShort(self.min_chars));
+        }
+        if chars > self.max_chars {
+            return Err(PolicyViolation::TooLong(self.max_chars));
+        }
+        Ok(())
+    }
+}
+
+/// True when `password`, ignoring case, spaces and punctuation, is one of the context strings
+/// or a sequence made only of their words (each usable any number of times).
+fn is_built_from_context(password: &str, context: &[&str]) -> bool {
+    let target = squash(password);
+    if target.is_empty() {
+        return true;
+    }
+    let mut words: Vec<String> = context
+        .iter()
+        .chain(&["tessera"])
+        .flat_map(|text| {
+            let whole = squash(text);
+            text.split(|c: char| !c.is_alphanumeric())
+                .map(squash)
+                .chain(std::iter::once(whole))
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.sort();
+    words.dedup();
+    can_segment(&target, &words)
+}
+
+/// Lower-cased letters and digits only.
+fn squash(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Word-break by dynamic programming: can `target` be split entirely into `words`?
+fn can_segment(target: &str, words: &[String]) -> bool {
+    let bytes = target.as_bytes();
+    let mut reachable = vec![false; bytes.len() + 1];
+    reachable[0] = true;
+    for start in 0..bytes.len() {
+        if !reachable[start] {
+            continue;
+        }
+        for word in words {
+            if bytes[start..].starts_with(word.as_bytes()) {
+                reachable[start + word.len()] = true;
+            }
+        }
+    }
+    reachable[bytes.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(password: &str, context: &[&str]) -> Result<(), PolicyViolation> {
+        PasswordPolicy::default().check(&Password::normalize(password).unwrap(), context)
+    }
+
+    #[test]
+    fn the_briefs_good_passwords_pass() {
+        assert_eq!(
+            check("3##Heel7sa*9-zRwT", &["kvothe", "Patrick Rothfuss"]),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "Thats Sir Terry to you!",
+                &["tpratchett", "Terry Pratchett"]
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_briefs_short_passwords_fail_on_length() {
+        assert_eq!(check("r0u7!nG", &[]), Err(PolicyViolation::TooShort(15)));
+        assert_eq!(check("null", &[]), Err(PolicyViolation::TooShort(15)));
+    }
+
+    #[test]
+    fn length_counts_code_points_not_bytes() {
+        // 15 three-byte characters: 45 bytes but exactly the minimum in code points.
+        let policy = PasswordPolicy::default();
+        assert_eq!(
+            policy.check_length("日本語".repeat(5).chars().count()),
+            Ok(())
+        );
+        assert_eq!(policy.check_length(14), Err(PolicyViolation::TooShort(15)));
+        assert_eq!(
+            policy.check_length(1025),
+            Err(PolicyViolation::TooLong(1024))
+        );
+    }
+
+    #[test]
+    fn common_and_repetitive_passwords_are_refused() {
+        for weak in [
+            "passwordpassword",
+            "aaaaaaaaaaaaaaaa",
+            "123456789012345",
+            "qwertyuiopasdfgh",
+        ] {
+            assert_eq!(check(weak, &[]), Err(PolicyViolation::TooCommon), "{weak}");
+        }
+    }
+
+    #[test]
+    fn passwords_made_of_context_words_are_refused() {
+        let context = ["tpratchett", "Terry Pratchett"];
+        for bad in [
+            "Terry Pratchett!",
+            "terrypratchettterrypratchett",
+            "Pratchett Terry Terry",
+            "TPRATCHETT tpratchett",
+            "tessera tessera tessera",
+        ] {
+            assert_eq!(
+                check(bad, &context),
+                Err(PolicyViolation::ContextSpecific),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn containing_a_name_word_is_fine() {
+        assert_eq!(
+            check(
+                "terry likes long walks at dusk",
+                &["tpratchett", "Terry Pratchett"]
+            ),
+            Ok(())
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Usernames, parsed once into a canonical form (RFC 8265 §3.3, UsernameCaseMapped).
+//!
+//! Parse, don't validate: a [`Username`] always holds a valid name, so code further down never
+//! re-checks. The canonical form (width-mapped, lower-cased, NFC) is the identity — `Kvothe`,
+//! `kvothe` and fullwidth `ＫＶＯＴＨＥ` are one account — while the name as typed is kept for display.
+
+use precis_core::profile::Profile as _;
+use precis_profiles::UsernameCaseMapped;
+
+/// RFC 8265 leaves length to the application; 64 code points is ample and bounds index size.
+pub const MAX_USERNAME_CHARS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username {
+    as_typed: String,
+    canonical: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UsernameError {
+    #[error("username must not be empty")]
+    Empty,
+    #[error("username must be at most {MAX_USERNAME_CHARS} characters")]
+    TooLong,
+    #[error(
+        "username may hold letters, digits and punctuation, but no spaces, control or invisible characters"
+    )]
+    DisallowedCharacter,
+}
+
+impl UsernameError {
+    /// Stable machine-readable code for API clients.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::TooLong => "too_long",
+            Self::DisallowedCharacter => "disallowed_character",
+        }
+    }
+}
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, UsernameError> {
+        if raw.is_empty() {
+            return Err(UsernameError::Empty);
+        }
+        if raw.chars().count() > MAX_USERNAME_CHARS {
+            return Err(UsernameError::TooLong);
+        }
+        // The IdentifierClass refuses spaces, controls, zero-width and unassigned code points.
+        let canonical = UsernameCaseMapped::new()
+            .enforce(raw)
+            .map_err(|_| UsernameError::DisallowedCharacter)?
+            .into_owned();
+        if canonical.chars().count() > MAX_USERNAME_CHARS {
+            return Err(UsernameError::TooLong);
+        }
+        Ok(Self {
+            as_typed: raw.to_owned(),
+            canonical,
+        })
+    }
+
+    /// As the user typed it: for display.
+    pub fn as_typed(&self) -> &str {
+        &self.as_typed
+    }
+
+    /// The identity: unique in the store, compared on login.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_and_width_variants_share_one_canonical_form() {
+        for variant in ["kvothe", "Kvothe", "KVOTHE", "ＫＶＯＴＨＥ"] {
+            assert_eq!(Username::parse(variant).unwrap().canonical(), "kvothe");
+        }
+        assert_eq!(Username::parse("Kvothe").unwrap().as_typed(), "Kvothe");
+    }
+
+    #[test]
+    fn the_briefs_usernames_are_accepted() {
+        for name in ["gh0st", "jet-setter", "kvothe", "tpratchett", "lmb"] {
+            assert_eq!(Username::parse(name).unwrap().canonical(), name);
+        }
+    }
+
+    #[test]
+    fn spaces_controls_and_zero_width_characters_are_rejected() {
+        for bad in [
+            "a b",
+            " kvothe",
+            "kvothe\n",
+            "kv\u{0}othe",
+            "kv\u{200b}othe",
+            "kv\u{7f}",
+        ] {
+            assert_eq!(
+                Username::parse(bad),
+                Err(UsernameError::DisallowedCharacter),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn length_is_bounded_in_code_points() {
+        assert_eq!(Username::parse(""), Err(UsernameError::Empty));
+        assert!(Username::parse(&"é".repeat(64)).is_ok());
+        assert_eq!(
+            Username::parse(&"a".repeat(65)),
+            Err(UsernameError::TooLong)
+        );
+    }
+
+    #[test]
+    fn sql_metacharacters_are_just_characters() {
+        let name = Username::parse("robert');DROP--").unwrap();
+        assert_eq!(name.canonical(), "robert');drop--");
+    }
+}
