@@ -4,6 +4,7 @@
 pub mod password;
 pub mod password_policy;
 pub mod random;
+pub mod store;
 pub mod strict_json;
 pub mod token;
 pub mod username;

@@ -1,0 +1,163 @@
+//! Persistence: SQLite through rusqlite, and nothing else in the crate touches SQL.
+//!
+//! Everything here is synchronous and meant to run off the async reactor (the HTTP layer calls it
+//! from `spawn_blocking`). The public surface is plain Rust types, so a PostgreSQL backend for
+//! multi-replica deployments can implement the same methods later.
+//!
+//! Connection settings, and why:
+//! - `journal_mode=WAL`: readers never block the writer or each other, which is the request mix
+//!   here (one token check per request, writes only on register/login/logout).
+//! - `synchronous=FULL`: every commit is fsynced. NORMAL would be durable across a process crash
+//!   but can lose the last commits on power loss — and a lost logout means a revoked token lives
+//!   again. Writes already sit behind a ~20 ms argon2 hash or are rare, so the fsync is affordable.
+//! - `foreign_keys=ON`: deleting a user removes its ledger and denylist rows.
+//! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
+
+mod dump;
+mod schema;
+mod sessions;
+mod users;
+
+pub use sessions::{IssuedTokenRecord, TokenState};
+pub use users::{Credentials, NewUser, UserProfile, UserSummary};
+
+use rusqlite::{Connection, OpenFlags};
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create database file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Idle connections kept for reuse; more are opened on demand under load.
+const MAX_IDLE_CONNECTIONS: usize = 16;
+
+/// A handle on the database: a small pool of connections to one file.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        create_private_file(path)?;
+        let store = Self {
+            path: path.into(),
+            idle: Mutex::new(Vec::new()),
+        };
+        store.with_conn(schema::migrate)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = match self.lock_idle().pop() {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&mut conn);
+        let mut idle = self.lock_idle();
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+
+    /// `PRAGMA integrity_check`: "ok" or the problems found.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Folds the WAL back into the main file (on shutdown, so the file alone is complete).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.with_conn(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
+    /// A plain-text SQL dump: schema, then every row, in a stable order.
+    pub fn dump(&self) -> Result<String> {
+        self.with_conn(|conn| dump::dump(conn))
+    }
+
+    /// Answers whether the database can be queried (for readiness checks).
+    pub fn ping(&self) -> Result<()> {
+        self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+}
+
+/// Creates the database file with mode 0600 before SQLite opens it, so it is never readable by
+/// others, even briefly; SQLite gives its -wal and -shm files the same mode.
+fn create_private_file(path: &Path) -> Result<()> {
+    let error = |source| StoreError::Create {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(error)?;
+    }
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(error(e)),
+    }
+}
+
+/// SQLite keeps integers as i64; generations are u64 in tokens. Both stay far below 2^63.
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! Versioned migrations, applied at startup inside one transaction each. `PRAGMA user_version`
+//! records how far a database has come; a database from a newer build is refused, not guessed at.
+
+use super::{Result, StoreError};
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Each entry moves the schema one version forward. Never edit one that has shipped: add another.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, the denylist, and the ledger of issued tokens.
+    r"
+    CREATE TABLE users (
+        id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
+        username                       TEXT    NOT NULL,        -- as typed, for display
+        username_canonical             TEXT    NOT NULL UNIQUE, -- RFC 8265 UsernameCaseMapped: the identity
+        full_name                      TEXT    NOT NULL,
+        mothers_favorite_search_engine TEXT    NOT NULL,        -- a profile detail, never an authenticator
+        password_hash                  TEXT    NOT NULL,        -- argon2id PHC string
+        token_generation               INTEGER NOT NULL DEFAULT 0,  -- bump = revoke every earlier token
+        failed_logins                  INTEGER NOT NULL DEFAULT 0,  -- consecutive; drives the softlock
+        last_failed_login_at           INTEGER,
+        created_at                     INTEGER NOT NULL
+    ) STRICT;
+
+    -- Logged-out tokens, until they would have expired anyway. Bounded by pruning.
+    CREATE TABLE revoked_tokens (
+        jti        TEXT    PRIMARY KEY,
+        user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
+
+    -- Ledger of tokens issued at login: who is logged in, for audit and the dump. Verification
+    -- never reads it; it costs one insert per login and is pruned with the denylist.
+    CREATE TABLE issued_tokens (
+        jti        TEXT    PRIMARY KEY,
+        user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        generation INTEGER NOT NULL,
+        issued_at  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX issued_tokens_by_user ON issued_tokens(user_id);
+    CREATE INDEX issued_tokens_by_expiry ON issued_tokens(expires_at);
+
+    -- Sessions that are live right now: issued, unexpired, not revoked, current generation.
+    CREATE VIEW active_sessions AS
+        SELECT u.username, t.jti, t.issued_at, t.expires_at
+        FROM issued_tokens t JOIN users u ON u.id = t.user_id
+        WHERE t.expires_at > unixepoch()
+          AND t.generation = u.token_generation
+          AND t.jti NOT IN (SELECT jti FROM revoked_tokens);
+    ",
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Token state: the login ledger, the denylist and the per-user token generation.
+//!
+//! Revocation has two levers. Logging out one token puts its `jti` on the denylist until the
+//! token's own expiry (after which the MAC check refuses it anyway, so the row can go). Logging
+//! out everywhere bumps the user's generation: every token carries the generation it was minted
+//! at, and any token below the current one is dead — one UPDATE, however many tokens exist.
+
+use super::users::{PROFILE_COLUMNS, UserProfile, profile_from_row};
+use super::{Result, Store, to_u64};
+use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
+
+/// The user behind a token, with what is needed to decide whether the token still stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    pub profile: UserProfile,
+    pub current_generation: u64,
+    pub revoked: bool,
+}
+
+/// One row of the login ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedTokenRecord<'a> {
+    pub jti: &'a str,
+    pub user_id: &'a str,
+    pub generation: u64,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+impl Store {
+    /// The user's current token generation, for minting a token.
+    pub fn token_generation(&self, user_id: &str) -> Result<Option<u64>> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT token_generation FROM users WHERE id = ?1",
+                    [user_id],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(to_u64))
+        })
+    }
+
+    /// A successful login: clear the failure counter, optionally store a rehashed password, and
+    /// record the token in the ledger — one transaction.
+    pub fn record_login(
+        &self,
+        token: &IssuedTokenRecord<'_>,
+        rehashed_password: Option<&str>,
+    ) -> Result<()> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL,
+                     password_hash = coalesce(?2, password_hash)
+                 WHERE id = ?1",
+                params![token.user_id, rehashed_password],
+            )?;
+            tx.execute(
+                "INSERT INTO issued_tokens (jti, user_id, generation, issued_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    token.jti,
+                    token.user_id,
+                    i64::try_from(token.generation).unwrap_or(i64::MAX),
+                    token.issued_at,
+                    token.expires_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// One indexed read per request: the token's user, its current generation and whether this
+    /// `jti` is denylisted. `None` when the user no longer exists.
+    pub fn token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
+        self.with_conn(|conn| {
+            let sql = format!(
+                "SELECT {PROFILE_COLUMNS}, token_generation,
+                        EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?2)
+                 FROM users WHERE id = ?1"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            Ok(stmt
+                .query_row(params![user_id, jti], |row| {
+                    Ok(TokenState {
+                        profile: profile_from_row(row)?,
+                        current_generation: to_u64(row.get(5)?),
+                        revoked: row.get(6)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    /// Denylists one token until `expires_at`. Idempotent.
+    pub fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64) -> Result<()> {
+        self.with_conn(|conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![jti, user_id, expires_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Revokes every token the user holds. Returns the new generation, or `None` if no such user.
+    pub fn bump_generation(&self, user_id: &str) -> Result<Option<u64>> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "UPDATE users SET token_generation = token_generation + 1
+                     WHERE id = ?1 RETURNING token_generation",
+                    [user_id],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(to_u64))
+        })
+    }
+
+    /// The same, by username (`tessera user revoke`).
+    pub fn bump_generation_by_username(&self, username_canonical: &str) -> Result<Option<u64>> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "UPDATE users SET token_generation = token_generation + 1
+                     WHERE username_canonical = ?1 RETURNING token_generation",
+                    [username_canonical],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(to_u64))
+        })
+    }
+
+    /// Drops denylist and ledger rows whose tokens have expired: such tokens fail the codec's
+    /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway.
+    /// Returns how many rows went.
+    pub fn prune_expired(&self, now: i64) -> Result<usize> {
+        self.with_conn(|conn| {
+            let revoked =
+                conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
+            let issued = conn.execute("DELETE FROM issued_tokens WHERE expires_at < ?1", [now])?;
+            Ok(revoked + issued)
+        })
+    }
+
+    /// Rows on the denylist (for metrics and tests).
+    pub fn denylist_len(&self) -> Result<u64> {
+        self.with_conn(|conn| {
+            Ok(to_u64(conn.query_row(
+                "SELECT count(*) FROM revoked_tokens",
+                [],
+                |row| row.get(0),
+            )?))
+        })
+    }
+}

@@ -1,0 +1,140 @@
+use super::*;
+use std::os::unix::fs::PermissionsExt as _;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    (dir, store)
+}
+
+fn user<'a>(id: &'a str, name: &'a str) -> NewUser<'a> {
+    NewUser {
+        id,
+        username: name,
+        username_canonical: name,
+        full_name: "Full Name",
+        mothers_favorite_search_engine: "Searx",
+        password_hash: "$argon2id$stub",
+        created_at: 100,
+    }
+}
+
+fn ledger<'a>(jti: &'a str, user_id: &'a str) -> IssuedTokenRecord<'a> {
+    IssuedTokenRecord {
+        jti,
+        user_id,
+        generation: 0,
+        issued_at: 100,
+        expires_at: 200,
+    }
+}
+
+#[test]
+fn database_file_is_created_private_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/t.db");
+    let store = Store::open(&path).unwrap();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    drop(store);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let store = Store::open(&path).unwrap();
+    assert!(store.find_credentials("kvothe").unwrap().is_some());
+    assert_eq!(store.integrity_check().unwrap(), ["ok"]);
+}
+
+#[test]
+fn canonical_username_is_unique() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    assert!(matches!(
+        store.create_user(&user("u2", "kvothe")),
+        Err(StoreError::UsernameTaken)
+    ));
+}
+
+#[test]
+fn token_state_reports_generation_and_denylist() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    store.record_login(&ledger("j1", "u1"), None).unwrap();
+    let state = store.token_state("u1", "j1").unwrap().unwrap();
+    assert_eq!((state.current_generation, state.revoked), (0, false));
+    assert_eq!(state.profile.username, "kvothe");
+
+    store.revoke_token("j1", "u1", 200).unwrap();
+    store.revoke_token("j1", "u1", 200).unwrap(); // idempotent
+    assert!(store.token_state("u1", "j1").unwrap().unwrap().revoked);
+    assert!(!store.token_state("u1", "j2").unwrap().unwrap().revoked);
+
+    assert_eq!(store.bump_generation("u1").unwrap(), Some(1));
+    assert_eq!(
+        store
+            .token_state("u1", "j2")
+            .unwrap()
+            .unwrap()
+            .current_generation,
+        1
+    );
+    assert!(store.token_state("nobody", "j1").unwrap().is_none());
+}
+
+#[test]
+fn failed_logins_count_up_and_reset_on_login() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    assert_eq!(store.record_failed_login("u1", 10).unwrap(), 1);
+    assert_eq!(store.record_failed_login("u1", 11).unwrap(), 2);
+    let creds = store.find_credentials("kvothe").unwrap().unwrap();
+    assert_eq!(
+        (creds.failed_logins, creds.last_failed_login_at),
+        (2, Some(11))
+    );
+    store
+        .record_login(&ledger("j1", "u1"), Some("$argon2id$new"))
+        .unwrap();
+    let creds = store.find_credentials("kvothe").unwrap().unwrap();
+    assert_eq!(creds.failed_logins, 0);
+    assert_eq!(creds.password_hash, "$argon2id$new");
+}
+
+#[test]
+fn pruning_drops_only_expired_rows() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    store.revoke_token("old", "u1", 50).unwrap();
+    store.revoke_token("new", "u1", 500).unwrap();
+    store.prune_expired(100).unwrap();
+    assert_eq!(store.denylist_len().unwrap(), 1);
+    assert!(store.token_state("u1", "new").unwrap().unwrap().revoked);
+}
+
+#[test]
+fn deleting_a_user_frees_the_name_and_cascades() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    store.record_login(&ledger("j1", "u1"), None).unwrap();
+    store.revoke_token("j1", "u1", 200).unwrap();
+    assert!(store.delete_user("u1").unwrap());
+    assert_eq!(store.denylist_len().unwrap(), 0);
+    store.create_user(&user("u2", "kvothe")).unwrap();
+}
+
+#[test]
+fn changing_the_password_bumps_the_generation() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    assert_eq!(store.change_password("u1", "$argon2id$x").unwrap(), 1);
+    assert_eq!(store.token_generation("u1").unwrap(), Some(1));
+}
+
+#[test]
+fn dump_holds_schema_and_rows() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let dump = store.dump().unwrap();
+    assert!(dump.contains("CREATE TABLE users"));
+    assert!(dump.contains("CREATE VIEW active_sessions"));
+    assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
+    assert!(dump.contains("PRAGMA user_version=1;"));
+}
