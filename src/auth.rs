@@ -1,0 +1,359 @@
+//! The use cases — register, log in, authenticate, log out (one token or all), change password,
+//! delete account — combining the token codec, password hashing and the store.
+//!
+//! No HTTP types here, and everything is synchronous: the HTTP layer runs these calls on the
+//! blocking pool, because they hash passwords and touch SQLite. Time is always passed in.
+
+use crate::lockout::LockoutPolicy;
+use crate::password::{HashError, Hasher, Password, Verification};
+use crate::password_policy::{PasswordPolicy, PolicyViolation};
+use crate::store::{IssuedTokenRecord, NewUser, Store, StoreError, UserProfile};
+use crate::token::{Codec, IssuedToken, TokenError, VerifiedClaims};
+use crate::username::Username;
+use crate::{profile_text, random};
+
+/// What registration needs. Strings are raw client input; `register` validates every field.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub username: String,
+    pub full_name: String,
+    pub password: String,
+    pub mothers_favorite_search_engine: String,
+}
+
+/// A field that failed validation, in the shape problem+json reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+/// Why a presented token does not authenticate anyone. Kept apart for logs and tests; clients
+/// all get the same 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("{0}")]
+    Codec(TokenError),
+    #[error("token was logged out")]
+    Revoked,
+    #[error("token predates the user's last log-out-everywhere or password change")]
+    StaleGeneration,
+    #[error("token's user no longer exists")]
+    UnknownUser,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("current password is incorrect")]
+    WrongCurrentPassword,
+    #[error("too many failed attempts; retry in {retry_after} s")]
+    Throttled { retry_after: u64 },
+    #[error("invalid token: {0}")]
+    InvalidToken(TokenRejection),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+}
+
+impl From<TokenRejection> for AuthError {
+    fn from(rejection: TokenRejection) -> Self {
+        Self::InvalidToken(rejection)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AuthError>;
+
+/// An authenticated request: verified claims and the user they belong to.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub claims: VerifiedClaims,
+    pub profile: UserProfile,
+}
+
+/// Tunables of the use cases.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSettings {
+    /// Access-token lifetime in seconds; also the longest lifetime the codec accepts.
+    pub token_ttl: i64,
+    pub password_policy: PasswordPolicy,
+    pub lockout: LockoutPolicy,
+}
+
+/// The service's core, shared by every request.
+#[derive(Debug)]
+pub struct Auth {
+    store: Store,
+    codec: Codec,
+    hasher: Hasher,
+    settings: AuthSettings,
+}
+
+impl Auth {
+    pub fn new(store: Store, codec: Codec, hasher: Hasher, settings: AuthSettings) -> Self {
+        Self {
+            store,
+            codec,
+            hasher,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    /// Validates every field (reporting all failures at once), hashes and stores the user.
+    pub fn register(&self, input: &Registration, now: i64) -> Result<UserProfile> {
+        let mut errors = Vec::new();
+        let username = Username::parse(&input.username)
+            .map_err(|e| errors.push(field_error("username", e.code(), e.to_string())))
+            .ok();
+        let full_name = profile_text::clean("full_name", &input.full_name)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let engine = profile_text::clean(
+            "mothers_favorite_search_engine",
+            &input.mothers_favorite_search_engine,
+        )
+        .map_err(|e| errors.push(e))
+        .ok();
+        let context = [input.username.as_str(), input.full_name.as_str()];
+        let password = self
+            .acceptable_password("password", &input.password, &context)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let (Some(username), Some(full_name), Some(engine), Some(password)) =
+            (username, full_name, engine, password)
+        else {
+            return Err(AuthError::Validation(errors));
+        };
+
+        let password_hash = self.hasher.hash(&password)?;
+        let id = random::base64url_id::<16>();
+        let user = NewUser {
+            id: &id,
+            username: username.as_typed(),
+            username_canonical: username.canonical(),
+            full_name: &full_name,
+            mothers_favorite_search_engine: &engine,
+            password_hash: &password_hash,
+            created_at: now,
+        };
+        self.store.create_user(&user).map_err(|e| match e {
+            StoreError::UsernameTaken => AuthError::UsernameTaken,
+            other => other.into(),
+        })
+    }
+
+    /// Checks a password and mints a token. Unknown users and wrong passwords fail identically
+    /// and cost one argon2 verification each; a locked account is refused before any hashing.
+    pub fn login(&self, username: &str, password: &str, now: i64) -> Result<IssuedToken> {
+        let credentials = match Username::parse(username) {
+            Ok(name) => self.store.find_credentials(name.canonical())?,
+            Err(_) => None,
+        };
+        let Some(credentials) = credentials else {
+            self.hasher.verify_dummy(password);
+            return Err(AuthError::InvalidCredentials);
+        };
+        if let Some(retry_after) = self.settings.lockout.retry_after(
+            credentials.failed_logins,
+            credentials.last_failed_login_at,
+            now,
+        ) {
+            return Err(AuthError::Throttled { retry_after });
+        }
+        let needs_rehash = match self.check_password(password, &credentials.password_hash) {
+            Verification::Match { needs_rehash } => needs_rehash,
+            Verification::Mismatch => {
+                self.store.record_failed_login(&credentials.user_id, now)?;
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        let rehashed = match (needs_rehash, Password::normalize(password)) {
+            (true, Ok(normalized)) => Some(self.hasher.hash(&normalized)?),
+            _ => None,
+        };
+        let generation = self
+            .store
+            .token_generation(&credentials.user_id)?
+            .ok_or(AuthError::InvalidCredentials)?;
+        self.issue_token(&credentials.user_id, generation, rehashed.as_deref(), now)
+    }
+
+    /// Verifies a bearer token and checks revocation: one codec pass, one store read.
+    pub fn authenticate(&self, token: &str, now: i64) -> Result<Session> {
+        let (session, revoked) = self.check_token(token, now)?;
+        if revoked {
+            return Err(TokenRejection::Revoked.into());
+        }
+        Ok(session)
+    }
+
+    /// Logs out the presented token. Idempotent: a genuine token already logged out succeeds.
+    pub fn logout(&self, token: &str, now: i64) -> Result<()> {
+        let (session, _already_revoked) = self.check_token(token, now)?;
+        let claims = session.claims.claims();
+        self.store
+            .revoke_token(&claims.jti, &claims.sub, claims.exp)?;
+        Ok(())
+    }
+
+    /// Logs out everywhere: every token issued so far stops working at once.
+    pub fn logout_everywhere(&self, session: &Session) -> Result<()> {
+        self.store.bump_generation(&session.profile.id)?;
+        Ok(())
+    }
+
+    /// Changes the password (current one required, ASVS 6.2.2); every other token dies and a
+    /// fresh token is returned.
+    pub fn change_password(
+        &self,
+        session: &Session,
+        current: &str,
+        new: &str,
+        now: i64,
+    ) -> Result<IssuedToken> {
+        let canonical = Username::parse(&session.profile.username)
+            .map(|u| u.canonical().to_owned())
+            .unwrap_or_default();
+        let credentials = self
+            .store
+            .find_credentials(&canonical)?
+            .ok_or(TokenRejection::UnknownUser)?;
+        if let Some(retry_after) = self.settings.lockout.retry_after(
+            credentials.failed_logins,
+            credentials.last_failed_login_at,
+            now,
+        ) {
+            return Err(AuthError::Throttled { retry_after });
+        }
+        if self.check_password(current, &credentials.password_hash) == Verification::Mismatch {
+            self.store.record_failed_login(&credentials.user_id, now)?;
+            return Err(AuthError::WrongCurrentPassword);
+        }
+        let context = [
+            session.profile.username.as_str(),
+            session.profile.full_name.as_str(),
+        ];
+        let password = self
+            .acceptable_password("new_password", new, &context)
+            .map_err(|e| AuthError::Validation(vec![e]))?;
+        let hash = self.hasher.hash(&password)?;
+        let generation = self.store.change_password(&credentials.user_id, &hash)?;
+        self.issue_token(&credentials.user_id, generation, None, now)
+    }
+
+    /// Deletes the account: its tokens die with it and the username is free again.
+    pub fn delete_account(&self, session: &Session) -> Result<()> {
+        self.store.delete_user(&session.profile.id)?;
+        Ok(())
+    }
+
+    /// Drops denylist and ledger rows for tokens past expiry (plus the codec's leeway).
+    pub fn prune(&self, now: i64) -> Result<usize> {
+        let cutoff = now.saturating_sub(self.codec.policy().leeway);
+        Ok(self.store.prune_expired(cutoff)?)
+    }
+
+    /// Verified session plus whether the token is on the denylist.
+    fn check_token(&self, token: &str, now: i64) -> Result<(Session, bool)> {
+        let claims = self
+            .codec
+            .verify(token, now)
+            .map_err(TokenRejection::Codec)?;
+        let state = self
+            .store
+            .token_state(&claims.claims().sub, &claims.claims().jti)?
+            .ok_or(TokenRejection::UnknownUser)?;
+        if claims.claims().r#gen != state.current_generation {
+            return Err(TokenRejection::StaleGeneration.into());
+        }
+        let session = Session {
+            claims,
+            profile: state.profile,
+        };
+        Ok((session, state.revoked))
+    }
+
+    fn check_password(&self, raw: &str, phc: &str) -> Verification {
+        match Password::normalize(raw) {
+            Ok(password) => self.hasher.verify(&password, phc),
+            Err(_) => {
+                self.hasher.verify_dummy(raw);
+                Verification::Mismatch
+            }
+        }
+    }
+
+    /// Length is checked on the raw input first, so an over-long password is refused before
+    /// any normalisation or hashing work.
+    fn acceptable_password(
+        &self,
+        field: &'static str,
+        raw: &str,
+        context: &[&str],
+    ) -> std::result::Result<Password, FieldError> {
+        let policy = &self.settings.password_policy;
+        let violation = |v: PolicyViolation| field_error(field, v.code(), v.to_string());
+        policy
+            .check_length(raw.chars().count())
+            .map_err(violation)?;
+        let password = Password::normalize(raw).map_err(|e| {
+            let code = match e {
+                crate::password::NormalizationError::Empty => "too_short",
+                crate::password::NormalizationError::DisallowedCharacter => "disallowed_character",
+            };
+            field_error(field, code, e.to_string())
+        })?;
+        policy.check(&password, context).map_err(violation)?;
+        Ok(password)
+    }
+
+    fn issue_token(
+        &self,
+        user_id: &str,
+        generation: u64,
+        rehashed_password: Option<&str>,
+        now: i64,
+    ) -> Result<IssuedToken> {
+        let issued = self
+            .codec
+            .issue(user_id, generation, now, self.settings.token_ttl);
+        self.store.record_login(
+            &IssuedTokenRecord {
+                jti: &issued.claims.jti,
+                user_id,
+                generation,
+                issued_at: issued.claims.iat,
+                expires_at: issued.claims.exp,
+            },
+            rehashed_password,
+        )?;
+        Ok(issued)
+    }
+}
+
+fn field_error(field: &'static str, code: &'static str, detail: String) -> FieldError {
+    FieldError {
+        field,
+        code,
+        detail,
+    }
+}
