@@ -1,0 +1,120 @@
+//! Operator commands: keys, users and the database, straight on the files (no server needed).
+//! Each returns the text to print, so tests can check it.
+
+use crate::clock;
+use crate::config::{DbAction, KeysAction, UserAction};
+use crate::store::{Store, StoreError};
+use crate::token::{JwkSet, KeyError, Keyring};
+use crate::username::{Username, UsernameError};
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid username: {0}")]
+    Username(#[from] UsernameError),
+    #[error("no user named {0:?}")]
+    NoSuchUser(String),
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+}
+
+pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
+    match action {
+        KeysAction::Generate => {
+            let set = JwkSet::create(path)?;
+            Ok(format!(
+                "created {} (mode 0600) with signing key {}\n",
+                path.display(),
+                set.keys[0].kid
+            ))
+        }
+        KeysAction::Rotate => {
+            let mut set = JwkSet::load(path)?;
+            let kid = set.rotate();
+            Keyring::from_set(&set, path)?;
+            set.save(path)?;
+            Ok(format!(
+                "key {kid} now signs; older keys still verify. Retire them once the token \
+                 lifetime has passed.\n"
+            ))
+        }
+        KeysAction::List => {
+            let set = JwkSet::load(path)?;
+            Keyring::from_set(&set, path)?;
+            let mut out = String::new();
+            for key in set.list() {
+                let role = if key.signing {
+                    "signs+verifies"
+                } else {
+                    "verifies"
+                };
+                let _ = writeln!(out, "{}\t{} bits\t{role}", key.kid, key.bits);
+            }
+            Ok(out)
+        }
+        KeysAction::Retire { kid } => {
+            let mut set = JwkSet::load(path)?;
+            set.retire(kid)?;
+            set.save(path)?;
+            Ok(format!(
+                "retired key {kid}; tokens it signed no longer verify\n"
+            ))
+        }
+    }
+}
+
+pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
+    let store = Store::open(db)?;
+    match action {
+        UserAction::List => {
+            let mut out = String::from("username\tcreated_at\ttoken_generation\tfailed_logins\n");
+            for user in store.list_users()? {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    user.username,
+                    clock::rfc3339(user.created_at),
+                    user.token_generation,
+                    user.failed_logins
+                );
+            }
+            Ok(out)
+        }
+        UserAction::Revoke { username } => {
+            let name = Username::parse(username)?;
+            let generation = store
+                .bump_generation_by_username(name.canonical())?
+                .ok_or_else(|| AdminError::NoSuchUser(username.clone()))?;
+            Ok(format!(
+                "revoked every token of {username} (token generation is now {generation})\n"
+            ))
+        }
+        UserAction::Unlock { username } => {
+            let name = Username::parse(username)?;
+            if !store.unlock_user(name.canonical())? {
+                return Err(AdminError::NoSuchUser(username.clone()));
+            }
+            Ok(format!("cleared failed logins of {username}\n"))
+        }
+    }
+}
+
+pub fn db(action: &DbAction, db: &Path) -> Result<String, AdminError> {
+    let store = Store::open(db)?;
+    match action {
+        DbAction::Dump => Ok(store.dump()?),
+        DbAction::Check => {
+            let result = store.integrity_check()?;
+            if result == ["ok"] {
+                Ok("ok\n".into())
+            } else {
+                Err(AdminError::Integrity(result.join("; ")))
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Assembly: configuration → keyring, store, hasher → `Auth` → HTTP state; and the running
+//! server with its background pruning and signal handling.
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::http::limits::{HashGate, RateLimiter};
+use crate::http::{self, AppState};
+use crate::password::{HashError, Hasher};
+use crate::store::{Store, StoreError};
+use crate::token::{Codec, JwkSet, KeyError, Keyring, ValidationPolicy};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Builds everything a request needs. Fails closed on any key or storage problem.
+pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
+    let keyring = load_or_create_keys(config)?;
+    let store = Store::open(&config.db_path)?;
+    let hasher = Hasher::new(config.hash)?;
+    let policy = ValidationPolicy {
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+        leeway: config.leeway,
+        max_lifetime: config.auth.token_ttl,
+    };
+    let auth = Auth::new(store, Codec::new(keyring, policy), hasher, config.auth);
+    Ok(Arc::new(AppState {
+        auth: Arc::new(auth),
+        settings: config.http.clone(),
+        hash_gate: HashGate::new(config.hash_permits, config.hash_queue),
+        login_limiter: RateLimiter::new(config.login_limit.0, config.login_limit.1),
+        register_limiter: RateLimiter::new(config.register_limit.0, config.register_limit.1),
+    }))
+}
+
+fn load_or_create_keys(config: &Config) -> Result<Keyring, StartupError> {
+    let path = &config.keys_path;
+    if config.create_missing_keys && !path.exists() {
+        JwkSet::create(path)?;
+        tracing::warn!(
+            path = %path.display(),
+            "DEVELOPMENT SETUP: no key file existed, so a new signing key was generated. \
+             Tokens from any other instance will not verify here. In production, create keys \
+             with `tessera keys generate` and pass --keys explicitly."
+        );
+    }
+    Ok(Keyring::load(path)?)
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, pruning expired revocation rows in
+/// the background, then checkpoints the WAL.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    prune_every: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    let pruner = tokio::spawn(prune_periodically(state.auth.clone(), prune_every));
+    let served = http::serve(listener, state.clone(), shutdown).await;
+    pruner.abort();
+    let auth = state.auth.clone();
+    let checkpoint = tokio::task::spawn_blocking(move || auth.store().checkpoint()).await;
+    if let Ok(Err(error)) = checkpoint {
+        tracing::warn!(%error, "WAL checkpoint on shutdown failed");
+    }
+    served.map_err(StartupError::Serve)
+}
+
+/// Binds `config`'s address and serves until SIGINT or SIGTERM.
+pub async fn serve_until_signalled(addr: SocketAddr, config: &Config) -> Result<(), StartupError> {
+    let state = build_state(config)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    tracing::info!(address = %listener.local_addr().unwrap_or(addr), "tessera listening");
+    run(listener, state, config.prune_interval, shutdown_signal()).await
+}
+
+async fn prune_periodically(auth: Arc<Auth>, every: std::time::Duration) {
+    let mut interval = tokio::time::interval(every);
+    loop {
+        interval.tick().await;
+        let auth = auth.clone();
+        match tokio::task::spawn_blocking(move || auth.prune(crate::clock::now())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(pruned)) => tracing::info!(pruned, "pruned expired revocation rows"),
+            Ok(Err(error)) => tracing::warn!(%error, "pruning failed"),
+            Err(error) => tracing::warn!(%error, "pruning task failed"),
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what orchestrators send).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown signal received");
+}

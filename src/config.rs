@@ -1,0 +1,278 @@
+//! The command line: every tunable with its default, as a flag and a `TESSERA_*` variable.
+//!
+//! Defaults follow the standards cited next to each; `tessera serve --help` prints them all.
+
+use crate::auth::AuthSettings;
+use crate::http::HttpSettings;
+use crate::lockout::LockoutPolicy;
+use crate::password::HashParams;
+use crate::password_policy::{ABSOLUTE_MIN_CHARS, PasswordPolicy};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the keyring lives unless told otherwise; only this default is created on demand.
+pub const DEFAULT_KEYS_PATH: &str = "keys/jwks.json";
+pub const DEFAULT_DB_PATH: &str = "data/tessera.db";
+
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about = "A small authentication service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve(Box<ServeArgs>),
+    /// Manage the signing keys (JWK Set file).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH)]
+        keys: PathBuf,
+    },
+    /// Administer users directly in the database.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
+        db: PathBuf,
+    },
+    /// Inspect the database.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
+        db: PathBuf,
+    },
+    /// Regenerate data/: load the seed users through the real HTTP API, log two in, dump.
+    Demo {
+        /// The brief's CSV of users.
+        #[arg(long, default_value = "data/seed-users.csv")]
+        seed: PathBuf,
+        /// Where the dump goes.
+        #[arg(long, default_value = "data/tessera-dump.sql")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a new key file with one signing key (refuses to overwrite).
+    Generate,
+    /// Add a new signing key in front; older keys keep verifying.
+    Rotate,
+    /// List key ids and which one signs (never the keys).
+    List,
+    /// Remove a non-signing key once the longest token lifetime has passed since rotation.
+    Retire { kid: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// List users (never hashes).
+    List,
+    /// Revoke every token of a user (bumps the token generation).
+    Revoke { username: String },
+    /// Clear a user's failed-login counter.
+    Unlock { username: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Print a plain-text SQL dump to stdout.
+    Dump,
+    /// Run SQLite's integrity check.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// SQLite database file (created with mode 0600 if missing).
+    #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
+    pub db: PathBuf,
+    /// JWK Set key file. When not given, keys/jwks.json is used and created if missing (dev
+    /// setup); a path given explicitly must already exist.
+    #[arg(long, env = "TESSERA_KEYS")]
+    pub keys: Option<PathBuf>,
+    /// Token issuer (`iss`).
+    #[arg(long, env = "TESSERA_ISSUER", default_value = "tessera")]
+    pub issuer: String,
+    /// Token audience (`aud`).
+    #[arg(long, env = "TESSERA_AUDIENCE", default_value = "tessera-api")]
+    pub audience: String,
+    /// Access-token lifetime in seconds; also the longest lifetime accepted.
+    #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(60..=86_400))]
+    pub token_ttl: i64,
+    /// Clock skew tolerated on exp/nbf/iat, in seconds.
+    #[arg(long, env = "TESSERA_LEEWAY", default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=300))]
+    pub leeway: i64,
+    /// argon2id memory in KiB (OWASP minimum 19456).
+    #[arg(long, env = "TESSERA_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations (OWASP minimum 2 at 19 MiB).
+    #[arg(long, env = "TESSERA_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    #[arg(long, env = "TESSERA_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// Minimum password length in code points (NIST: 15 single-factor; never below 8).
+    #[arg(long, env = "TESSERA_PASSWORD_MIN_CHARS", default_value_t = 15, value_parser = clap::value_parser!(u16).range(ABSOLUTE_MIN_CHARS as i64..=64))]
+    pub password_min_chars: u16,
+    /// Maximum password length in code points.
+    #[arg(long, env = "TESSERA_PASSWORD_MAX_CHARS", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(64..=4096))]
+    pub password_max_chars: u16,
+    /// Consecutive failed logins before the account softlock starts delaying attempts.
+    #[arg(long, env = "TESSERA_LOCKOUT_FREE_ATTEMPTS", default_value_t = 5)]
+    pub lockout_free_attempts: u32,
+    /// First softlock delay in seconds; doubles per further failure.
+    #[arg(long, env = "TESSERA_LOCKOUT_BASE_DELAY", default_value_t = 2)]
+    pub lockout_base_delay: u64,
+    /// Longest softlock delay in seconds.
+    #[arg(long, env = "TESSERA_LOCKOUT_MAX_DELAY", default_value_t = 900)]
+    pub lockout_max_delay: u64,
+    /// Concurrent argon2 computations (default: number of CPUs).
+    #[arg(long, env = "TESSERA_HASH_PERMITS")]
+    pub hash_permits: Option<usize>,
+    /// Requests allowed to wait for an argon2 slot before 503.
+    #[arg(long, env = "TESSERA_HASH_QUEUE", default_value_t = 64)]
+    pub hash_queue: usize,
+    /// Login attempts per client IP in a burst.
+    #[arg(long, env = "TESSERA_LOGIN_BURST", default_value_t = 20)]
+    pub login_burst: u32,
+    /// Login attempts per client IP per second, sustained (0 disables).
+    #[arg(long, env = "TESSERA_LOGIN_RATE", default_value_t = 2.0)]
+    pub login_rate: f64,
+    /// Registrations per client IP in a burst.
+    #[arg(long, env = "TESSERA_REGISTER_BURST", default_value_t = 10)]
+    pub register_burst: u32,
+    /// Registrations per client IP per second, sustained (0 disables).
+    #[arg(long, env = "TESSERA_REGISTER_RATE", default_value_t = 0.2)]
+    pub register_rate: f64,
+    /// Largest request body in bytes.
+    #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 16 * 1024)]
+    pub body_limit: usize,
+    /// Simultaneous connections.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds between sweeps of expired denylist and ledger rows.
+    #[arg(long, env = "TESSERA_PRUNE_INTERVAL", default_value_t = 60)]
+    pub prune_interval: u64,
+    /// Log format.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Everything the service needs to start, independent of how it was configured.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db_path: PathBuf,
+    pub keys_path: PathBuf,
+    /// Create the key file if it is missing (the dev default only).
+    pub create_missing_keys: bool,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: i64,
+    pub hash: HashParams,
+    pub auth: AuthSettings,
+    pub http: HttpSettings,
+    pub hash_permits: usize,
+    pub hash_queue: usize,
+    pub login_limit: (u32, f64),
+    pub register_limit: (u32, f64),
+    pub prune_interval: Duration,
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> Config {
+        let keys_path = self
+            .keys
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYS_PATH));
+        Config {
+            db_path: self.db.clone(),
+            keys_path,
+            create_missing_keys: self.keys.is_none(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway: self.leeway,
+            hash: HashParams {
+                memory_kib: self.argon2_memory_kib,
+                iterations: self.argon2_iterations,
+                parallelism: self.argon2_parallelism,
+            },
+            auth: AuthSettings {
+                token_ttl: self.token_ttl,
+                password_policy: PasswordPolicy {
+                    min_chars: usize::from(self.password_min_chars),
+                    max_chars: usize::from(self.password_max_chars),
+                },
+                lockout: LockoutPolicy {
+                    free_attempts: self.lockout_free_attempts,
+                    base_delay: self.lockout_base_delay,
+                    max_delay: self.lockout_max_delay,
+                },
+            },
+            http: HttpSettings {
+                body_limit: self.body_limit,
+                max_connections: self.max_connections,
+                ..HttpSettings::default()
+            },
+            hash_permits: self.hash_permits.unwrap_or_else(default_permits),
+            hash_queue: self.hash_queue,
+            login_limit: (self.login_burst, self.login_rate),
+            register_limit: (self.register_burst, self.register_rate),
+            prune_interval: Duration::from_secs(self.prune_interval.max(1)),
+        }
+    }
+}
+
+fn default_permits() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_standards() {
+        let cli = Cli::try_parse_from(["tessera", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let config = args.to_config();
+        assert_eq!(config.auth.token_ttl, 3600);
+        assert_eq!(config.auth.password_policy, PasswordPolicy::default());
+        assert_eq!(config.hash, HashParams::default());
+        assert!(config.create_missing_keys);
+        assert_eq!(config.keys_path, PathBuf::from(DEFAULT_KEYS_PATH));
+    }
+
+    #[test]
+    fn password_minimum_cannot_go_below_eight() {
+        assert!(Cli::try_parse_from(["tessera", "serve", "--password-min-chars", "7"]).is_err());
+        assert!(Cli::try_parse_from(["tessera", "serve", "--password-min-chars", "8"]).is_ok());
+    }
+
+    #[test]
+    fn an_explicit_key_path_is_never_created() {
+        let cli = Cli::try_parse_from(["tessera", "serve", "--keys", "/etc/k.json"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert!(!args.to_config().create_missing_keys);
+    }
+}

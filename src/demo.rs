@@ -1,0 +1,223 @@
+//! `tessera demo`: rebuild `data/tessera-dump.sql` from the brief's seed users, through the
+//! real HTTP API of a real server (fresh database and keys in a temporary directory, default
+//! settings), so the dump shows exactly what the service does with that data.
+//!
+//! Steps: register every CSV row; log in kvothe and tpratchett (the two whose passwords pass
+//! the policy); log kvothe in a second time and log that session out, so the denylist holds a
+//! row; dump. Tokens and keys never leave the temporary directory.
+
+use crate::config::{Cli, Command};
+use crate::http_client::{self, Reply};
+use clap::Parser as _;
+use serde::Deserialize;
+use serde_json::json;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// One row of the brief's CSV, verbatim (no trimming: what the service does with the values
+/// is the point).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeedUser {
+    pub username: String,
+    pub full_name: String,
+    pub password: String,
+    pub mothers_favorite_search_engine: String,
+}
+
+/// The users the demo logs in.
+pub const LOGGED_IN: [&str; 2] = ["kvothe", "tpratchett"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot read {path}: {reason}")]
+    Seed { path: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("server: {0}")]
+    Startup(#[from] crate::app::StartupError),
+    #[error("http: {0}")]
+    Client(#[from] http_client::ClientError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+}
+
+pub fn read_seed(path: &Path) -> Result<Vec<SeedUser>, DemoError> {
+    let seed_error = |reason: String| DemoError::Seed {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::None)
+        .from_path(path)
+        .map_err(|e| seed_error(e.to_string()))?;
+    reader
+        .deserialize()
+        .collect::<Result<Vec<SeedUser>, _>>()
+        .map_err(|e| seed_error(e.to_string()))
+}
+
+/// Regenerates the dump at `out` from the CSV at `seed`; returns a report of what happened.
+pub fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
+    let users = read_seed(seed)?;
+    let workdir = tempfile::tempdir()?;
+    let db = workdir.path().join("tessera.db");
+    let keys = workdir.path().join("jwks.json");
+    let cli = Cli::try_parse_from([
+        "tessera",
+        "serve",
+        "--db",
+        &db.to_string_lossy(),
+        "--keys",
+        &keys.to_string_lossy(),
+    ])
+    .map_err(|e| DemoError::Unexpected(e.to_string()))?;
+    let Command::Serve(args) = cli.command else {
+        return Err(DemoError::Unexpected("not a serve command".into()));
+    };
+    crate::token::JwkSet::create(&keys).map_err(crate::app::StartupError::from)?;
+    let config = args.to_config();
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (report, state) = runtime.block_on(async {
+        let state = crate::app::build_state(&config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::app::run(
+            listener,
+            state.clone(),
+            config.prune_interval,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let report = drive(addr, &users).await;
+        let _ = stop.send(());
+        let _ = server.await;
+        Ok::<_, DemoError>((report?, state))
+    })?;
+
+    let dump = state.auth.store().dump()?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, &dump)?;
+    Ok(format!("{report}wrote {}\n", out.display()))
+}
+
+/// The HTTP conversation itself.
+async fn drive(addr: SocketAddr, users: &[SeedUser]) -> Result<String, DemoError> {
+    let mut report = String::new();
+    for user in users {
+        let reply = http_client::send_json(
+            addr,
+            "POST",
+            "/v1/users",
+            None,
+            &json!({
+                "username": user.username,
+                "full_name": user.full_name,
+                "password": user.password,
+                "mothers_favorite_search_engine": user.mothers_favorite_search_engine,
+            }),
+        )
+        .await?;
+        let _ = writeln!(
+            report,
+            "register {:<12} -> {}",
+            user.username,
+            describe(&reply)
+        );
+    }
+    for name in LOGGED_IN {
+        let token = login(addr, users, name).await?;
+        let authorization = format!("Bearer {token}");
+        let me = http_client::send(
+            addr,
+            "GET",
+            "/v1/users/me",
+            &[("authorization", &authorization)],
+            None,
+        )
+        .await?;
+        let _ = writeln!(
+            report,
+            "login    {name:<12} -> 200, GET /v1/users/me -> {}",
+            me.status
+        );
+    }
+    let extra = login(addr, users, LOGGED_IN[0]).await?;
+    let logout = http_client::send(
+        addr,
+        "DELETE",
+        "/v1/sessions/current",
+        &[("authorization", &format!("Bearer {extra}"))],
+        None,
+    )
+    .await?;
+    expect(&logout, 204)?;
+    let _ = writeln!(
+        report,
+        "login    {:<12} -> 200, then logged out -> 204",
+        LOGGED_IN[0]
+    );
+    Ok(report)
+}
+
+async fn login(addr: SocketAddr, users: &[SeedUser], name: &str) -> Result<String, DemoError> {
+    let user = users
+        .iter()
+        .find(|u| u.username == name)
+        .ok_or_else(|| DemoError::Unexpected(format!("{name} is not in the seed file")))?;
+    let reply = http_client::send_json(
+        addr,
+        "POST",
+        "/v1/sessions",
+        None,
+        &json!({"username": user.username, "password": user.password}),
+    )
+    .await?;
+    expect(&reply, 200)?;
+    reply.json()["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| DemoError::Unexpected("no access_token".into()))
+}
+
+fn expect(reply: &Reply, status: u16) -> Result<(), DemoError> {
+    if reply.status == status {
+        return Ok(());
+    }
+    Err(DemoError::Unexpected(format!(
+        "expected {status}, got {}",
+        describe(reply)
+    )))
+}
+
+/// `201` or `422 password: too_short` — status and the problem's field codes.
+fn describe(reply: &Reply) -> String {
+    let body = reply.json();
+    let codes: Vec<String> = body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["field"].as_str().unwrap_or("?"),
+                        e["code"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if codes.is_empty() {
+        reply.status.to_string()
+    } else {
+        format!("{} {}", reply.status, codes.join(", "))
+    }
+}

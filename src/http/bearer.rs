@@ -1,0 +1,116 @@
+//! Bearer credentials from the `Authorization` header (RFC 6750 §2.1), and nowhere else.
+//!
+//! Query-string tokens (§2.3) leak into logs, history and Referer headers, so a request that
+//! carries one is refused outright rather than silently ignored.
+
+use super::problem::{ApiError, BearerProblem};
+use hyper::header::AUTHORIZATION;
+use hyper::{HeaderMap, Uri};
+
+/// The token from `Authorization: Bearer <token>`.
+pub fn extract<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, ApiError> {
+    if query_has_token(uri) {
+        return Err(invalid_request(
+            "Send the token in the Authorization header, never in the URL",
+        ));
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(ApiError::Bearer(BearerProblem::Missing));
+    };
+    if values.next().is_some() {
+        return Err(invalid_request("Send exactly one Authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| invalid_request("The Authorization header is not ASCII"))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    // The scheme is case-insensitive (RFC 9110 §11.1); another scheme means no Bearer
+    // credentials were offered at all (RFC 6750 §3.1).
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Bearer(BearerProblem::Missing));
+    }
+    if token.is_empty() || token.contains(' ') {
+        return Err(invalid_request("Use `Authorization: Bearer <token>`"));
+    }
+    Ok(token)
+}
+
+fn query_has_token(uri: &Uri) -> bool {
+    uri.query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    })
+}
+
+fn invalid_request(why: &'static str) -> ApiError {
+    ApiError::Bearer(BearerProblem::InvalidRequest(why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    fn problem(result: Result<&str, ApiError>) -> BearerProblem {
+        match result {
+            Err(ApiError::Bearer(p)) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bearer_token_is_extracted_case_insensitively() {
+        let h = headers(&["bearer abc.def.ghi"]);
+        assert_eq!(extract(&h, &uri("/v1/users/me")).unwrap(), "abc.def.ghi");
+    }
+
+    #[test]
+    fn no_header_or_another_scheme_is_missing_credentials() {
+        assert_eq!(
+            problem(extract(&headers(&[]), &uri("/"))),
+            BearerProblem::Missing
+        );
+        assert_eq!(
+            problem(extract(&headers(&["Basic dTpw"]), &uri("/"))),
+            BearerProblem::Missing
+        );
+    }
+
+    #[test]
+    fn malformed_or_duplicate_headers_are_invalid_requests() {
+        for bad in [
+            &["Bearer"][..],
+            &["Bearer "],
+            &["Bearer a b"],
+            &["Bearer a", "Bearer b"],
+        ] {
+            assert!(matches!(
+                problem(extract(&headers(bad), &uri("/"))),
+                BearerProblem::InvalidRequest(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn query_string_tokens_are_refused() {
+        let h = headers(&["Bearer a.b.c"]);
+        assert!(matches!(
+            problem(extract(&h, &uri("/v1/users/me?access_token=a.b.c"))),
+            BearerProblem::InvalidRequest(_)
+        ));
+    }
+}

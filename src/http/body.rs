@@ -1,0 +1,210 @@
+//! JSON request bodies: media type, size cap, strict parsing, and typed field extraction with
+//! errors that name the field — never serde's messages, which can echo the submitted value.
+
+use super::problem::ApiError;
+use crate::auth::FieldError;
+use crate::strict_json::{self, Member, ObjectError};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{HeaderMap, Request};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Request bodies are small objects of short strings; nesting beyond this is an attack.
+const MAX_BODY_DEPTH: usize = 4;
+
+/// Reads the body as one JSON object, enforcing media type, size and time limits.
+pub async fn read_object(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<JsonObject, ApiError> {
+    check_media_type(request.headers())?;
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let collect = Limited::new(request.into_body(), limit).collect();
+    let bytes = match tokio::time::timeout(timeout, collect).await {
+        Err(_) => return Err(ApiError::RequestTimeout),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        Ok(Err(_)) => return Err(bad_request("The request body could not be read.")),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    let members = strict_json::parse_object(&bytes, MAX_BODY_DEPTH).map_err(|e| {
+        bad_request(match e {
+            ObjectError::InvalidUtf8 => "The body is not valid UTF-8.",
+            ObjectError::ByteOrderMark => "The body must not start with a byte order mark.",
+            ObjectError::NotAnObject => "The body must be a JSON object.",
+            ObjectError::Malformed => "The body is not well-formed JSON.",
+            ObjectError::TooDeep(_) => "The body is nested too deeply.",
+            ObjectError::DuplicateMember(_) => "The body repeats a member.",
+        })
+    })?;
+    Ok(JsonObject {
+        members,
+        errors: Vec::new(),
+    })
+}
+
+/// `application/json`, optionally with `charset=utf-8` (RFC 8259 §8.1 mandates UTF-8 anyway).
+fn check_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::UnsupportedMediaType)?;
+    let mut parts = value.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    for parameter in parts {
+        let (name, val) = parameter.split_once('=').unwrap_or((parameter, ""));
+        let utf8 = val.trim_matches('"').eq_ignore_ascii_case("utf-8");
+        if !(name.trim().eq_ignore_ascii_case("charset") && utf8) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    Ok(())
+}
+
+fn bad_request(detail: &str) -> ApiError {
+    ApiError::BadRequest {
+        detail: detail.into(),
+        errors: Vec::new(),
+    }
+}
+
+/// A parsed body from which handlers take typed fields; every problem is collected and
+/// reported together by [`JsonObject::finish`].
+#[derive(Debug)]
+pub struct JsonObject {
+    members: Vec<Member>,
+    errors: Vec<FieldError>,
+}
+
+impl JsonObject {
+    /// Takes a required string field. `null` counts as missing (it is not a string).
+    pub fn string(&mut self, field: &'static str) -> String {
+        let position = self.members.iter().position(|(name, _)| name == field);
+        let Some(index) = position else {
+            self.error(field, "missing", "is required");
+            return String::new();
+        };
+        match self.members.swap_remove(index).1 {
+            Value::String(s) => s,
+            Value::Null => {
+                self.error(field, "null", "must be a string, not null");
+                String::new()
+            }
+            _ => {
+                self.error(field, "wrong_type", "must be a string");
+                String::new()
+            }
+        }
+    }
+
+    /// Fails with 400 if any field was missing or mistyped, or any unknown field remains.
+    pub fn finish(mut self) -> Result<(), ApiError> {
+        for (name, _) in std::mem::take(&mut self.members) {
+            self.errors.push(FieldError {
+                field: "(unknown)",
+                code: "unknown_field",
+                detail: format!("unknown field `{}`", truncate(&name, 64)),
+            });
+        }
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::BadRequest {
+            detail: "The body does not match the expected fields; see `errors`.".into(),
+            errors: self.errors,
+        })
+    }
+
+    fn error(&mut self, field: &'static str, code: &'static str, detail: &str) {
+        self.errors.push(FieldError {
+            field,
+            code,
+            detail: format!("`{field}` {detail}"),
+        });
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn media(value: &str) -> Result<(), ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        check_media_type(&headers)
+    }
+
+    #[test]
+    fn json_media_types_are_accepted() {
+        assert!(media("application/json").is_ok());
+        assert!(media("Application/JSON; charset=UTF-8").is_ok());
+        assert!(media("application/json;charset=\"utf-8\"").is_ok());
+    }
+
+    #[test]
+    fn other_media_types_and_charsets_are_refused() {
+        for bad in [
+            "text/plain",
+            "application/json; charset=latin1",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(
+                matches!(media(bad), Err(ApiError::UnsupportedMediaType)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            check_media_type(&HeaderMap::new()),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+    }
+
+    #[test]
+    fn fields_report_missing_null_wrong_type_and_unknown_together() {
+        let members = strict_json::parse_object(br#"{"a":null,"b":1,"c":"ok","zz":2}"#, 4).unwrap();
+        let mut object = JsonObject {
+            members,
+            errors: Vec::new(),
+        };
+        object.string("a");
+        object.string("b");
+        assert_eq!(object.string("c"), "ok");
+        object.string("d");
+        let Err(ApiError::BadRequest { errors, .. }) = object.finish() else {
+            panic!()
+        };
+        let codes: Vec<_> = errors.iter().map(|e| (e.field, e.code)).collect();
+        assert_eq!(
+            codes,
+            [
+                ("a", "null"),
+                ("b", "wrong_type"),
+                ("d", "missing"),
+                ("(unknown)", "unknown_field")
+            ]
+        );
+    }
+}

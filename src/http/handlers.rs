@@ -1,0 +1,258 @@
+//! Handlers: parse the request into domain input, call `auth` off the reactor, render.
+
+use super::body;
+use super::problem::ApiError;
+use super::response::{self, HttpResponse};
+use super::router::Route;
+use super::{AppState, bearer};
+use crate::auth::{AuthError, Registration, Session, TokenRejection};
+use crate::clock;
+use crate::store::UserProfile;
+use crate::token::IssuedToken;
+use crate::username::Username;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::{Request, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Characters escaped in a path segment (RFC 3986 §3.3 pchar complement).
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    route: Route,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    match route {
+        Route::Register => register(state, peer, request).await,
+        Route::Login => login(state, peer, request).await,
+        Route::Me => {
+            let session = authenticate(state, &request).await?;
+            Ok(user_view(StatusCode::OK, &session.profile))
+        }
+        Route::UserByName(name) => user_by_name(state, &request, &name).await,
+        Route::LogoutCurrent => logout_current(state, &request).await,
+        Route::LogoutEverywhere => {
+            let session = authenticate(state, &request).await?;
+            let auth = state.auth.clone();
+            blocking(move || auth.logout_everywhere(&session)).await?;
+            Ok(response::no_content())
+        }
+        Route::ChangePassword => change_password(state, request).await,
+        Route::DeleteMe => {
+            let session = authenticate(state, &request).await?;
+            let auth = state.auth.clone();
+            blocking(move || auth.delete_account(&session)).await?;
+            Ok(response::no_content())
+        }
+        Route::Health => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::Ready => ready(state).await,
+        Route::OpenApi => Ok(response::text(
+            StatusCode::OK,
+            "application/json",
+            super::OPENAPI_JSON.to_owned(),
+        )),
+    }
+}
+
+async fn register(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    state.register_limiter.check(peer.ip(), Instant::now())?;
+    let mut body = read_body(state, request).await?;
+    let registration = Registration {
+        username: body.string("username"),
+        full_name: body.string("full_name"),
+        password: body.string("password"),
+        mothers_favorite_search_engine: body.string("mothers_favorite_search_engine"),
+    };
+    body.finish()?;
+    let permit = state.hash_gate.enter().await?;
+    let auth = state.auth.clone();
+    let profile = blocking(move || {
+        let _permit = permit;
+        auth.register(&registration, clock::now())
+    })
+    .await?;
+    let mut response = user_view(StatusCode::CREATED, &profile);
+    let location = format!(
+        "/v1/users/{}",
+        utf8_percent_encode(&profile.username, PATH_SEGMENT)
+    );
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    Ok(response)
+}
+
+async fn login(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    state.login_limiter.check(peer.ip(), Instant::now())?;
+    let mut body = read_body(state, request).await?;
+    let username = body.string("username");
+    let password = body.string("password");
+    body.finish()?;
+    let permit = state.hash_gate.enter().await?;
+    let auth = state.auth.clone();
+    let issued = blocking(move || {
+        let _permit = permit;
+        auth.login(&username, &password, clock::now())
+    })
+    .await?;
+    Ok(token_response(&issued))
+}
+
+async fn user_by_name(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+    name: &str,
+) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(state, request).await?;
+    // 403 for anyone else, whether or not they exist: the answer must not reveal accounts.
+    let requested = Username::parse(name).map_err(|_| ApiError::Forbidden)?;
+    let own = Username::parse(&session.profile.username).map_err(|_| ApiError::Forbidden)?;
+    if requested.canonical() != own.canonical() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(user_view(StatusCode::OK, &session.profile))
+}
+
+async fn logout_current(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let token = bearer::extract(request.headers(), request.uri())?.to_owned();
+    let auth = state.auth.clone();
+    blocking(move || auth.logout(&token, clock::now())).await?;
+    Ok(response::no_content())
+}
+
+async fn change_password(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(state, &request).await?;
+    let mut body = read_body(state, request).await?;
+    let current = body.string("current_password");
+    let new = body.string("new_password");
+    body.finish()?;
+    let permit = state.hash_gate.enter().await?;
+    let auth = state.auth.clone();
+    let issued = blocking(move || {
+        let _permit = permit;
+        auth.change_password(&session, &current, &new, clock::now())
+    })
+    .await?;
+    Ok(token_response(&issued))
+}
+
+async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
+    let auth = state.auth.clone();
+    let reachable = tokio::task::spawn_blocking(move || auth.store().ping().is_ok())
+        .await
+        .unwrap_or(false);
+    if reachable {
+        Ok(response::json(StatusCode::OK, &json!({"status": "ready"})))
+    } else {
+        Err(ApiError::Overloaded { retry_after: 5 })
+    }
+}
+
+/// Bearer token → session, checked against revocation.
+async fn authenticate(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+) -> Result<Session, ApiError> {
+    let token = bearer::extract(request.headers(), request.uri())?.to_owned();
+    let auth = state.auth.clone();
+    blocking(move || auth.authenticate(&token, clock::now())).await
+}
+
+async fn read_body(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<body::JsonObject, ApiError> {
+    body::read_object(
+        request,
+        state.settings.body_limit,
+        state.settings.body_timeout,
+    )
+    .await
+}
+
+/// Runs a use case on the blocking pool (argon2 and SQLite must not stall the reactor) and
+/// logs what the client will not be told.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => {
+            log_auth_error(&error);
+            Err(error.into())
+        }
+        Err(join_error) => {
+            tracing::error!(error = %join_error, "use case panicked or was cancelled");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+fn log_auth_error(error: &AuthError) {
+    match error {
+        AuthError::InvalidToken(TokenRejection::Codec(reason)) => {
+            tracing::info!(reason = %reason, "token rejected");
+        }
+        AuthError::InvalidToken(reason) => tracing::info!(reason = %reason, "token rejected"),
+        AuthError::Throttled { .. } => tracing::info!("login throttled by softlock"),
+        AuthError::Store(e) => tracing::error!(error = %e, "storage failure"),
+        AuthError::Hash(e) => tracing::error!(error = %e, "hashing failure"),
+        _ => {}
+    }
+}
+
+fn user_view(status: StatusCode, profile: &UserProfile) -> HttpResponse {
+    response::json(
+        status,
+        &json!({
+            "username": profile.username,
+            "full_name": profile.full_name,
+            "mothers_favorite_search_engine": profile.mothers_favorite_search_engine,
+            "created_at": clock::rfc3339(profile.created_at),
+        }),
+    )
+}
+
+fn token_response(issued: &IssuedToken) -> HttpResponse {
+    let claims = &issued.claims;
+    response::with_token_cache_headers(response::json(
+        StatusCode::OK,
+        &json!({
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": claims.exp - claims.iat,
+            "expires_at": clock::rfc3339(claims.exp),
+        }),
+    ))
+}

@@ -1,0 +1,201 @@
+//! The HTTP edge: raw hyper 1.x on tokio. Accept loop, connection limits, per-request
+//! dispatch and logging live here; routing, bodies, Bearer extraction and error rendering each
+//! have their own module. Handlers stay thin: parse, call `auth`, render.
+
+mod bearer;
+mod body;
+mod handlers;
+pub mod limits;
+pub mod problem;
+mod response;
+pub mod router;
+
+use crate::auth::Auth;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use limits::{HashGate, RateLimiter};
+use problem::ApiError;
+use response::HttpResponse;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The OpenAPI 3.1 contract, served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// HTTP-level limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest request body accepted (413 beyond).
+    pub body_limit: usize,
+    /// Time allowed for a body to arrive (408 beyond).
+    pub body_timeout: Duration,
+    /// Time allowed for a whole request, body included (503 beyond).
+    pub request_timeout: Duration,
+    /// Time allowed for the request line and headers; slow clients are disconnected.
+    pub header_read_timeout: Duration,
+    /// Total header bytes we answer (431 problem+json beyond). hyper itself drops the
+    /// connection with a bare 431 past `HARD_HEADER_LIMIT`.
+    pub max_header_bytes: usize,
+    /// Simultaneous connections; further clients wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit: 16 * 1024,
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Headers beyond this never reach us: hyper answers 431 and closes. Large enough that an
+/// oversized token still gets our own problem+json answer.
+const HARD_HEADER_LIMIT: usize = 128 * 1024;
+
+/// Everything a request may need.
+#[derive(Debug)]
+pub struct AppState {
+    pub auth: Arc<Auth>,
+    pub settings: HttpSettings,
+    pub hash_gate: HashGate,
+    pub login_limiter: RateLimiter,
+    pub register_limiter: RateLimiter,
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting and gives
+/// in-flight requests `shutdown_grace` to finish. Tests and `main` share this entry point.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.settings.header_read_timeout)
+        .max_buf_size(HARD_HEADER_LIMIT)
+        .max_header_size(HARD_HEADER_LIMIT);
+    let graceful = GracefulShutdown::new();
+    let connection_slots = Arc::new(Semaphore::new(state.settings.max_connections.max(1)));
+    tokio::pin!(shutdown);
+
+    loop {
+        let slot = tokio::select! {
+            slot = connection_slots.clone().acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slot else { break };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends are transient: back off instead of dying.
+                    tracing::warn!(%error, "accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |request| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(dispatch(&state, peer, request).await) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(state.settings.shutdown_grace) => {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// One request: route, handle under the request timeout, add standard headers, log one line.
+async fn dispatch(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let request_id = crate::random::base64url_id::<9>();
+    let method = request.method().clone();
+    let (route_name, result) = match router::route(&method, request.uri().path()) {
+        Err(error) => ("unmatched", Err(error)),
+        Ok(route) => {
+            let name = route.name();
+            let result = if header_bytes(&request) > state.settings.max_header_bytes {
+                Err(ApiError::HeadersTooLarge)
+            } else {
+                tokio::time::timeout(
+                    state.settings.request_timeout,
+                    handlers::handle(state, route, peer, request),
+                )
+                .await
+                .unwrap_or(Err(ApiError::Overloaded { retry_after: 1 }))
+            };
+            (name, result)
+        }
+    };
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    response::add_standard_headers(&mut response, &request_id);
+    log_request(&method, route_name, response.status(), started, &request_id);
+    response
+}
+
+fn header_bytes(request: &Request<Incoming>) -> usize {
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+/// One line per request; the route template, never the raw path or any header value.
+fn log_request(
+    method: &hyper::Method,
+    route: &str,
+    status: StatusCode,
+    started: Instant,
+    request_id: &str,
+) {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: "tessera::request",
+        %method,
+        route,
+        status = status.as_u16(),
+        latency_ms = format_args!("{latency_ms:.2}"),
+        request_id,
+        "request"
+    );
+}

@@ -1,0 +1,159 @@
+//! Routing: `(method, path)` → [`Route`], or 404 / 405 with `Allow`. No framework, no regex —
+//! the API is small enough for a `match` on path segments.
+
+use super::problem::ApiError;
+use hyper::Method;
+use percent_encoding::percent_decode_str;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Register,
+    Me,
+    DeleteMe,
+    ChangePassword,
+    UserByName(String),
+    Login,
+    LogoutEverywhere,
+    LogoutCurrent,
+    Health,
+    Ready,
+    OpenApi,
+}
+
+/// Every route as `(method, path template)`: the OpenAPI document must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/users"),
+    ("GET", "/v1/users/me"),
+    ("DELETE", "/v1/users/me"),
+    ("PUT", "/v1/users/me/password"),
+    ("GET", "/v1/users/{username}"),
+    ("POST", "/v1/sessions"),
+    ("DELETE", "/v1/sessions"),
+    ("DELETE", "/v1/sessions/current"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+];
+
+impl Route {
+    /// A low-cardinality name for logs and metrics (never the raw path).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Register => "POST /v1/users",
+            Self::Me => "GET /v1/users/me",
+            Self::DeleteMe => "DELETE /v1/users/me",
+            Self::ChangePassword => "PUT /v1/users/me/password",
+            Self::UserByName(_) => "GET /v1/users/{username}",
+            Self::Login => "POST /v1/sessions",
+            Self::LogoutEverywhere => "DELETE /v1/sessions",
+            Self::LogoutCurrent => "DELETE /v1/sessions/current",
+            Self::Health => "GET /healthz",
+            Self::Ready => "GET /readyz",
+            Self::OpenApi => "GET /openapi.json",
+        }
+    }
+}
+
+pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let m = method;
+    let (route, allow) = match segments.as_slice() {
+        ["v1", "users"] => (pick(m, &[(Method::POST, Route::Register)]), "POST"),
+        ["v1", "users", "me"] => (
+            pick(
+                m,
+                &[(Method::GET, Route::Me), (Method::DELETE, Route::DeleteMe)],
+            ),
+            "GET, DELETE",
+        ),
+        ["v1", "users", "me", "password"] => {
+            (pick(m, &[(Method::PUT, Route::ChangePassword)]), "PUT")
+        }
+        ["v1", "users", name] if !name.is_empty() => {
+            let name = percent_decode_str(name)
+                .decode_utf8()
+                .map_err(|_| ApiError::NotFound)?
+                .into_owned();
+            (pick(m, &[(Method::GET, Route::UserByName(name))]), "GET")
+        }
+        ["v1", "sessions"] => (
+            pick(
+                m,
+                &[
+                    (Method::POST, Route::Login),
+                    (Method::DELETE, Route::LogoutEverywhere),
+                ],
+            ),
+            "POST, DELETE",
+        ),
+        ["v1", "sessions", "current"] => {
+            (pick(m, &[(Method::DELETE, Route::LogoutCurrent)]), "DELETE")
+        }
+        ["healthz"] => (pick(m, &[(Method::GET, Route::Health)]), "GET"),
+        ["readyz"] => (pick(m, &[(Method::GET, Route::Ready)]), "GET"),
+        ["openapi.json"] => (pick(m, &[(Method::GET, Route::OpenApi)]), "GET"),
+        _ => return Err(ApiError::NotFound),
+    };
+    route.ok_or(ApiError::MethodNotAllowed { allow })
+}
+
+fn pick(method: &Method, candidates: &[(Method, Route)]) -> Option<Route> {
+    candidates
+        .iter()
+        .find(|(m, _)| m == method)
+        .map(|(_, route)| route.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_route_resolves_to_its_own_name() {
+        for (method, template) in ROUTES {
+            let path = template.replace("{username}", "kvothe");
+            let method: Method = method.parse().unwrap();
+            let route = route(&method, &path).unwrap();
+            assert_eq!(route.name(), format!("{method} {template}"));
+        }
+    }
+
+    #[test]
+    fn usernames_in_paths_are_percent_decoded() {
+        assert_eq!(
+            route(&Method::GET, "/v1/users/%EF%BC%AB%EF%BC%B6").unwrap(),
+            Route::UserByName("ＫＶ".into())
+        );
+    }
+
+    #[test]
+    fn wrong_method_gives_405_with_allow() {
+        for (method, path, allow) in [
+            (Method::PATCH, "/v1/users/me", "GET, DELETE"),
+            (Method::TRACE, "/v1/sessions", "POST, DELETE"),
+            (Method::GET, "/v1/users", "POST"),
+        ] {
+            match route(&method, path) {
+                Err(ApiError::MethodNotAllowed { allow: a }) => assert_eq!(a, allow),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_paths_give_404() {
+        for path in [
+            "/",
+            "/v1",
+            "/v1/users/",
+            "/v1/users/a/b",
+            "/v2/users",
+            "/v1/users/%ff",
+        ] {
+            assert!(
+                matches!(route(&Method::GET, path), Err(ApiError::NotFound)),
+                "{path}"
+            );
+        }
+    }
+}
