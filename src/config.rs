@@ -31,21 +31,21 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
-        #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH)]
+        #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH, global = true)]
         keys: PathBuf,
     },
     /// Administer users directly in the database.
     User {
         #[command(subcommand)]
         action: UserAction,
-        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
+        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
     /// Inspect the database.
     Db {
         #[command(subcommand)]
         action: DbAction,
-        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
+        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
     /// Regenerate data/: load the seed users through the real HTTP API, log two in, dump.

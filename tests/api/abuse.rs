@@ -1,0 +1,132 @@
+//! Brute force, rate limits and overload.
+
+use crate::helpers::*;
+use std::sync::Arc;
+use tessera::password::HashParams;
+
+const WRONG: &str = "definitely not the password";
+
+#[tokio::test]
+async fn softlock_refuses_even_the_right_password_inside_the_window() {
+    let app = spawn_app().await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    // Five failures are free; the fifth starts a 2 s window in which nothing is checked.
+    for _ in 0..5 {
+        assert_problem(&app.login("kvothe", WRONG).await, 401);
+    }
+    let reply = app.login("kvothe", GOOD_PASSWORD).await;
+    assert_problem(&reply, 429);
+    let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+}
+
+#[tokio::test]
+async fn softlock_survives_a_restart_and_ends() {
+    let app = spawn_app().await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    for _ in 0..5 {
+        app.login("kvothe", WRONG).await;
+    }
+    let app = app.restart(|_| {}).await;
+    assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 429);
+    // The delay after 5 failures is the base, 2 s; then the account opens again.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.token("kvothe", GOOD_PASSWORD).await;
+    // Success reset the counter: one more failure is free again.
+    assert_problem(&app.login("kvothe", WRONG).await, 401);
+    app.token("kvothe", GOOD_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn unknown_users_cannot_be_locked_and_known_ones_are_not_revealed() {
+    let app = spawn_app().await;
+    for _ in 0..10 {
+        assert_problem(&app.login("nobody", WRONG).await, 401);
+    }
+}
+
+#[tokio::test]
+async fn admin_unlock_clears_the_softlock() {
+    let app = spawn_app().await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    for _ in 0..8 {
+        app.login("kvothe", WRONG).await;
+    }
+    assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 429);
+    let action = tessera::config::UserAction::Unlock {
+        username: "KVOTHE".into(),
+    };
+    tessera::admin::user(&action, &app.db_path).unwrap();
+    app.token("kvothe", GOOD_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn per_ip_bucket_limits_logins_and_registrations() {
+    let app = spawn_app_with(|c| {
+        c.login_limit = (3, 0.01);
+        c.register_limit = (2, 0.01);
+    })
+    .await;
+    assert_eq!(app.register("a1", GOOD_PASSWORD).await.status, 201);
+    assert_eq!(app.register("a2", GOOD_PASSWORD).await.status, 201);
+    let reply = app.register("a3", GOOD_PASSWORD).await;
+    assert_problem(&reply, 429);
+    assert!(reply.header("retry-after").is_some());
+    for _ in 0..3 {
+        assert_eq!(app.login("a1", GOOD_PASSWORD).await.status, 200);
+    }
+    let reply = app.login("a1", GOOD_PASSWORD).await;
+    assert_problem(&reply, 429);
+    assert!(reply.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_hash_queue_gets_fast_503_while_token_endpoints_keep_working() {
+    let app = Arc::new(
+        spawn_app_with(|c| {
+            c.hash_permits = 1;
+            c.hash_queue = 1;
+            c.hash = HashParams {
+                memory_kib: 19_456,
+                iterations: 2,
+                parallelism: 1,
+            };
+        })
+        .await,
+    );
+    let token = app.user_with_token("kvothe").await;
+    let storm: Vec<_> = (0..12)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { app.login("kvothe", GOOD_PASSWORD).await })
+        })
+        .collect();
+    // While logins queue, the token endpoint answers without waiting for argon2.
+    assert_eq!(app.me(&token).await.status, 200);
+    let mut statuses = Vec::new();
+    for task in storm {
+        let reply = task.await.unwrap();
+        if reply.status == 503 {
+            assert_problem(&reply, 503);
+            assert_eq!(reply.header("retry-after"), Some("1"));
+        }
+        statuses.push(reply.status);
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn slow_clients_are_disconnected_after_the_header_timeout() {
+    let app =
+        spawn_app_with(|c| c.http.header_read_timeout = std::time::Duration::from_millis(300))
+            .await;
+    // Headers never finish: the server must hang up on its own.
+    let (answer, closed) = app.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(closed, "the server held the connection open");
+    assert!(!answer.contains("200 OK"), "{answer}");
+}

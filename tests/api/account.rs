@@ -1,0 +1,120 @@
+//! Account operations: password change (ASVS 6.2.2) and deletion; rehash on login.
+
+use crate::helpers::*;
+use serde_json::json;
+use tessera::http_client;
+use tessera::password::HashParams;
+
+const NEW_PASSWORD: &str = "an entirely different passphrase";
+
+async fn change_password(
+    app: &TestApp,
+    token: &str,
+    current: &str,
+    new: &str,
+) -> http_client::Reply {
+    http_client::send_json(
+        app.addr,
+        "PUT",
+        "/v1/users/me/password",
+        Some(token),
+        &json!({"current_password": current, "new_password": new}),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn password_change_returns_a_fresh_token_and_kills_every_other() {
+    let app = spawn_app().await;
+    let first = app.user_with_token("kvothe").await;
+    let second = app.token("kvothe", GOOD_PASSWORD).await;
+    let reply = change_password(&app, &first, GOOD_PASSWORD, NEW_PASSWORD).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("pragma"), Some("no-cache"));
+    let fresh = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.me(&fresh).await.status, 200);
+    assert_problem(&app.me(&first).await, 401);
+    assert_problem(&app.me(&second).await, 401);
+    assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
+    app.token("kvothe", NEW_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn password_change_needs_the_current_password() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    let reply = change_password(&app, &token, "not my password at all", NEW_PASSWORD).await;
+    assert_problem(&reply, 403);
+    assert_eq!(app.me(&token).await.status, 200, "nothing changed");
+}
+
+#[tokio::test]
+async fn new_password_goes_through_the_same_policy() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    for (new, code) in [
+        ("short", "too_short"),
+        ("passwordpassword", "too_common"),
+        ("kvothe kvothe kvothe", "context_specific"),
+    ] {
+        let body = assert_problem(
+            &change_password(&app, &token, GOOD_PASSWORD, new).await,
+            422,
+        );
+        assert_eq!(
+            error_codes(&body),
+            [("new_password".into(), code.into())],
+            "{new}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_account_kills_its_tokens_and_frees_the_name() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    let other = app.token("kvothe", GOOD_PASSWORD).await;
+    assert_eq!(
+        app.send("DELETE", "/v1/users/me", Some(&token))
+            .await
+            .status,
+        204
+    );
+    assert_problem(&app.me(&token).await, 401);
+    assert_problem(&app.me(&other).await, 401);
+    assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
+    assert_eq!(app.register("kvothe", GOOD_PASSWORD).await.status, 201);
+}
+
+#[tokio::test]
+async fn login_rehashes_when_the_configured_parameters_change() {
+    let app = spawn_app().await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let stored = |app: &TestApp| {
+        app.state
+            .auth
+            .store()
+            .find_credentials("kvothe")
+            .unwrap()
+            .unwrap()
+            .password_hash
+    };
+    assert!(stored(&app).starts_with("$argon2id$v=19$m=256,t=1,p=1$"));
+    let app = app
+        .restart(|config| {
+            config.hash = HashParams {
+                memory_kib: 512,
+                iterations: 2,
+                parallelism: 1,
+            }
+        })
+        .await;
+    app.token("kvothe", GOOD_PASSWORD).await;
+    assert!(
+        stored(&app).starts_with("$argon2id$v=19$m=512,t=2,p=1$"),
+        "{}",
+        stored(&app)
+    );
+    app.token("kvothe", GOOD_PASSWORD).await;
+}

@@ -1,0 +1,1 @@
+//! The README's commands and the committed data/ are checked here.

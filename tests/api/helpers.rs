@@ -1,0 +1,249 @@
+//! `spawn_app()`: the real server on an ephemeral port with a fresh database and fresh keys in
+//! a temporary directory, and a small client to talk to it over real HTTP.
+
+use clap::Parser as _;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera::config::{Cli, Command, Config};
+use tessera::http::AppState;
+use tessera::http_client::{self, Reply};
+use tessera::password::HashParams;
+use tessera::token::{Claims, JwkSet};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+pub const GOOD_PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub config: Config,
+    pub db_path: PathBuf,
+    pub keys_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+/// The configuration `tessera serve` would use, with cheap argon2 (tests hash a lot) and the
+/// per-IP limiters off (every test client is 127.0.0.1). Tests that exercise those set them.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let db = dir.join("tessera.db");
+    let keys = dir.join("jwks.json");
+    let cli = Cli::try_parse_from([
+        "tessera",
+        "serve",
+        "--db",
+        db.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+    ])
+    .unwrap();
+    let Command::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    let mut config = args.to_config();
+    config.hash = HashParams {
+        memory_kib: 256,
+        iterations: 1,
+        parallelism: 1,
+    };
+    config.login_limit = (1, 0.0);
+    config.register_limit = (1, 0.0);
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    JwkSet::create(&config.keys_path).unwrap();
+    tweak(&mut config);
+    start(config, Arc::new(dir)).await
+}
+
+/// Starts a server on an existing configuration (same database and keys): a restart.
+pub async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
+    let state = tessera::app::build_state(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let state = state.clone();
+        let prune = config.prune_interval;
+        async move {
+            tessera::app::run(listener, state, prune, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        }
+    });
+    TestApp {
+        addr,
+        state,
+        db_path: config.db_path.clone(),
+        keys_path: config.keys_path.clone(),
+        config,
+        stop: Some(stop),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// Stops this server and starts another on the same database and keys.
+    pub async fn restart(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        self.shutdown().await;
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        start(config, self._dir.clone()).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        http_client::send_json(self.addr, "POST", path, None, body)
+            .await
+            .unwrap()
+    }
+
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|v| ("authorization", v.as_str()))
+            .collect();
+        http_client::send(self.addr, method, path, &headers, None)
+            .await
+            .unwrap()
+    }
+
+    pub async fn with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        http_client::send(self.addr, method, path, headers, body.map(<[u8]>::to_vec))
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Reply {
+        self.post_json(
+            "/v1/users",
+            &json!({
+                "username": username,
+                "full_name": "Test User",
+                "password": password,
+                "mothers_favorite_search_engine": "Searx",
+            }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Reply {
+        self.post_json(
+            "/v1/sessions",
+            &json!({"username": username, "password": password}),
+        )
+        .await
+    }
+
+    /// Logs in and returns the access token, asserting success.
+    pub async fn token(&self, username: &str, password: &str) -> String {
+        let reply = self.login(username, password).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json());
+        reply.json()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers `username` with the standard good password and returns a fresh token.
+    pub async fn user_with_token(&self, username: &str) -> String {
+        let reply = self.register(username, GOOD_PASSWORD).await;
+        assert_eq!(reply.status, 201, "{:?}", reply.json());
+        self.token(username, GOOD_PASSWORD).await
+    }
+
+    pub async fn me(&self, token: &str) -> Reply {
+        self.send("GET", "/v1/users/me", Some(token)).await
+    }
+
+    /// The claims a valid token of this server carries.
+    pub fn claims_of(&self, token: &str) -> Claims {
+        self.state
+            .auth
+            .codec()
+            .verify(token, tessera::clock::now())
+            .unwrap()
+            .claims()
+            .clone()
+    }
+
+    /// Sends raw bytes; returns what the server answered and whether it closed the
+    /// connection itself (within a generous bound, so a hung server fails the test).
+    pub async fn raw(&self, request: &[u8]) -> (String, bool) {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+        let closed_by_server = matches!(read.await, Ok(Ok(_)));
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            closed_by_server,
+        )
+    }
+}
+
+/// Asserts an RFC 9457 problem response with this status, returning its body.
+pub fn assert_problem(reply: &Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status, "body: {:?}", reply.json());
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json"),
+        "status {status}"
+    );
+    let body = reply.json();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:tessera:problem:")
+    );
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+/// The `(field, code)` pairs of a problem's `errors`.
+pub fn error_codes(body: &Value) -> Vec<(String, String)> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    (
+                        e["field"].as_str().unwrap().to_owned(),
+                        e["code"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

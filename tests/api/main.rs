@@ -1,0 +1,12 @@
+//! Real-HTTP integration tests, compiled into one binary (each `tests/*.rs` file would be its
+//! own binary and its own link).
+
+mod abuse;
+mod account;
+mod attacks;
+mod bad_input;
+mod docs;
+mod helpers;
+mod operations;
+mod registration;
+mod sessions;

@@ -1,0 +1,185 @@
+//! Health, the contract, graceful shutdown, and the operator commands.
+
+use crate::helpers::*;
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Command;
+
+use tessera::config::{DbAction, KeysAction, UserAction};
+use tessera::password::HashParams;
+
+#[tokio::test]
+async fn health_and_readiness_answer_200() {
+    let app = spawn_app().await;
+    let health = app.send("GET", "/healthz", None).await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let ready = app.send("GET", "/readyz", None).await;
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_lists_exactly_the_routers_routes() {
+    let app = spawn_app().await;
+    let reply = app.send("GET", "/openapi.json", None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let spec = reply.json();
+    assert_eq!(spec["openapi"].as_str().unwrap(), "3.1.0");
+    let mut documented = BTreeSet::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            if method != "parameters" {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let routed: BTreeSet<_> = tessera::http::router::ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(documented, routed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let mut app = spawn_app_with(|c| {
+        c.hash = HashParams {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    })
+    .await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let addr = app.addr;
+    let in_flight = tokio::spawn(async move {
+        tessera::http_client::send_json(
+            addr,
+            "POST",
+            "/v1/sessions",
+            None,
+            &serde_json::json!({"username": "kvothe", "password": GOOD_PASSWORD}),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    app.shutdown().await;
+    assert_eq!(in_flight.await.unwrap().unwrap().status, 200);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
+}
+
+#[tokio::test]
+async fn admin_user_commands_list_revoke_and_check() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    let list = tessera::admin::user(&UserAction::List, &app.db_path).unwrap();
+    assert!(list.contains("kvothe\t"), "{list}");
+    assert!(!list.contains("argon2"), "never hashes");
+    let revoke = UserAction::Revoke {
+        username: "Kvothe".into(),
+    };
+    tessera::admin::user(&revoke, &app.db_path).unwrap();
+    assert_problem(&app.me(&token).await, 401);
+    let missing = UserAction::Revoke {
+        username: "nobody".into(),
+    };
+    assert!(tessera::admin::user(&missing, &app.db_path).is_err());
+    assert_eq!(
+        tessera::admin::db(&DbAction::Check, &app.db_path).unwrap(),
+        "ok\n"
+    );
+    let dump = tessera::admin::db(&DbAction::Dump, &app.db_path).unwrap();
+    assert!(dump.contains("INSERT INTO \"users\""));
+    assert!(!dump.contains(&token));
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_tokens_valid_until_retired() {
+    let app = spawn_app().await;
+    let old_token = app.user_with_token("kvothe").await;
+    let old_kid = tessera::token::JwkSet::load(&app.keys_path).unwrap().keys[0]
+        .kid
+        .clone();
+    tessera::admin::keys(&KeysAction::Rotate, &app.keys_path).unwrap();
+    let listed = tessera::admin::keys(&KeysAction::List, &app.keys_path).unwrap();
+    assert_eq!(listed.lines().count(), 2);
+    assert!(listed.lines().nth(1).unwrap().starts_with(&old_kid));
+
+    let app = app.restart(|_| {}).await;
+    assert_eq!(
+        app.me(&old_token).await.status,
+        200,
+        "old key still verifies"
+    );
+    let new_token = app.token("kvothe", GOOD_PASSWORD).await;
+    assert_ne!(app.claims_of(&new_token).jti, "");
+    let retire = KeysAction::Retire { kid: old_kid };
+    tessera::admin::keys(&retire, &app.keys_path).unwrap();
+    let app = app.restart(|_| {}).await;
+    assert_problem(&app.me(&old_token).await, 401);
+    assert_eq!(app.me(&new_token).await.status, 200);
+}
+
+#[test]
+fn serve_fails_closed_naming_a_group_readable_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    tessera::token::JwkSet::create(&keys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+        .arg(&keys)
+        .arg("--db")
+        .arg(dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("jwks.json") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_missing_explicit_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+        .arg(dir.path().join("absent.json"))
+        .arg("--db")
+        .arg(dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("absent.json"));
+}
+
+#[test]
+fn keys_generate_writes_a_private_file_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["keys", "generate", "--keys"])
+            .arg(&keys)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success());
+    let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = &tessera::token::JwkSet::load(&keys).unwrap().keys[0].k;
+    assert!(!String::from_utf8_lossy(&first.stdout).contains(secret.as_str()));
+    assert!(!run().status.success());
+}
