@@ -278,18 +278,7 @@ impl Auth {
             .codec
             .verify(token, now)
             .map_err(TokenRejection::Codec)?;
-        let state = self
-            .store
-            .token_state(&claims.claims().sub, &claims.claims().jti)?
-            .ok_or(TokenRejection::UnknownUser)?;
-        if claims.claims().r#gen != state.current_generation {
-            return Err(TokenRejection::StaleGeneration.into());
-        }
-        let session = Session {
-            claims,
-            profile: state.profile,
-        };
-        Ok((session, state.revoked))
+        check_revocation(&self.store, claims)
     }
 
     fn check_password(&self, raw: &str, phc: &str) -> Verification {
@@ -348,6 +337,23 @@ impl Auth {
         )?;
         Ok(issued)
     }
+}
+
+/// Whether a token that passed the codec still stands: its user exists and its generation is
+/// current. Returns the session and whether the `jti` is denylisted. Shared by the server and
+/// `tessera-token verify --db`, so both judge revocation identically.
+pub fn check_revocation(store: &Store, claims: VerifiedClaims) -> Result<(Session, bool)> {
+    let state = store
+        .token_state(&claims.claims().sub, &claims.claims().jti)?
+        .ok_or(TokenRejection::UnknownUser)?;
+    if claims.claims().r#gen != state.current_generation {
+        return Err(TokenRejection::StaleGeneration.into());
+    }
+    let session = Session {
+        claims,
+        profile: state.profile,
+    };
+    Ok((session, state.revoked))
 }
 
 fn field_error(field: &'static str, code: &'static str, detail: String) -> FieldError {

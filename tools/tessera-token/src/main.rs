@@ -1,1 +1,279 @@
-fn main() {}
+//! `tessera-token`: look inside a Tessera access token, or verify one exactly as the server does.
+//!
+//! Pass `-` to read the token from stdin: a token typed as an argument lands in shell history.
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tessera::auth::{self, AuthError, TokenRejection};
+use tessera::clock;
+use tessera::store::Store;
+use tessera::token::inspect::inspect;
+use tessera::token::{Codec, Keyring, ValidationPolicy};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera-token",
+    version,
+    about = "Inspect and verify Tessera access tokens"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode without a key: header, claims, times, and every problem the server would see
+    /// (except the MAC, which needs the key).
+    Inspect {
+        /// The token, or `-` to read it from stdin.
+        token: String,
+        #[command(flatten)]
+        options: Options,
+    },
+    /// Check the MAC and claims with the keyring — the server's own code path. Exit 0 when valid.
+    Verify {
+        /// The token, or `-` to read it from stdin.
+        token: String,
+        /// JWK Set file holding the server's keys.
+        #[arg(long, default_value = "keys/jwks.json")]
+        keys: PathBuf,
+        /// Also check revocation (logged out, stale generation, user deleted) in this database.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[command(flatten)]
+        options: Options,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Options {
+    /// Expected issuer.
+    #[arg(long, default_value = "tessera")]
+    issuer: String,
+    /// Expected audience.
+    #[arg(long, default_value = "tessera-api")]
+    audience: String,
+    /// Clock-skew leeway in seconds.
+    #[arg(long, default_value_t = 30)]
+    leeway: i64,
+    /// Longest accepted lifetime (exp - iat) in seconds: the server's --token-ttl.
+    #[arg(long, default_value_t = 3600)]
+    max_lifetime: i64,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Options {
+    fn policy(&self) -> ValidationPolicy {
+        ValidationPolicy {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            leeway: self.leeway,
+            max_lifetime: self.max_lifetime,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Inspect { token, options } => read_token(token).map(|t| run_inspect(&t, options)),
+        Command::Verify {
+            token,
+            keys,
+            db,
+            options,
+        } => read_token(token).and_then(|t| run_verify(&t, keys, db.as_ref(), options)),
+    };
+    match result {
+        Ok(report) => {
+            print!("{}", report.text);
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(message) => {
+            eprintln!("tessera-token: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Report {
+    text: String,
+    ok: bool,
+}
+
+fn read_token(argument: &str) -> Result<String, String> {
+    if argument != "-" {
+        return Ok(argument.to_owned());
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    // Only the line break a shell or `echo` adds; whitespace inside is the token's problem.
+    Ok(input.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn run_inspect(token: &str, options: &Options) -> Report {
+    let now = clock::now();
+    let found = inspect(token, now, &options.policy());
+    let problems: Vec<String> = found.problems.iter().map(ToString::to_string).collect();
+    let ok = problems.is_empty();
+    if options.json {
+        let value = json!({
+            "header": found.header,
+            "claims": found.claims,
+            "problems": problems,
+            "signature_checked": false,
+        });
+        return Report {
+            text: format!("{value:#}\n"),
+            ok,
+        };
+    }
+    let mut text = String::new();
+    if let Some(header) = &found.header {
+        text.push_str(&format!("header:\n{header:#}\n"));
+    }
+    if let Some(claims) = &found.claims {
+        text.push_str(&format!("claims:\n{claims:#}\n"));
+        text.push_str(&describe_times(claims, now));
+    }
+    if problems.is_empty() {
+        text.push_str("no problems found (signature not checked: use `verify` with the keys)\n");
+    } else {
+        text.push_str("the server would reject this token:\n");
+        for problem in &problems {
+            text.push_str(&format!("  - {problem}\n"));
+        }
+    }
+    Report { text, ok }
+}
+
+fn run_verify(
+    token: &str,
+    keys: &PathBuf,
+    db: Option<&PathBuf>,
+    options: &Options,
+) -> Result<Report, String> {
+    let keyring = Keyring::load(keys).map_err(|e| e.to_string())?;
+    let codec = Codec::new(keyring, options.policy());
+    let now = clock::now();
+    let outcome = match codec.verify(token, now) {
+        Err(error) => Err(error.to_string()),
+        Ok(claims) => match db {
+            None => Ok((
+                claims.claims().clone(),
+                "not checked (pass --db)".to_owned(),
+            )),
+            Some(path) => {
+                if !path.exists() {
+                    return Err(format!("no database at {}", path.display()));
+                }
+                let store = Store::open(path).map_err(|e| e.to_string())?;
+                let copy = claims.claims().clone();
+                match auth::check_revocation(&store, claims) {
+                    Ok((_, false)) => Ok((copy, "active".to_owned())),
+                    Ok((_, true)) => Err(TokenRejection::Revoked.to_string()),
+                    Err(AuthError::InvalidToken(rejection)) => Err(rejection.to_string()),
+                    Err(other) => return Err(other.to_string()),
+                }
+            }
+        },
+    };
+    let report = match outcome {
+        Ok((claims, revocation)) => {
+            let text = if options.json {
+                format!(
+                    "{:#}\n",
+                    json!({"valid": true, "sub": claims.sub, "jti": claims.jti,
+                           "gen": claims.r#gen, "exp": claims.exp, "revocation": revocation})
+                )
+            } else {
+                format!(
+                    "valid: sub {} jti {} generation {}; {}\nrevocation: {revocation}\n",
+                    claims.sub,
+                    claims.jti,
+                    claims.r#gen,
+                    relative_expiry(claims.exp, now)
+                )
+            };
+            Report { text, ok: true }
+        }
+        Err(reason) => {
+            let text = if options.json {
+                format!("{:#}\n", json!({"valid": false, "reason": reason}))
+            } else {
+                format!("invalid: {reason}\n")
+            };
+            Report { text, ok: false }
+        }
+    };
+    Ok(report)
+}
+
+fn describe_times(claims: &Value, now: i64) -> String {
+    let mut text = String::new();
+    for (name, label) in [("iat", "issued"), ("nbf", "not before"), ("exp", "expires")] {
+        if let Some(seconds) = claims[name].as_i64() {
+            let when = if name == "exp" {
+                relative_expiry(seconds, now)
+            } else {
+                relative(seconds, now)
+            };
+            text.push_str(&format!(
+                "{label:>10}: {} ({when})\n",
+                clock::rfc3339(seconds)
+            ));
+        }
+    }
+    text
+}
+
+/// "expires in 14m" / "expired 3h ago".
+fn relative_expiry(exp: i64, now: i64) -> String {
+    if exp > now {
+        format!("expires in {}", span(exp - now))
+    } else {
+        format!("expired {} ago", span(now - exp))
+    }
+}
+
+fn relative(at: i64, now: i64) -> String {
+    if at > now {
+        format!("in {}", span(at - now))
+    } else {
+        format!("{} ago", span(now - at))
+    }
+}
+
+fn span(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_like_a_person_would_say_them() {
+        assert_eq!(relative_expiry(1000 + 14 * 60, 1000), "expires in 14m");
+        assert_eq!(relative_expiry(1000, 1000 + 3 * 3600), "expired 3h ago");
+        assert_eq!(relative_expiry(1000, 1030), "expired 30s ago");
+        assert_eq!(span(3 * 86_400), "3d");
+    }
+}

@@ -1,0 +1,188 @@
+//! `tessera-token` against tokens from a real running server.
+
+use serde_json::{Value, json};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use tessera::http_client;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera-token"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Starts the server on a temp dir, registers and logs in one user; returns the token.
+async fn server_and_token(dir: &Path) -> (std::net::SocketAddr, String) {
+    use clap::Parser as _;
+    let cli = tessera::config::Cli::try_parse_from([
+        "tessera",
+        "serve",
+        "--db",
+        dir.join("t.db").to_str().unwrap(),
+        "--keys",
+        dir.join("jwks.json").to_str().unwrap(),
+        "--argon2-memory-kib",
+        "256",
+        "--argon2-iterations",
+        "1",
+    ])
+    .unwrap();
+    let tessera::config::Command::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    tessera::token::JwkSet::create(&dir.join("jwks.json")).unwrap();
+    let config = args.to_config();
+    let state = tessera::app::build_state(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tessera::app::run(
+        listener,
+        state,
+        config.prune_interval,
+        std::future::pending(),
+    ));
+    let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": PASSWORD,
+                      "mothers_favorite_search_engine": "Duck Duck Go"});
+    let created = http_client::send_json(addr, "POST", "/v1/users", None, &body)
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201);
+    let login = json!({"username": "kvothe", "password": PASSWORD});
+    let reply = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
+        .await
+        .unwrap();
+    (
+        addr,
+        reply.json()["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_and_verify_a_token_from_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, token) = server_and_token(dir.path()).await;
+    let keys = dir.path().join("jwks.json");
+    let db = dir.path().join("t.db");
+
+    let inspected = run(&["inspect", "-"], &format!("{token}\n"));
+    assert!(inspected.status.success());
+    let text = stdout(&inspected);
+    assert!(
+        text.contains("\"alg\": \"HS256\"") && text.contains("\"typ\": \"at+jwt\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("expires in 59m") || text.contains("expires in 60m"),
+        "{text}"
+    );
+
+    let json_out = run(&["inspect", "--json", "-"], &token);
+    let value: Value = serde_json::from_str(&stdout(&json_out)).unwrap();
+    assert_eq!(value["problems"], json!([]));
+    assert_eq!(value["header"]["alg"], "HS256");
+
+    let verified = run(
+        &[
+            "verify",
+            "--keys",
+            keys.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "-",
+        ],
+        &token,
+    );
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    assert!(stdout(&verified).contains("revocation: active"));
+
+    // Log out through the API: the CLI now reports the revocation and fails.
+    let bearer = format!("Bearer {token}");
+    let logout = http_client::send(
+        addr,
+        "DELETE",
+        "/v1/sessions/current",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(logout.status, 204);
+    let revoked = run(
+        &[
+            "verify",
+            "--json",
+            "--keys",
+            keys.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "-",
+        ],
+        &token,
+    );
+    assert!(!revoked.status.success());
+    let value: Value = serde_json::from_str(&stdout(&revoked)).unwrap();
+    assert_eq!(value["valid"], false);
+    assert_eq!(value["reason"], "token was logged out");
+}
+
+#[test]
+fn inspect_warns_about_what_the_server_would_reject() {
+    // alg none, an unsecured token (RFC 7519 §6.1 style).
+    let token = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJqb2UifQ.";
+    let output = run(&["inspect", token], "");
+    assert!(!output.status.success());
+    assert!(
+        stdout(&output).contains("empty signature"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = run(&["inspect", "-"], "not a token\n");
+    assert!(
+        stdout(&output).contains("whitespace"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn verify_with_the_wrong_key_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    tessera::token::JwkSet::create(&keys).unwrap();
+    let other = tessera::token::Keyring::from_secret("other", &[9u8; 32]).unwrap();
+    let policy = tessera::token::ValidationPolicy {
+        issuer: "tessera".into(),
+        audience: "tessera-api".into(),
+        leeway: 30,
+        max_lifetime: 3600,
+    };
+    let token = tessera::token::Codec::new(other, policy)
+        .issue("user", 0, tessera::clock::now(), 3600)
+        .token;
+    let output = run(&["verify", "--keys", keys.to_str().unwrap(), "-"], &token);
+    assert!(!output.status.success());
+    assert!(
+        stdout(&output).contains("invalid: key id is unknown"),
+        "{}",
+        stdout(&output)
+    );
+}
