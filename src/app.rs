@@ -4,6 +4,7 @@
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::limits::{HashGate, RateLimiter};
+use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
 use crate::password::{HashError, Hasher};
 use crate::store::{Store, StoreError};
@@ -48,6 +49,7 @@ pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
         hash_gate: HashGate::new(config.hash_permits, config.hash_queue),
         login_limiter: RateLimiter::new(config.login_limit.0, config.login_limit.1),
         register_limiter: RateLimiter::new(config.register_limit.0, config.register_limit.1),
+        metrics: Metrics::default(),
     }))
 }
 
@@ -65,17 +67,33 @@ fn load_or_create_keys(config: &Config) -> Result<Keyring, StartupError> {
     Ok(Keyring::load(path)?)
 }
 
-/// Runs the server on `listener` until `shutdown` resolves, pruning expired revocation rows in
-/// the background, then checkpoints the WAL.
+/// Runs the API on `listener` (and metrics on `metrics`, if given) until `shutdown` resolves,
+/// pruning expired revocation rows in the background; then checkpoints the WAL.
 pub async fn run(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     state: Arc<AppState>,
     prune_every: std::time::Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
     let pruner = tokio::spawn(prune_periodically(state.auth.clone(), prune_every));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = metrics.map(|listener| {
+        let stopped = async {
+            let _ = metrics_stopped.await;
+        };
+        tokio::spawn(http::metrics::serve_metrics(
+            listener,
+            state.clone(),
+            stopped,
+        ))
+    });
     let served = http::serve(listener, state.clone(), shutdown).await;
     pruner.abort();
+    let _ = stop_metrics.send(());
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     let auth = state.auth.clone();
     let checkpoint = tokio::task::spawn_blocking(move || auth.store().checkpoint()).await;
     if let Ok(Err(error)) = checkpoint {
@@ -84,14 +102,37 @@ pub async fn run(
     served.map_err(StartupError::Serve)
 }
 
-/// Binds `config`'s address and serves until SIGINT or SIGTERM.
-pub async fn serve_until_signalled(addr: SocketAddr, config: &Config) -> Result<(), StartupError> {
+/// Binds the API (and metrics) addresses and serves until SIGINT or SIGTERM.
+pub async fn serve_until_signalled(
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    config: &Config,
+) -> Result<(), StartupError> {
     let state = build_state(config)?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })?;
+    let listener = bind(addr).await?;
     tracing::info!(address = %listener.local_addr().unwrap_or(addr), "tessera listening");
-    run(listener, state, config.prune_interval, shutdown_signal()).await
+    let metrics = match metrics_addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            tracing::info!(address = %listener.local_addr().unwrap_or(addr), "metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    run(
+        listener,
+        metrics,
+        state,
+        config.prune_interval,
+        shutdown_signal(),
+    )
+    .await
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
 }
 
 async fn prune_periodically(auth: Arc<Auth>, every: std::time::Duration) {

@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address for Prometheus metrics (`GET /metrics`); off unless given. Keep it private.
+    #[arg(long, env = "TESSERA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// SQLite database file (created with mode 0600 if missing).
     #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
     pub db: PathBuf,

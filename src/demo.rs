@@ -88,6 +88,7 @@ pub fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(crate::app::run(
             listener,
+            None,
             state.clone(),
             config.prune_interval,
             async {

@@ -32,7 +32,11 @@ fn serve(args: &tessera::config::ServeArgs) -> Result<(), String> {
     let config = args.to_config();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime
-        .block_on(app::serve_until_signalled(args.listen, &config))
+        .block_on(app::serve_until_signalled(
+            args.listen,
+            args.metrics_listen,
+            &config,
+        ))
         .map_err(|e| e.to_string())
 }
 

@@ -1,6 +1,7 @@
 //! Handlers: parse the request into domain input, call `auth` off the reactor, render.
 
 use super::body;
+use super::metrics::LoginOutcome;
 use super::problem::ApiError;
 use super::response::{self, HttpResponse};
 use super::router::Route;
@@ -52,6 +53,7 @@ pub async fn handle(
             let session = authenticate(state, &request).await?;
             let auth = state.auth.clone();
             blocking(move || auth.logout_everywhere(&session)).await?;
+            state.metrics.logout(true);
             Ok(response::no_content())
         }
         Route::ChangePassword => change_password(state, request).await,
@@ -115,11 +117,19 @@ async fn login(
     body.finish()?;
     let permit = state.hash_gate.enter().await?;
     let auth = state.auth.clone();
-    let issued = blocking(move || {
+    let result = blocking(move || {
         let _permit = permit;
         auth.login(&username, &password, clock::now())
     })
-    .await?;
+    .await;
+    let outcome = match &result {
+        Ok(_) => LoginOutcome::Succeeded,
+        Err(ApiError::TooManyRequests { .. }) => LoginOutcome::Throttled,
+        Err(_) => LoginOutcome::Failed,
+    };
+    state.metrics.login(outcome);
+    let issued = result?;
+    state.metrics.token_issued();
     Ok(token_response(&issued))
 }
 
@@ -145,6 +155,7 @@ async fn logout_current(
     let token = bearer::extract(request.headers(), request.uri())?.to_owned();
     let auth = state.auth.clone();
     blocking(move || auth.logout(&token, clock::now())).await?;
+    state.metrics.logout(false);
     Ok(response::no_content())
 }
 
@@ -164,6 +175,7 @@ async fn change_password(
         auth.change_password(&session, &current, &new, clock::now())
     })
     .await?;
+    state.metrics.token_issued();
     Ok(token_response(&issued))
 }
 

@@ -6,27 +6,24 @@ mod bearer;
 mod body;
 mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod problem;
 mod response;
 pub mod router;
+mod server;
 
 use crate::auth::Auth;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use limits::{HashGate, RateLimiter};
+use metrics::Metrics;
 use problem::ApiError;
 use response::HttpResponse;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// The OpenAPI 3.1 contract, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
@@ -65,10 +62,6 @@ impl Default for HttpSettings {
     }
 }
 
-/// Headers beyond this never reach us: hyper answers 431 and closes. Large enough that an
-/// oversized token still gets our own problem+json answer.
-const HARD_HEADER_LIMIT: usize = 128 * 1024;
-
 /// Everything a request may need.
 #[derive(Debug)]
 pub struct AppState {
@@ -77,67 +70,22 @@ pub struct AppState {
     pub hash_gate: HashGate,
     pub login_limiter: RateLimiter,
     pub register_limiter: RateLimiter,
+    pub metrics: Metrics,
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting and gives
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting and gives
 /// in-flight requests `shutdown_grace` to finish. Tests and `main` share this entry point.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.settings.header_read_timeout)
-        .max_buf_size(HARD_HEADER_LIMIT)
-        .max_header_size(HARD_HEADER_LIMIT);
-    let graceful = GracefulShutdown::new();
-    let connection_slots = Arc::new(Semaphore::new(state.settings.max_connections.max(1)));
-    tokio::pin!(shutdown);
-
-    loop {
-        let slot = tokio::select! {
-            slot = connection_slots.clone().acquire_owned() => slot,
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slot else { break };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE and friends are transient: back off instead of dying.
-                    tracing::warn!(%error, "accept failed; backing off");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+    let settings = state.settings.clone();
+    server::accept_loop(listener, &settings, shutdown, move |peer, request| {
         let state = state.clone();
-        let service = service_fn(move |request| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(dispatch(&state, peer, request).await) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
-    }
-
-    drop(listener);
-    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(state.settings.shutdown_grace) => {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
-        }
-    }
-    Ok(())
+        async move { dispatch(&state, peer, request).await }
+    })
+    .await
 }
 
 /// One request: route, handle under the request timeout, add standard headers, log one line.
@@ -168,7 +116,11 @@ async fn dispatch(
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
     response::add_standard_headers(&mut response, &request_id);
-    log_request(&method, route_name, response.status(), started, &request_id);
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .observe_request(route_name, response.status().as_u16(), elapsed);
+    log_request(&method, route_name, response.status(), elapsed, &request_id);
     response
 }
 
@@ -185,10 +137,10 @@ fn log_request(
     method: &hyper::Method,
     route: &str,
     status: StatusCode,
-    started: Instant,
+    elapsed: Duration,
     request_id: &str,
 ) {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     tracing::info!(
         target: "tessera::request",
         %method,

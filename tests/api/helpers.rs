@@ -20,6 +20,7 @@ pub const GOOD_PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub state: Arc<AppState>,
     pub config: Config,
     pub db_path: PathBuf,
@@ -74,12 +75,14 @@ pub async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
     let state = tessera::app::build_state(&config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn({
         let state = state.clone();
         let prune = config.prune_interval;
         async move {
-            tessera::app::run(listener, state, prune, async {
+            tessera::app::run(listener, Some(metrics), state, prune, async {
                 let _ = stopped.await;
             })
             .await
@@ -88,6 +91,7 @@ pub async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
     });
     TestApp {
         addr,
+        metrics_addr,
         state,
         db_path: config.db_path.clone(),
         keys_path: config.keys_path.clone(),

@@ -183,3 +183,38 @@ fn keys_generate_writes_a_private_file_and_refuses_to_overwrite() {
     assert!(!String::from_utf8_lossy(&first.stdout).contains(secret.as_str()));
     assert!(!run().status.success());
 }
+
+#[tokio::test]
+async fn metrics_count_requests_logins_and_tokens_on_their_own_port() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    app.login("kvothe", "wrong wrong wrong wrong").await;
+    app.me(&token).await;
+    app.send("DELETE", "/v1/sessions/current", Some(&token))
+        .await;
+    let reply = tessera::http_client::send(app.metrics_addr, "GET", "/metrics", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8_lossy(&reply.body);
+    for line in [
+        "tessera_http_requests_total{route=\"GET /v1/users/me\",status=\"200\"} 1",
+        "tessera_http_requests_total{route=\"POST /v1/sessions\",status=\"401\"} 1",
+        "tessera_logins_total{outcome=\"succeeded\"} 1",
+        "tessera_logins_total{outcome=\"failed\"} 1",
+        "tessera_tokens_issued_total 1",
+        "tessera_logouts_total 1",
+        "tessera_argon2_queue_depth 0",
+    ] {
+        assert!(text.contains(line), "missing {line}\n{text}");
+    }
+    assert!(text.contains(
+        "tessera_http_request_duration_seconds_bucket{route=\"GET /v1/users/me\",le=\"+Inf\"} 1"
+    ));
+    // Not on the API port.
+    assert_problem(&app.send("GET", "/metrics", None).await, 404);
+}

@@ -88,7 +88,7 @@ fn main() -> ExitCode {
             keys,
             db,
             options,
-        } => read_token(token).and_then(|t| run_verify(&t, keys, db.as_ref(), options)),
+        } => read_token(token).and_then(|t| run_verify(&t, keys, db.as_deref(), options)),
     };
     match result {
         Ok(report) => {
@@ -161,8 +161,8 @@ fn run_inspect(token: &str, options: &Options) -> Report {
 
 fn run_verify(
     token: &str,
-    keys: &PathBuf,
-    db: Option<&PathBuf>,
+    keys: &std::path::Path,
+    db: Option<&std::path::Path>,
     options: &Options,
 ) -> Result<Report, String> {
     let keyring = Keyring::load(keys).map_err(|e| e.to_string())?;

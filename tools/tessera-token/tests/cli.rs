@@ -55,6 +55,7 @@ async fn server_and_token(dir: &Path) -> (std::net::SocketAddr, String) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(tessera::app::run(
         listener,
+        None,
         state,
         config.prune_interval,
         std::future::pending(),
