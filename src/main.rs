@@ -1,6 +1,7 @@
 //! The `tessera` binary: parse the command line, call into the library, report errors.
 
 use clap::Parser as _;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use tessera::config::{Cli, Command, LogFormat};
 use tessera::{admin, app, demo};
@@ -52,6 +53,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -5,6 +5,7 @@ mod abuse;
 mod account;
 mod attacks;
 mod bad_input;
+mod crash;
 mod docs;
 mod helpers;
 mod operations;

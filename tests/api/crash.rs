@@ -1,0 +1,160 @@
+//! Crash safety: SIGKILL the real binary in the middle of concurrent writes, restart it on the
+//! same database, and check that everything it acknowledged is still there.
+
+use crate::helpers::GOOD_PASSWORD;
+use serde_json::json;
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera::http_client;
+
+/// Starts `tessera serve` on an ephemeral port with JSON logs; returns it and its address.
+fn start_binary(dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--argon2-memory-kib", "256", "--argon2-iterations", "1"])
+        .args(["--login-rate", "0", "--register-rate", "0"])
+        .arg("--db")
+        .arg(dir.join("tessera.db"))
+        .arg("--keys")
+        .arg(dir.join("jwks.json"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (found, address) = std::sync::mpsc::channel();
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == "tessera listening" {
+                let addr: SocketAddr = entry["fields"]["address"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let _ = found.send(addr);
+            }
+        }
+    });
+    let addr = address.recv_timeout(Duration::from_secs(30)).unwrap();
+    (child, addr)
+}
+
+#[derive(Default)]
+struct Acknowledged {
+    users: Vec<String>,
+    revoked_tokens: Vec<String>,
+}
+
+/// Register, log in, log out, over and over, recording what the server acknowledged.
+async fn churn(addr: SocketAddr, worker: usize, acked: Arc<Mutex<Acknowledged>>) {
+    for i in 0.. {
+        let name = format!("w{worker}-u{i}");
+        let body = json!({"username": name, "full_name": "Crash Test", "password": GOOD_PASSWORD,
+                          "mothers_favorite_search_engine": "Searx"});
+        let Ok(reply) = http_client::send_json(addr, "POST", "/v1/users", None, &body).await else {
+            return;
+        };
+        if reply.status != 201 {
+            return;
+        }
+        acked.lock().unwrap().users.push(name.clone());
+        let login = json!({"username": name, "password": GOOD_PASSWORD});
+        let Ok(reply) = http_client::send_json(addr, "POST", "/v1/sessions", None, &login).await
+        else {
+            return;
+        };
+        let Some(token) = reply.json()["access_token"].as_str().map(str::to_owned) else {
+            return;
+        };
+        let bearer = format!("Bearer {token}");
+        let headers = [("authorization", bearer.as_str())];
+        let Ok(reply) =
+            http_client::send(addr, "DELETE", "/v1/sessions/current", &headers, None).await
+        else {
+            return;
+        };
+        if reply.status == 204 {
+            acked.lock().unwrap().revoked_tokens.push(token);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr) = start_binary(dir.path());
+
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let workers: Vec<_> = (0..8)
+        .map(|w| tokio::spawn(churn(addr, w, acked.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    child.kill().unwrap(); // SIGKILL: no shutdown hook, no checkpoint.
+    child.wait().unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let (mut restarted, addr) = start_binary(dir.path());
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(
+        !acked.users.is_empty() && !acked.revoked_tokens.is_empty(),
+        "nothing happened before the kill"
+    );
+
+    let store = tessera::store::Store::open(&dir.path().join("tessera.db")).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), ["ok"]);
+    for user in &acked.users {
+        assert!(
+            store.find_credentials(user).unwrap().is_some(),
+            "user {user} was lost"
+        );
+    }
+    for token in &acked.revoked_tokens {
+        let bearer = format!("Bearer {token}");
+        let reply = http_client::send(
+            addr,
+            "GET",
+            "/v1/users/me",
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 401, "a logged-out token came back to life");
+    }
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_checkpoints_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr) = start_binary(dir.path());
+    let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": GOOD_PASSWORD,
+                      "mothers_favorite_search_engine": "Duck Duck Go"});
+    let reply = http_client::send_json(addr, "POST", "/v1/users", None, &body)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    // The WAL was folded into the database file on the way out.
+    let wal = dir.path().join("tessera.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0));
+}
