@@ -9,15 +9,15 @@ CREATE TABLE issued_tokens (
         issued_at  INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
-INSERT INTO "issued_tokens" VALUES('OjuksHr3oQJyp9QQcC7xmg','WPYaUULqJZvnXDHymcE5Eg',0,1795610083,1795613683);
-INSERT INTO "issued_tokens" VALUES('XsMX2zth6KDFelMH9bJcJA','Ibe-mlq6Vrc_p1FJYaRCnA',0,1795610083,1795613683);
-INSERT INTO "issued_tokens" VALUES('k3McfWioN-3_JhPdK6n-4Q','WPYaUULqJZvnXDHymcE5Eg',0,1795610083,1795613683);
+INSERT INTO "issued_tokens" VALUES('C-uPQPzPLu8gIYBEKP-WQg','qRCXVBGOvkmOmhkMN7puhg',0,1795610819,1795614419);
+INSERT INTO "issued_tokens" VALUES('R_FCZb-B7Z1QyMOBeg_2Rg','XlUFcxTo4kG8mQPP_GUxFg',0,1795610819,1795614419);
+INSERT INTO "issued_tokens" VALUES('zS1qbHb0WXktTuFM8LK7hg','qRCXVBGOvkmOmhkMN7puhg',0,1795610819,1795614419);
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('OjuksHr3oQJyp9QQcC7xmg','WPYaUULqJZvnXDHymcE5Eg',1795613683);
+INSERT INTO "revoked_tokens" VALUES('zS1qbHb0WXktTuFM8LK7hg','qRCXVBGOvkmOmhkMN7puhg',1795614419);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -30,8 +30,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('Ibe-mlq6Vrc_p1FJYaRCnA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$1JS2X+7fKHpQfr+ncQl3cw$NqiTsG6rJo58WQS+3JUpbfAu05yFPHpazdD8gaavzG0',0,0,NULL,1795610083);
-INSERT INTO "users" VALUES('WPYaUULqJZvnXDHymcE5Eg','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$sCX41ifuHmm64sD+hRwUlw$ugFw//5h+SVs+7QcfN+4hqw48OWVMGI8UFRbgtO9xsk',0,0,NULL,1795610083);
+INSERT INTO "users" VALUES('XlUFcxTo4kG8mQPP_GUxFg','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$Gt0tZ11YoiNBxSORiF3Dbg$1T4c9ngrevaXF9YpM5MH/0khH5bA5g6+1BsbuYLKxVg',0,0,NULL,1795610819);
+INSERT INTO "users" VALUES('qRCXVBGOvkmOmhkMN7puhg','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$mH/ZfxSa1rdU1V3C9xMxwQ$CktV2QE8HGcQP4TsCv6v6Y+Lzp0E3gAXSBkJZgWnB14',0,0,NULL,1795610819);
 CREATE INDEX issued_tokens_by_expiry ON issued_tokens(expires_at);
 CREATE INDEX issued_tokens_by_user ON issued_tokens(user_id);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);

@@ -170,6 +170,15 @@ pub struct ServeArgs {
     /// Simultaneous connections.
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Seconds a client gets to send the request line and headers (slowloris guard).
+    #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds a whole request may take, body included.
+    #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "TESSERA_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
     /// Seconds between sweeps of expired denylist and ledger rows.
     #[arg(long, env = "TESSERA_PRUNE_INTERVAL", default_value_t = 60)]
     pub prune_interval: u64,
@@ -231,6 +240,10 @@ impl ServeArgs {
             http: HttpSettings {
                 body_limit: self.body_limit,
                 max_connections: self.max_connections,
+                header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
+                request_timeout: Duration::from_secs(self.request_timeout.max(1)),
+                body_timeout: Duration::from_secs(self.request_timeout.clamp(1, 10)),
+                shutdown_grace: Duration::from_secs(self.shutdown_grace),
                 ..HttpSettings::default()
             },
             hash_permits: self.hash_permits.unwrap_or_else(default_permits),
