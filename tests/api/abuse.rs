@@ -130,3 +130,32 @@ async fn slow_clients_are_disconnected_after_the_header_timeout() {
     assert!(closed, "the server held the connection open");
     assert!(!answer.contains("200 OK"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_408() {
+    let app = spawn_app_with(|c| c.http.body_timeout = std::time::Duration::from_millis(300)).await;
+    let request = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user";
+    let (answer, _) = app.raw(request).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let app = spawn_app_with(|c| {
+        c.http.max_connections = 1;
+        c.http.header_read_timeout = std::time::Duration::from_secs(30);
+    })
+    .await;
+    // An idle connection holds the only slot.
+    let idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let waiting = tokio::spawn({
+        let addr = app.addr;
+        async move { tessera::http_client::send(addr, "GET", "/healthz", &[], None).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served beyond the connection limit");
+    drop(idle);
+    assert_eq!(waiting.await.unwrap().unwrap().status, 200);
+}

@@ -13,6 +13,13 @@ use tessera::http_client;
 
 /// Starts `tessera serve` on an ephemeral port with JSON logs; returns it and its address.
 fn start_binary(dir: &Path) -> (Child, SocketAddr) {
+    let (child, addr, _log) = start_binary_logged(dir);
+    (child, addr)
+}
+
+/// The same, also collecting every log line the server writes.
+fn start_binary_logged(dir: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(["--argon2-memory-kib", "256", "--argon2-iterations", "1"])
@@ -27,9 +34,11 @@ fn start_binary(dir: &Path) -> (Child, SocketAddr) {
     let stderr = child.stderr.take().unwrap();
     let (found, address) = std::sync::mpsc::channel();
     // Keep draining the log so the child never blocks on a full pipe.
+    let collected = log.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            collected.lock().unwrap().push(line.clone());
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -44,7 +53,7 @@ fn start_binary(dir: &Path) -> (Child, SocketAddr) {
         }
     });
     let addr = address.recv_timeout(Duration::from_secs(30)).unwrap();
-    (child, addr)
+    (child, addr, log)
 }
 
 #[derive(Default)]
@@ -157,4 +166,70 @@ async fn sigterm_drains_checkpoints_and_exits_zero() {
     // The WAL was folded into the database file on the way out.
     let wal = dir.path().join("tessera.db-wal");
     assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr, log) = start_binary_logged(dir.path());
+    let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": GOOD_PASSWORD,
+                      "mothers_favorite_search_engine": "Duck Duck Go"});
+    http_client::send_json(addr, "POST", "/v1/users", None, &body)
+        .await
+        .unwrap();
+    let login = json!({"username": "kvothe", "password": GOOD_PASSWORD});
+    let reply = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
+        .await
+        .unwrap();
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    http_client::send(
+        addr,
+        "GET",
+        "/v1/users/me",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await
+    .unwrap();
+    let tampered = format!("Bearer {token}x");
+    http_client::send(
+        addr,
+        "GET",
+        "/v1/users/me",
+        &[("authorization", &tampered)],
+        None,
+    )
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let lines = log.lock().unwrap().clone();
+    let requests: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|entry| entry["target"] == "tessera::request")
+        .collect();
+    assert_eq!(requests.len(), 4, "{lines:#?}");
+    let fields = &requests[2]["fields"];
+    assert_eq!(fields["route"], "GET /v1/users/me");
+    assert_eq!(fields["status"], 200);
+    assert!(fields["latency_ms"].is_string() && fields["request_id"].is_string());
+    let secret_key = tessera::token::JwkSet::load(&dir.path().join("jwks.json"))
+        .unwrap()
+        .keys[0]
+        .k
+        .clone();
+    let everything = lines.join("\n");
+    for secret in [
+        GOOD_PASSWORD,
+        token.as_str(),
+        &token[token.len() - 43..],
+        "$argon2id$",
+        secret_key.as_str(),
+    ] {
+        assert!(!everything.contains(secret), "log leaked {secret}");
+    }
 }
