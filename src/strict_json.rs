@@ -32,14 +32,7 @@ pub enum ObjectError {
 /// Parses `bytes` as exactly one JSON object whose values nest at most `max_depth` levels
 /// (the object itself is level 1). Members come back in document order.
 pub fn parse_object(bytes: &[u8], max_depth: usize) -> Result<Vec<Member>, ObjectError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ObjectError::InvalidUtf8)?;
-    if text.starts_with('\u{feff}') {
-        return Err(ObjectError::ByteOrderMark);
-    }
-    if !text.trim_start().starts_with('{') {
-        return Err(ObjectError::NotAnObject);
-    }
-    check_depth(text.as_bytes(), max_depth)?;
+    let text = precheck(bytes, max_depth)?;
 
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let members = MembersSeed
@@ -56,8 +49,31 @@ pub fn parse_object(bytes: &[u8], max_depth: usize) -> Result<Vec<Member>, Objec
     Ok(members)
 }
 
+/// The checks every strict parse starts with: UTF-8, no byte order mark, an object, bounded
+/// nesting. Returns the text for the parser proper.
+pub fn precheck(bytes: &[u8], max_depth: usize) -> Result<&str, ObjectError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ObjectError::InvalidUtf8)?;
+    if text.starts_with('\u{feff}') {
+        return Err(ObjectError::ByteOrderMark);
+    }
+    if !text.trim_start().starts_with('{') {
+        return Err(ObjectError::NotAnObject);
+    }
+    check_depth(text.as_bytes(), max_depth)?;
+    Ok(text)
+}
+
 /// Counts bracket depth outside strings. Malformed input is left for serde to reject.
 fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ObjectError> {
+    // Depth can never exceed the number of opening brackets, and counting them is a branch-free
+    // loop the compiler vectorises; only documents with more brackets than the limit (never a
+    // token of ours) pay for the exact scan.
+    let openers = bytes
+        .iter()
+        .fold(0usize, |n, &b| n + usize::from(b == b'{' || b == b'['));
+    if openers <= max_depth {
+        return Ok(());
+    }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &byte in bytes {
         if in_string {

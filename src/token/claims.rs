@@ -1,8 +1,11 @@
 //! The claim set we issue and the rules a verified token's claims must meet (RFC 7519 §4.1, RFC 8725 §3.8–3.10).
 
 use super::TokenError;
-use serde::Serialize;
-use serde_json::Value;
+use crate::strict_json::ObjectError;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
 
 /// Every claim Tessera issues; all are required on the way in. Field order is the encoding order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,13 +43,21 @@ pub struct ValidationPolicy {
 const MAX_STRING_CLAIM: usize = 256;
 
 impl Claims {
-    /// Builds claims from an object's members, refusing unknown, missing and mistyped claims.
-    pub(super) fn from_members(members: Vec<(String, Value)>) -> Result<Self, TokenError> {
-        let mut builder = ClaimsBuilder::default();
-        for (name, value) in members {
-            builder.set(name, value)?;
+    /// Parses a payload's JSON straight into claims: unknown, missing, duplicated and mistyped
+    /// claims are refused. One pass, no intermediate `Value` tree — this is the hot path.
+    pub(super) fn parse(json: &[u8]) -> Result<Self, TokenError> {
+        let mut failure = None;
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let parsed = ClaimsSeed {
+            failure: &mut failure,
         }
-        builder.build()
+        .deserialize(&mut deserializer)
+        .and_then(|builder| deserializer.end().map(|()| builder));
+        match (parsed, failure) {
+            (_, Some(error)) => Err(error),
+            (Ok(builder), None) => builder.build(),
+            (Err(_), None) => Err(TokenError::MalformedPayload(ObjectError::Malformed)),
+        }
     }
 
     /// Checks issuer, audience and the time window against `now` (Unix seconds).
@@ -90,21 +101,48 @@ struct ClaimsBuilder {
 }
 
 impl ClaimsBuilder {
-    fn set(&mut self, name: String, value: Value) -> Result<(), TokenError> {
-        match name.as_str() {
-            "iss" => self.iss = Some(string_claim("iss", value)?),
-            "aud" => self.aud = Some(string_claim("aud", value)?),
-            "sub" => self.sub = Some(string_claim("sub", value)?),
-            "jti" => self.jti = Some(string_claim("jti", value)?),
-            "iat" => self.iat = Some(time_claim("iat", &value)?),
-            "nbf" => self.nbf = Some(time_claim("nbf", &value)?),
-            "exp" => self.exp = Some(time_claim("exp", &value)?),
-            "gen" => {
-                self.r#gen = Some(value.as_u64().ok_or(TokenError::InvalidClaim("gen"))?);
-            }
-            _ => return Err(TokenError::UnknownClaim(name)),
+    fn set(&mut self, name: &str, value: Scalar) -> Result<(), TokenError> {
+        let (slot_filled, result) = match name {
+            "iss" => (
+                self.iss.is_some(),
+                string_claim("iss", value).map(|v| self.iss = Some(v)),
+            ),
+            "aud" => (
+                self.aud.is_some(),
+                string_claim("aud", value).map(|v| self.aud = Some(v)),
+            ),
+            "sub" => (
+                self.sub.is_some(),
+                string_claim("sub", value).map(|v| self.sub = Some(v)),
+            ),
+            "jti" => (
+                self.jti.is_some(),
+                string_claim("jti", value).map(|v| self.jti = Some(v)),
+            ),
+            "iat" => (
+                self.iat.is_some(),
+                time_claim("iat", &value).map(|v| self.iat = Some(v)),
+            ),
+            "nbf" => (
+                self.nbf.is_some(),
+                time_claim("nbf", &value).map(|v| self.nbf = Some(v)),
+            ),
+            "exp" => (
+                self.exp.is_some(),
+                time_claim("exp", &value).map(|v| self.exp = Some(v)),
+            ),
+            "gen" => (
+                self.r#gen.is_some(),
+                generation_claim(&value).map(|v| self.r#gen = Some(v)),
+            ),
+            _ => return Err(TokenError::UnknownClaim(name.to_owned())),
+        };
+        if slot_filled {
+            return Err(TokenError::MalformedPayload(ObjectError::DuplicateMember(
+                name.to_owned(),
+            )));
         }
-        Ok(())
+        result
     }
 
     fn build(self) -> Result<Claims, TokenError> {
@@ -121,9 +159,125 @@ impl ClaimsBuilder {
     }
 }
 
-fn string_claim(name: &'static str, value: Value) -> Result<String, TokenError> {
+/// A claim value as JSON gave it, without building a tree for anything that is not a scalar.
+enum Scalar {
+    String(String),
+    Signed(i64),
+    Unsigned(u64),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::String(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::String(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Signed(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Unsigned(v))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+}
+
+/// A member name: ours are `'static` (no allocation on the hot path), anything else is kept
+/// to be reported as unknown.
+struct ClaimName(Cow<'static, str>);
+
+const CLAIM_NAMES: [&str; 8] = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "gen"];
+
+impl<'de> Deserialize<'de> for ClaimName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(ClaimNameVisitor)
+    }
+}
+
+struct ClaimNameVisitor;
+
+impl Visitor<'_> for ClaimNameVisitor {
+    type Value = ClaimName;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a claim name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ClaimName, E> {
+        let name = match CLAIM_NAMES.iter().find(|known| **known == v) {
+            Some(known) => Cow::Borrowed(*known),
+            None => Cow::Owned(v.to_owned()),
+        };
+        Ok(ClaimName(name))
+    }
+}
+
+/// Deserialises the payload object, parking the precise [`TokenError`] in `failure` (serde's
+/// own error type cannot carry it).
+struct ClaimsSeed<'a> {
+    failure: &'a mut Option<TokenError>,
+}
+
+impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = ClaimsBuilder;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ClaimsSeed<'_> {
+    type Value = ClaimsBuilder;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut builder = ClaimsBuilder::default();
+        while let Some(ClaimName(name)) = map.next_key::<ClaimName>()? {
+            let value = map.next_value::<Scalar>()?;
+            if let Err(error) = builder.set(&name, value) {
+                *self.failure = Some(error);
+                return Err(de::Error::custom("claim rejected"));
+            }
+        }
+        Ok(builder)
+    }
+}
+
+fn string_claim(name: &'static str, value: Scalar) -> Result<String, TokenError> {
     match value {
-        Value::String(s) if !s.is_empty() && s.len() <= MAX_STRING_CLAIM => Ok(s),
+        Scalar::String(s) if !s.is_empty() && s.len() <= MAX_STRING_CLAIM => Ok(s),
         _ => Err(TokenError::InvalidClaim(name)),
     }
 }
@@ -131,9 +285,22 @@ fn string_claim(name: &'static str, value: Value) -> Result<String, TokenError> 
 /// NumericDate as we accept it: a non-negative JSON integer that fits i64. Strings, floats
 /// (`1.0`, `1e9`) and out-of-range numbers are refused rather than coerced — jsonwebtoken's past
 /// bug of skipping validation for a string `exp` is exactly what coercion invites.
-fn time_claim(name: &'static str, value: &Value) -> Result<i64, TokenError> {
-    match value.as_i64() {
-        Some(seconds) if seconds >= 0 => Ok(seconds),
+fn time_claim(name: &'static str, value: &Scalar) -> Result<i64, TokenError> {
+    match *value {
+        Scalar::Signed(seconds) if seconds >= 0 => Ok(seconds),
+        Scalar::Unsigned(seconds) => {
+            i64::try_from(seconds).map_err(|_| TokenError::InvalidClaim(name))
+        }
         _ => Err(TokenError::InvalidClaim(name)),
+    }
+}
+
+fn generation_claim(value: &Scalar) -> Result<u64, TokenError> {
+    match *value {
+        Scalar::Unsigned(generation) => Ok(generation),
+        Scalar::Signed(generation) => {
+            u64::try_from(generation).map_err(|_| TokenError::InvalidClaim("gen"))
+        }
+        _ => Err(TokenError::InvalidClaim("gen")),
     }
 }

@@ -37,6 +37,8 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 /// Claims are all scalars, so the payload object needs one level; one more lets a nested unknown
 /// claim be reported as unknown rather than as too deep.
 const MAX_PAYLOAD_DEPTH: usize = 2;
+/// Decoded payloads up to this size are parsed from the stack.
+const SMALL_PAYLOAD_BYTES: usize = 512;
 /// Base64url length of a 32-byte HMAC-SHA256 tag.
 const SIGNATURE_SEGMENT_LEN: usize = 43;
 
@@ -160,12 +162,16 @@ impl Codec {
     /// this one lets tests and tools mint tokens with chosen claims.
     pub fn sign(&self, claims: &Claims) -> String {
         let key = self.keyring.signing_key();
-        // Serialising a struct of strings and integers cannot fail.
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        let mut token = String::with_capacity(320);
+        // Sized for our claims so neither buffer grows; serialising strings and integers
+        // cannot fail.
+        let mut payload = Vec::with_capacity(256);
+        let _ = serde_json::to_writer(&mut payload, claims);
+        let mut token = String::with_capacity(
+            key.header_segment.len() + payload.len() * 4 / 3 + SIGNATURE_SEGMENT_LEN + 8,
+        );
         token.push_str(&key.header_segment);
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let tag = mac(key, token.as_bytes());
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(tag, &mut token);
@@ -214,15 +220,13 @@ impl<'a> Segments<'a> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
         }
-        for byte in token.bytes() {
-            match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {}
-                b'=' => return Err(TokenError::Padding),
-                b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c' => {
-                    return Err(TokenError::Whitespace);
-                }
-                _ => return Err(TokenError::InvalidCharacter),
-            }
+        // Branch-free over the whole token (vectorised); only a bad token pays for finding out
+        // which byte is wrong.
+        let all_allowed = token
+            .bytes()
+            .fold(true, |ok, byte| ok & is_token_byte(byte));
+        if !all_allowed {
+            return Err(classify_bad_byte(token));
         }
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
@@ -248,6 +252,20 @@ impl<'a> Segments<'a> {
     fn signing_input(&self) -> &'a str {
         let end = self.header.len() + 1 + self.payload.len();
         self.token.get(..end).unwrap_or_default()
+    }
+}
+
+/// The base64url alphabet plus the segment separator.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || byte == b'.'
+}
+
+/// Names the first byte outside the token alphabet.
+fn classify_bad_byte(token: &str) -> TokenError {
+    match token.bytes().find(|&byte| !is_token_byte(byte)) {
+        Some(b'=') => TokenError::Padding,
+        Some(b' ' | b'\t' | b'\r' | b'\n' | b'\x0b' | b'\x0c') => TokenError::Whitespace,
+        _ => TokenError::InvalidCharacter,
     }
 }
 
@@ -306,10 +324,26 @@ fn check_signature(key: &KeyEntry, segments: &Segments<'_>) -> Result<(), TokenE
 
 /// Parses a payload segment into claims. Only called after the MAC matched (or by `inspect`).
 pub(crate) fn parse_claims(segment: &str) -> Result<Claims, TokenError> {
-    let bytes = decode_segment(segment)?;
-    let members = strict_json::parse_object(&bytes, MAX_PAYLOAD_DEPTH)
-        .map_err(TokenError::MalformedPayload)?;
-    Claims::from_members(members)
+    // Our payloads decode to ~200 bytes: they go to a small stack buffer (no allocation, and a
+    // cheap zeroing); anything longer to the heap.
+    let mut small = [0u8; SMALL_PAYLOAD_BYTES];
+    let heap;
+    let bytes: &[u8] = if segment.len() / 4 * 3 + 3 <= SMALL_PAYLOAD_BYTES {
+        let length = URL_SAFE_NO_PAD
+            .decode_slice(segment, &mut small)
+            .map_err(|_| TokenError::NonCanonicalBase64)?;
+        small.get(..length).unwrap_or_default()
+    } else {
+        heap = decode_segment(segment)?;
+        &heap
+    };
+    // Fast path: a well-formed claim set parses in one pass (serde_json validates the UTF-8 of
+    // every string it reads). Only a failure pays for the precise diagnosis: encoding, BOM,
+    // shape and depth first, then whatever the claim parser found.
+    Claims::parse(bytes).or_else(|error| {
+        strict_json::precheck(bytes, MAX_PAYLOAD_DEPTH).map_err(TokenError::MalformedPayload)?;
+        Err(error)
+    })
 }
 
 fn mac(key: &KeyEntry, signing_input: &[u8]) -> [u8; 32] {

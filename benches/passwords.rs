@@ -1,0 +1,100 @@
+//! Password benchmarks: argon2id at the default parameters, and the enumeration check — login
+//! latency for an unknown user vs a known user with a wrong password (both should cost one
+//! argon2 verification). Medians are printed side by side from one interleaved run.
+
+use criterion::Criterion;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use tessera::auth::{Auth, AuthSettings, Registration};
+use tessera::lockout::LockoutPolicy;
+use tessera::password::{HashParams, Hasher, Password};
+use tessera::password_policy::PasswordPolicy;
+use tessera::store::Store;
+use tessera::token::{Codec, Keyring, ValidationPolicy};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn bench_argon2(c: &mut Criterion) {
+    let hasher = Hasher::new(HashParams::default()).unwrap();
+    let password = Password::normalize(PASSWORD).unwrap();
+    let phc = hasher.hash(&password).unwrap();
+    let mut group = c.benchmark_group("argon2id m=19456 t=2 p=1");
+    group.sample_size(20);
+    group.bench_function("hash", |b| {
+        b.iter(|| hasher.hash(black_box(&password)).unwrap())
+    });
+    group.bench_function("verify", |b| {
+        b.iter(|| hasher.verify(black_box(&password), &phc))
+    });
+    group.finish();
+}
+
+fn auth(dir: &std::path::Path) -> Auth {
+    let store = Store::open(&dir.join("bench.db")).unwrap();
+    let policy = ValidationPolicy {
+        issuer: "tessera".into(),
+        audience: "tessera-api".into(),
+        leeway: 30,
+        max_lifetime: 3600,
+    };
+    let codec = Codec::new(Keyring::from_secret("bench", &[7u8; 32]).unwrap(), policy);
+    let settings = AuthSettings {
+        token_ttl: 3600,
+        password_policy: PasswordPolicy::default(),
+        // No softlock here: we want every wrong password to reach argon2.
+        lockout: LockoutPolicy {
+            free_attempts: u32::MAX,
+            ..LockoutPolicy::default()
+        },
+    };
+    Auth::new(
+        store,
+        codec,
+        Hasher::new(HashParams::default()).unwrap(),
+        settings,
+    )
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Interleaves the two cases so machine noise hits both alike; prints their medians.
+fn enumeration_medians() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = auth(dir.path());
+    let registration = Registration {
+        username: "kvothe".into(),
+        full_name: "Patrick Rothfuss".into(),
+        password: PASSWORD.into(),
+        mothers_favorite_search_engine: "Duck Duck Go".into(),
+    };
+    auth.register(&registration, tessera::clock::now()).unwrap();
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for _ in 0..60 {
+        let started = Instant::now();
+        let _ = auth.login("nobody", "a wrong password here", tessera::clock::now());
+        unknown.push(started.elapsed());
+        let started = Instant::now();
+        let _ = auth.login("kvothe", "a wrong password here", tessera::clock::now());
+        wrong.push(started.elapsed());
+    }
+    let (unknown, wrong) = (median(unknown), median(wrong));
+    println!();
+    println!("enumeration: login median, unknown user {unknown:.2?}, wrong password {wrong:.2?}");
+    println!(
+        "enumeration: wrong/unknown = {:.3} (1.0 means indistinguishable by timing)",
+        wrong.as_secs_f64() / unknown.as_secs_f64()
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    bench_argon2(&mut criterion);
+    criterion.final_summary();
+    enumeration_medians();
+}
