@@ -6,6 +6,7 @@ use criterion::Criterion;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tessera::auth::{Auth, AuthSettings, Registration};
+use tessera::hash_pool::HashPool;
 use tessera::lockout::LockoutPolicy;
 use tessera::password::{HashParams, Hasher, Password};
 use tessera::password_policy::PasswordPolicy;
@@ -50,7 +51,7 @@ fn auth(dir: &std::path::Path) -> Auth {
     Auth::new(
         store,
         codec,
-        Hasher::new(HashParams::default()).unwrap(),
+        HashPool::new(Hasher::new(HashParams::default()).unwrap(), 1, 8).unwrap(),
         settings,
     )
 }

@@ -3,7 +3,8 @@
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::http::limits::{HashGate, RateLimiter};
+use crate::hash_pool::HashPool;
+use crate::http::limits::RateLimiter;
 use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
 use crate::password::{HashError, Hasher};
@@ -22,6 +23,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Hash(#[from] HashError),
+    #[error("cannot start hashing threads: {0}")]
+    Threads(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -35,18 +38,22 @@ pub enum StartupError {
 pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
     let keyring = load_or_create_keys(config)?;
     let store = Store::open(&config.db_path)?;
-    let hasher = Hasher::new(config.hash)?;
+    let hashing = HashPool::new(
+        Hasher::new(config.hash)?,
+        config.hash_permits,
+        config.hash_queue,
+    )
+    .map_err(StartupError::Threads)?;
     let policy = ValidationPolicy {
         issuer: config.issuer.clone(),
         audience: config.audience.clone(),
         leeway: config.leeway,
         max_lifetime: config.auth.token_ttl,
     };
-    let auth = Auth::new(store, Codec::new(keyring, policy), hasher, config.auth);
+    let auth = Auth::new(store, Codec::new(keyring, policy), hashing, config.auth);
     Ok(Arc::new(AppState {
         auth: Arc::new(auth),
         settings: config.http.clone(),
-        hash_gate: HashGate::new(config.hash_permits, config.hash_queue),
         login_limiter: RateLimiter::new(config.login_limit.0, config.login_limit.1),
         register_limiter: RateLimiter::new(config.register_limit.0, config.register_limit.1),
         metrics: Metrics::default(),

@@ -4,8 +4,9 @@
 //! No HTTP types here, and everything is synchronous: the HTTP layer runs these calls on the
 //! blocking pool, because they hash passwords and touch SQLite. Time is always passed in.
 
+use crate::hash_pool::{HashPool, PoolError};
 use crate::lockout::LockoutPolicy;
-use crate::password::{HashError, Hasher, Password, Verification};
+use crate::password::{Password, Verification};
 use crate::password_policy::{PasswordPolicy, PolicyViolation};
 use crate::store::{IssuedTokenRecord, NewUser, Store, StoreError, UserProfile};
 use crate::token::{Codec, IssuedToken, TokenError, VerifiedClaims};
@@ -57,10 +58,21 @@ pub enum AuthError {
     Throttled { retry_after: u64 },
     #[error("invalid token: {0}")]
     InvalidToken(TokenRejection),
+    #[error("the password hashing queue is full")]
+    Overloaded,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Hash(#[from] HashError),
+    #[error("password hashing failed: {0}")]
+    Hash(PoolError),
+}
+
+impl From<PoolError> for AuthError {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Overloaded => Self::Overloaded,
+            other => Self::Hash(other),
+        }
+    }
 }
 
 impl From<TokenRejection> for AuthError {
@@ -92,16 +104,16 @@ pub struct AuthSettings {
 pub struct Auth {
     store: Store,
     codec: Codec,
-    hasher: Hasher,
+    hashing: HashPool,
     settings: AuthSettings,
 }
 
 impl Auth {
-    pub fn new(store: Store, codec: Codec, hasher: Hasher, settings: AuthSettings) -> Self {
+    pub fn new(store: Store, codec: Codec, hashing: HashPool, settings: AuthSettings) -> Self {
         Self {
             store,
             codec,
-            hasher,
+            hashing,
             settings,
         }
     }
@@ -112,6 +124,10 @@ impl Auth {
 
     pub fn codec(&self) -> &Codec {
         &self.codec
+    }
+
+    pub fn hashing(&self) -> &HashPool {
+        &self.hashing
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -144,7 +160,7 @@ impl Auth {
             return Err(AuthError::Validation(errors));
         };
 
-        let password_hash = self.hasher.hash(&password)?;
+        let password_hash = self.hashing.hash(password)?;
         let id = random::base64url_id::<16>();
         let user = NewUser {
             id: &id,
@@ -169,7 +185,7 @@ impl Auth {
             Err(_) => None,
         };
         let Some(credentials) = credentials else {
-            self.hasher.verify_dummy(password);
+            self.hashing.verify_dummy(password.to_owned())?;
             return Err(AuthError::InvalidCredentials);
         };
         if let Some(retry_after) = self.settings.lockout.retry_after(
@@ -179,7 +195,7 @@ impl Auth {
         ) {
             return Err(AuthError::Throttled { retry_after });
         }
-        let needs_rehash = match self.check_password(password, &credentials.password_hash) {
+        let needs_rehash = match self.check_password(password, &credentials.password_hash)? {
             Verification::Match { needs_rehash } => needs_rehash,
             Verification::Mismatch => {
                 self.store.record_failed_login(&credentials.user_id, now)?;
@@ -187,7 +203,7 @@ impl Auth {
             }
         };
         let rehashed = match (needs_rehash, Password::normalize(password)) {
-            (true, Ok(normalized)) => Some(self.hasher.hash(&normalized)?),
+            (true, Ok(normalized)) => Some(self.hashing.hash(normalized)?),
             _ => None,
         };
         let generation = self
@@ -244,7 +260,7 @@ impl Auth {
         ) {
             return Err(AuthError::Throttled { retry_after });
         }
-        if self.check_password(current, &credentials.password_hash) == Verification::Mismatch {
+        if self.check_password(current, &credentials.password_hash)? == Verification::Mismatch {
             self.store.record_failed_login(&credentials.user_id, now)?;
             return Err(AuthError::WrongCurrentPassword);
         }
@@ -255,7 +271,7 @@ impl Auth {
         let password = self
             .acceptable_password("new_password", new, &context)
             .map_err(|e| AuthError::Validation(vec![e]))?;
-        let hash = self.hasher.hash(&password)?;
+        let hash = self.hashing.hash(password)?;
         let generation = self.store.change_password(&credentials.user_id, &hash)?;
         self.issue_token(&credentials.user_id, generation, None, now)
     }
@@ -281,12 +297,13 @@ impl Auth {
         check_revocation(&self.store, claims)
     }
 
-    fn check_password(&self, raw: &str, phc: &str) -> Verification {
+    /// One argon2 verification on the hashing threads, whatever the input.
+    fn check_password(&self, raw: &str, phc: &str) -> Result<Verification> {
         match Password::normalize(raw) {
-            Ok(password) => self.hasher.verify(&password, phc),
+            Ok(password) => Ok(self.hashing.verify(password, phc.to_owned())?),
             Err(_) => {
-                self.hasher.verify_dummy(raw);
-                Verification::Mismatch
+                self.hashing.verify_dummy(raw.to_owned())?;
+                Ok(Verification::Mismatch)
             }
         }
     }

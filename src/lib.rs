@@ -2,7 +2,7 @@
 //!
 //! How the pieces fit, bottom to top (lower layers never import upper ones):
 //! - [`token`] is the codec: our HS256 compact JWS, pure and clock-free, with the keyring.
-//! - [`password`] hashes with argon2id; [`password_policy`] decides what is acceptable;
+//! - [`password`] hashes with argon2id on the [`hash_pool`] threads; [`password_policy`] decides what is acceptable;
 //!   [`username`] canonicalises names; [`profile_text`] cleans free-text fields;
 //!   [`lockout`] is the per-account softlock arithmetic.
 //! - [`store`] is SQLite and nothing else: users, the denylist, generations, the login ledger.
@@ -20,6 +20,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod hash_pool;
 pub mod http;
 pub mod http_client;
 pub mod lockout;

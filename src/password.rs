@@ -6,10 +6,12 @@
 //! while NFC only unifies different encodings of the *same* text — what a user typing on another
 //! keyboard produces. The same function runs at registration and at login.
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use crate::token::ct::constant_time_eq;
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use precis_core::profile::Profile as _;
 use precis_profiles::OpaqueString;
+use std::cell::RefCell;
 use std::fmt;
 
 /// A password after normalisation. Debug never shows it.
@@ -74,8 +76,8 @@ impl Default for HashParams {
 pub enum HashError {
     #[error("invalid argon2 parameters: {0}")]
     Params(argon2::Error),
-    #[error("argon2 failed: {0}")]
-    Hash(argon2::password_hash::Error),
+    #[error("cannot encode the PHC string: {0}")]
+    Encoding(String),
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -105,13 +107,38 @@ impl fmt::Debug for Hasher {
     }
 }
 
+/// Output length of our hashes: 256 bits.
+const HASH_BYTES: usize = 32;
+
+thread_local! {
+    /// argon2's working memory (19 MiB at the defaults), kept per thread and reused: allocating
+    /// it per hash made the allocator hold on to many such buffers across threads.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 with this thread's reusable memory.
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    BLOCKS.with_borrow_mut(|blocks| {
+        let needed = argon2.params().block_count();
+        if blocks.len() < needed {
+            blocks.resize(needed, Block::default());
+        }
+        argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+    })
+}
+
 impl Hasher {
     pub fn new(config: HashParams) -> Result<Self, HashError> {
         let params = Params::new(
             config.memory_kib,
             config.iterations,
             config.parallelism,
-            None,
+            Some(HASH_BYTES),
         )
         .map_err(HashError::Params)?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
@@ -122,40 +149,55 @@ impl Hasher {
         };
         let dummy = Password(crate::random::base64url_id::<16>());
         hasher.dummy_hash = hasher.hash(&dummy)?;
+        // The constructing thread hashes nothing else: give its working memory back.
+        BLOCKS.with_borrow_mut(|blocks| *blocks = Vec::new());
         Ok(hasher)
     }
 
     /// A PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a fresh 128-bit salt.
     pub fn hash(&self, password: &Password) -> Result<String, HashError> {
         let salt = crate::random::bytes::<16>();
-        self.argon2
-            .hash_password_with_salt(password.as_str().as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(HashError::Hash)
+        let mut out = [0u8; HASH_BYTES];
+        compute(&self.argon2, password.as_str().as_bytes(), &salt, &mut out)
+            .map_err(HashError::Params)?;
+        let phc = PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(encoding)?,
+            salt: Some(Salt::new(&salt).map_err(encoding)?),
+            hash: Some(Output::new(&out).map_err(encoding)?),
+        };
+        Ok(phc.to_string())
     }
 
     /// Checks `password` against a stored PHC string, using the parameters stored in it.
     pub fn verify(&self, password: &Password, phc: &str) -> Verification {
-        let Ok(stored) = PasswordHash::new(phc) else {
+        let Some((stored, argon2)) = parse_phc(phc) else {
             return Verification::Mismatch;
         };
-        match self
-            .argon2
-            .verify_password(password.as_str().as_bytes(), &stored)
-        {
-            Ok(()) => Verification::Match {
+        let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
+            return Verification::Mismatch;
+        };
+        let mut out = vec![0u8; expected.len()];
+        let computed = compute(
+            &argon2,
+            password.as_str().as_bytes(),
+            salt.as_ref(),
+            &mut out,
+        );
+        if computed.is_ok() && constant_time_eq(&out, expected.as_bytes()) {
+            Verification::Match {
                 needs_rehash: self.needs_rehash(&stored),
-            },
-            Err(_) => Verification::Mismatch,
+            }
+        } else {
+            Verification::Mismatch
         }
     }
 
     /// Spends one verification's worth of work and always fails: for unknown users and
     /// passwords that could not even be normalised.
     pub fn verify_dummy(&self, raw_password: &str) {
-        let _ = self
-            .argon2
-            .verify_password(raw_password.as_bytes(), self.dummy_hash.as_str());
+        let _ = self.verify(&Password(raw_password.to_owned()), &self.dummy_hash);
     }
 
     fn needs_rehash(&self, stored: &PasswordHash) -> bool {
@@ -168,6 +210,19 @@ impl Hasher {
         });
         !(same_algorithm && same_params)
     }
+}
+
+fn encoding(error: impl fmt::Display) -> HashError {
+    HashError::Encoding(error.to_string())
+}
+
+/// A stored PHC string and an `Argon2` configured exactly as it says.
+fn parse_phc(phc: &str) -> Option<(PasswordHash, Argon2<'static>)> {
+    let stored = PasswordHash::new(phc).ok()?;
+    let algorithm = Algorithm::try_from(stored.algorithm.as_str()).ok()?;
+    let version = Version::try_from(stored.version.unwrap_or(0x13)).ok()?;
+    let params = Params::try_from(&stored).ok()?;
+    Some((stored, Argon2::new(algorithm, version, params)))
 }
 
 #[cfg(test)]
@@ -224,6 +279,31 @@ mod tests {
         assert_eq!(
             new.verify(&pw("correct horse battery staple"), &phc),
             Verification::Match { needs_rehash: true }
+        );
+    }
+
+    #[test]
+    fn our_phc_strings_interoperate_with_the_argon2_crates_own() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = Hasher::new(cheap()).unwrap();
+        let ours = hasher.hash(&pw("correct horse battery staple")).unwrap();
+        let reference = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        reference
+            .verify_password(b"correct horse battery staple", ours.as_str())
+            .unwrap();
+        let theirs = reference
+            .hash_password_with_salt(b"correct horse battery staple", &[3u8; 16])
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            hasher.verify(&pw("correct horse battery staple"), &theirs),
+            Verification::Match {
+                needs_rehash: false
+            }
         );
     }
 

@@ -87,13 +87,8 @@ async fn register(
         mothers_favorite_search_engine: body.string("mothers_favorite_search_engine"),
     };
     body.finish()?;
-    let permit = state.hash_gate.enter().await?;
     let auth = state.auth.clone();
-    let profile = blocking(move || {
-        let _permit = permit;
-        auth.register(&registration, clock::now())
-    })
-    .await?;
+    let profile = blocking(move || auth.register(&registration, clock::now())).await?;
     let mut response = user_view(StatusCode::CREATED, &profile);
     let location = format!(
         "/v1/users/{}",
@@ -115,13 +110,8 @@ async fn login(
     let username = body.string("username");
     let password = body.string("password");
     body.finish()?;
-    let permit = state.hash_gate.enter().await?;
     let auth = state.auth.clone();
-    let result = blocking(move || {
-        let _permit = permit;
-        auth.login(&username, &password, clock::now())
-    })
-    .await;
+    let result = blocking(move || auth.login(&username, &password, clock::now())).await;
     let outcome = match &result {
         Ok(_) => LoginOutcome::Succeeded,
         Err(ApiError::TooManyRequests { .. }) => LoginOutcome::Throttled,
@@ -168,13 +158,9 @@ async fn change_password(
     let current = body.string("current_password");
     let new = body.string("new_password");
     body.finish()?;
-    let permit = state.hash_gate.enter().await?;
     let auth = state.auth.clone();
-    let issued = blocking(move || {
-        let _permit = permit;
-        auth.change_password(&session, &current, &new, clock::now())
-    })
-    .await?;
+    let issued =
+        blocking(move || auth.change_password(&session, &current, &new, clock::now())).await?;
     state.metrics.token_issued();
     Ok(token_response(&issued))
 }
@@ -238,6 +224,7 @@ fn log_auth_error(error: &AuthError) {
         }
         AuthError::InvalidToken(reason) => tracing::info!(reason = %reason, "token rejected"),
         AuthError::Throttled { .. } => tracing::info!("login throttled by softlock"),
+        AuthError::Overloaded => tracing::warn!("hashing queue full; answered 503"),
         AuthError::Store(e) => tracing::error!(error = %e, "storage failure"),
         AuthError::Hash(e) => tracing::error!(error = %e, "hashing failure"),
         _ => {}

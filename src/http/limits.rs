@@ -1,64 +1,10 @@
-//! Admission control: a bounded gate in front of argon2, and per-IP token buckets.
+//! Admission control: per-IP token buckets (the argon2 queue bound lives in `hash_pool`).
 
 use super::problem::ApiError;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// argon2 is memory-bandwidth bound: more concurrent hashes than cores only add latency and
-/// memory (19 MiB each). So hashing runs under `permits` slots, at most `max_waiting` requests
-/// queue for one, and beyond that login and registration get a fast 503 instead of piling up.
-/// Token-only endpoints never touch the gate and keep their latency.
-#[derive(Debug)]
-pub struct HashGate {
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_waiting: usize,
-}
-
-impl HashGate {
-    pub fn new(permits: usize, max_waiting: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(permits.max(1))),
-            waiting: AtomicUsize::new(0),
-            max_waiting,
-        }
-    }
-
-    /// Waits for a hashing slot, or refuses at once when the queue is full.
-    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::Overloaded { retry_after: 1 });
-        }
-        let _waiting = Waiting(&self.waiting);
-        self.permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::Internal)
-    }
-
-    /// Requests currently queued for a slot (a metric).
-    pub fn queue_depth(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
-    }
-}
-
-/// Leaves the queue when dropped, including when the waiting request is cancelled.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// A token bucket per client IP: `burst` requests at once, refilled at `per_second`.
 /// `per_second <= 0` disables the limiter.
@@ -148,25 +94,5 @@ mod tests {
         for _ in 0..100 {
             assert!(limiter.check(ip, Instant::now()).is_ok());
         }
-    }
-
-    #[tokio::test]
-    async fn full_queue_is_refused_quickly() {
-        let gate = Arc::new(HashGate::new(1, 1));
-        let held = gate.enter().await.unwrap();
-        let queued = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter().await.map(drop) }
-        });
-        while gate.queue_depth() == 0 {
-            tokio::task::yield_now().await;
-        }
-        assert!(matches!(
-            gate.enter().await,
-            Err(ApiError::Overloaded { .. })
-        ));
-        drop(held);
-        assert!(queued.await.unwrap().is_ok());
-        assert_eq!(gate.queue_depth(), 0);
     }
 }

@@ -175,7 +175,7 @@ pub async fn serve_metrics(
             } else if request.method() != Method::GET {
                 ApiError::MethodNotAllowed { allow: "GET" }.into_response()
             } else {
-                let body = state.metrics.render(state.hash_gate.queue_depth());
+                let body = state.metrics.render(state.auth.hashing().queue_depth());
                 response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
             };
             response::add_standard_headers(&mut response, "metrics");

@@ -15,7 +15,7 @@ mod server;
 use crate::auth::Auth;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use limits::{HashGate, RateLimiter};
+use limits::RateLimiter;
 use metrics::Metrics;
 use problem::ApiError;
 use response::HttpResponse;
@@ -67,7 +67,6 @@ impl Default for HttpSettings {
 pub struct AppState {
     pub auth: Arc<Auth>,
     pub settings: HttpSettings,
-    pub hash_gate: HashGate,
     pub login_limiter: RateLimiter,
     pub register_limiter: RateLimiter,
     pub metrics: Metrics,

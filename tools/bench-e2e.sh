@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks, side by side in one run (BENCHMARKS.md). Not a test: nothing here
+# asserts; it prints tables. Client and servers share this machine's cores.
+#
+#   bash tools/bench-e2e.sh                 # throughput, isolation, memory (≈ 4 min)
+#   SCALE=1 bash tools/bench-e2e.sh         # also 1,000,000 users and denylist pruning (≈ +5 min)
+#
+# Knobs: RUNS (3), DURATION seconds per wrk run (10), CONNECTIONS (32).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+SCALE=${SCALE:-0}
+PASSWORD='correct horse battery staple'
+
+if ! command -v wrk >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+cargo build --quiet --release --bin tessera --example hello --example stateless \
+  --example hash_rate --example bulk_seed
+bin=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 1 200); do curl -s "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# start_tessera NAME DB [flags…]: starts a server, sets TESSERA_PID and TESSERA_URL.
+start_tessera() {
+  local name=$1 db=$2; shift 2
+  local port; port=$(free_port)
+  RUST_LOG=warn "$bin/tessera" serve --listen "127.0.0.1:$port" --db "$db" --keys "$work/jwks.json" \
+    --login-rate 0 --register-rate 0 "$@" 2>"$work/$name.log" &
+  TESSERA_PID=$!
+  pids+=("$TESSERA_PID")
+  TESSERA_URL="http://127.0.0.1:$port"
+  wait_up "$TESSERA_URL/healthz"
+}
+
+token_for() { # URL USERNAME
+  curl -s -X POST "$1/v1/sessions" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"$2\",\"password\":\"$PASSWORD\"}" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+}
+
+register() { # URL USERNAME
+  curl -s -o /dev/null -X POST "$1/v1/users" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"$2\",\"full_name\":\"Bench User\",\"password\":\"$PASSWORD\",\"mothers_favorite_search_engine\":\"Searx\"}"
+}
+
+# wrk_run URL [wrk args…] → "requests_per_second p50_ms p99_ms"
+wrk_run() {
+  local url=$1; shift
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" | awk '
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    END { printf "%.0f %.3f %.3f\n", rps, ms(p50), ms(p99) }'
+}
+
+stats() { # numbers… → "min median max"
+  printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%s %s %s", a[1], a[int((NR + 1) / 2)], a[NR] }'
+}
+
+peak_rss_kib() { awk '/VmHWM/ { print $2 }' "/proc/$1/status"; }
+rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+echo "rustc: $(rustc --version)"
+echo "wrk: -t1 -c$CONNECTIONS -d${DURATION}s, $RUNS runs; client and servers share the cores"
+echo
+
+"$bin/tessera" keys generate --keys "$work/jwks.json" >/dev/null
+
+# ---------------------------------------------------------------- 2. end to end
+start_tessera main "$work/main.db"
+main_pid=$TESSERA_PID main_url=$TESSERA_URL
+register "$main_url" bench
+token=$(token_for "$main_url" bench)
+hello_port=$(free_port)
+"$bin/examples/hello" "127.0.0.1:$hello_port" 2>/dev/null & pids+=($!)
+stateless_port=$(free_port)
+"$bin/examples/stateless" "127.0.0.1:$stateless_port" "$work/jwks.json" 2>/dev/null & pids+=($!)
+wait_up "http://127.0.0.1:$hello_port/"
+wait_up "http://127.0.0.1:$stateless_port/v1/users/me"
+idle_rss=$(rss_kib "$main_pid")
+
+declare -A rps p50 p99
+for run in $(seq 1 "$RUNS"); do
+  for server in hello stateless tessera; do
+    case $server in
+      hello) url="http://127.0.0.1:$hello_port/" ;;
+      stateless) url="http://127.0.0.1:$stateless_port/v1/users/me" ;;
+      tessera) url="$main_url/v1/users/me" ;;
+    esac
+    read -r r a b < <(wrk_run "$url" -H "Authorization: Bearer $token")
+    rps[$server]+="$r " p50[$server]+="$a " p99[$server]+="$b "
+  done
+done
+me_rss=$(peak_rss_kib "$main_pid")
+echo "## End to end: GET /v1/users/me (valid token, revocation checked)"
+printf '%-34s %28s %10s %10s\n' server "req/s min / median / max" "p50 ms" "p99 ms"
+for server in hello stateless tessera; do
+  read -r lo mid hi <<<"$(stats ${rps[$server]})"
+  read -r _ a _ <<<"$(stats ${p50[$server]})"
+  read -r _ b _ <<<"$(stats ${p99[$server]})"
+  declare "median_$server=$mid"
+  printf '%-34s %28s %10s %10s\n' "$server" "$lo / $mid / $hi" "$a" "$b"
+done
+awk -v t="$median_tessera" -v h="$median_hello" -v s="$median_stateless" 'BEGIN {
+  printf "tessera / hello-world: %.2f (target >= 0.70)\n", t / h
+  printf "tessera / stateless jsonwebtoken peer: %.2f (target >= 1.00)\n", t / s }'
+echo
+
+# ---------------------------------------------------------------- 3. isolation
+cat >"$work/login.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '{"username":"bench","password":"$PASSWORD"}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+read -r _ _ idle_p99 < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
+wrk -t1 -c64 -d"$((DURATION + 2))s" -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm.txt" &
+storm=$!
+sleep 1
+read -r _ _ storm_p99 < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
+wait "$storm"
+storm_rss=$(peak_rss_kib "$main_pid")
+login_rate=$(awk '/Requests\/sec/ { print $2 }' "$work/storm.txt")
+non2xx=$(awk '/Non-2xx/ { print $5 }' "$work/storm.txt")
+permits=$(nproc)
+direct_rate=$("$bin/examples/hash_rate" "$permits" "$DURATION")
+echo "## Isolation: /me while 64 connections loop on POST /v1/sessions"
+echo "/me p99 idle ${idle_p99} ms, during the login storm ${storm_p99} ms"
+awk -v i="$idle_p99" -v s="$storm_p99" 'BEGIN { printf "p99 storm / idle: %.2f (target <= 3.0)\n", s / i }'
+echo "login storm: $login_rate req/s (non-2xx: ${non2xx:-0}, the 503s of a full argon2 queue); $permits threads verifying directly: $direct_rate /s"
+awk -v l="$login_rate" -v d="$direct_rate" 'BEGIN { printf "logins / direct hashing: %.2f (target >= 0.85)\n", l / d }'
+echo
+
+# ---------------------------------------------------------------- 5. memory
+echo "## Memory (one tessera process)"
+echo "RSS idle: $((idle_rss / 1024)) MiB; peak under /me load: $((me_rss / 1024)) MiB; peak after the login storm: $((storm_rss / 1024)) MiB"
+echo "bound: base + permits x argon2 memory = idle + $permits x 19 MiB = $(( idle_rss / 1024 + permits * 19 )) MiB"
+echo
+
+if [ "$SCALE" != 1 ]; then
+  echo "(SCALE=1 adds the 1,000,000-user and pruning measurements)"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- 4. scale
+measure_scale() { # USERS DENYLIST → "me_p50 me_p99 login_p50 login_p99"
+  local db="$work/scale-$1.db"
+  "$bin/examples/bulk_seed" "$db" "$1" "$2" >/dev/null
+  start_tessera "scale-$1" "$db"
+  local url=$TESSERA_URL pid=$TESSERA_PID t
+  t=$(token_for "$url" user0)
+  read -r _ mp50 mp99 < <(wrk_run "$url/v1/users/me" -H "Authorization: Bearer $t")
+  sed -i 's/"username":"bench"/"username":"user0"/' "$work/login.lua"
+  read -r _ lp50 lp99 < <(CONNECTIONS=2 wrk_run "$url/v1/sessions" -s "$work/login.lua")
+  sed -i 's/"username":"user0"/"username":"bench"/' "$work/login.lua"
+  kill "$pid"
+  echo "$mp50 $mp99 $lp50 $lp99"
+}
+echo "## Scale: latency at 1,000 users vs 1,000,000 users + 100,000 live denylist rows"
+read -r s_mp50 s_mp99 s_lp50 s_lp99 < <(measure_scale 1000 0)
+read -r l_mp50 l_mp99 l_lp50 l_lp99 < <(measure_scale 1000000 100000)
+printf '%-28s %10s %10s %12s %12s\n' "" "/me p50" "/me p99" "login p50" "login p99"
+printf '%-28s %10s %10s %12s %12s\n' "1,000 users" "$s_mp50" "$s_mp99" "$s_lp50" "$s_lp99"
+printf '%-28s %10s %10s %12s %12s\n' "1,000,000 users + 100k deny" "$l_mp50" "$l_mp99" "$l_lp50" "$l_lp99"
+awk -v a="$s_mp50" -v b="$l_mp50" -v c="$s_lp50" -v d="$l_lp50" 'BEGIN {
+  printf "large / small: /me p50 %.2f, login p50 %.2f (target <= 1.2)\n", b / a, d / c }'
+echo
+
+echo "## Pruning: denylist size while 60-second tokens expire (prune every 5 s)"
+start_tessera prune "$work/prune.db" --token-ttl 60 --leeway 0 --prune-interval 5
+register "$TESSERA_URL" bench
+for _ in $(seq 1 200); do
+  t=$(token_for "$TESSERA_URL" bench)
+  curl -s -o /dev/null -X DELETE "$TESSERA_URL/v1/sessions/current" -H "Authorization: Bearer $t"
+done
+for second in 0 20 40 60 70 80; do
+  sleep $(( second == 0 ? 0 : (second <= 60 ? 20 : 10) ))
+  rows=$("$bin/tessera" db dump --db "$work/prune.db" | grep -c '^INSERT INTO "revoked_tokens"' || true)
+  echo "t=${second}s denylist rows: $rows"
+done
