@@ -8,7 +8,7 @@ use crate::hash_pool::{HashPool, PoolError};
 use crate::lockout::LockoutPolicy;
 use crate::password::{Password, Verification};
 use crate::password_policy::{PasswordPolicy, PolicyViolation};
-use crate::store::{IssuedTokenRecord, NewUser, Store, StoreError, UserProfile};
+use crate::store::{IssuedTokenRecord, NewUser, Store, StoreError, TokenState, UserProfile};
 use crate::token::{Codec, IssuedToken, TokenError, VerifiedClaims};
 use crate::username::Username;
 use crate::{profile_text, random};
@@ -222,6 +222,28 @@ impl Auth {
         Ok(session)
     }
 
+    /// The request path's first try: the codec plus the in-memory view of token state, with no
+    /// blocking work, so it can run on the async reactor. `Ok(None)` means the view lacks this
+    /// user: call [`Auth::authenticate`] on the blocking pool instead.
+    pub fn authenticate_in_memory(&self, token: &str, now: i64) -> Result<Option<Session>> {
+        let claims = self
+            .codec
+            .verify(token, now)
+            .map_err(TokenRejection::Codec)?;
+        let verified = claims.claims();
+        let Some(state) = self
+            .store
+            .cached_token_state(&verified.sub, &verified.jti)?
+        else {
+            return Ok(None);
+        };
+        let (session, revoked) = judge(claims, state)?;
+        if revoked {
+            return Err(TokenRejection::Revoked.into());
+        }
+        Ok(Some(session))
+    }
+
     /// Logs out the presented token. Idempotent: a genuine token already logged out succeeds.
     pub fn logout(&self, token: &str, now: i64) -> Result<()> {
         let (session, _already_revoked) = self.check_token(token, now)?;
@@ -363,6 +385,11 @@ pub fn check_revocation(store: &Store, claims: VerifiedClaims) -> Result<(Sessio
     let state = store
         .token_state(&claims.claims().sub, &claims.claims().jti)?
         .ok_or(TokenRejection::UnknownUser)?;
+    judge(claims, state)
+}
+
+/// A token stands if it carries its user's current generation; says whether it is denylisted.
+fn judge(claims: VerifiedClaims, state: TokenState) -> Result<(Session, bool)> {
     if claims.claims().r#gen != state.current_generation {
         return Err(TokenRejection::StaleGeneration.into());
     }

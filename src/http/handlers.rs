@@ -177,12 +177,22 @@ async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
     }
 }
 
-/// Bearer token → session, checked against revocation.
+/// Bearer token → session, checked against revocation: in memory on the reactor when the
+/// token-state view has the user (the common case), otherwise on the blocking pool.
 async fn authenticate(
     state: &Arc<AppState>,
     request: &Request<Incoming>,
 ) -> Result<Session, ApiError> {
-    let token = bearer::extract(request.headers(), request.uri())?.to_owned();
+    let token = bearer::extract(request.headers(), request.uri())?;
+    match state.auth.authenticate_in_memory(token, clock::now()) {
+        Ok(Some(session)) => return Ok(session),
+        Ok(None) => {}
+        Err(error) => {
+            log_auth_error(&error);
+            return Err(error.into());
+        }
+    }
+    let token = token.to_owned();
     let auth = state.auth.clone();
     blocking(move || auth.authenticate(&token, clock::now())).await
 }

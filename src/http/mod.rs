@@ -21,7 +21,8 @@ use problem::ApiError;
 use response::HttpResponse;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -94,7 +95,7 @@ async fn dispatch(
     request: Request<Incoming>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let request_id = crate::random::base64url_id::<9>();
+    let request_id = next_request_id();
     let method = request.method().clone();
     let (route_name, result) = match router::route(&method, request.uri().path()) {
         Err(error) => ("unmatched", Err(error)),
@@ -121,6 +122,15 @@ async fn dispatch(
         .observe_request(route_name, response.status().as_u16(), elapsed);
     log_request(&method, route_name, response.status(), elapsed, &request_id);
     response
+}
+
+/// Unique per process and cheap: a random prefix drawn once, then a counter. (Drawing from the
+/// OS for every request cost a system call on the hot path.)
+fn next_request_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(crate::random::base64url_id::<6>);
+    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 fn header_bytes(request: &Request<Incoming>) -> usize {

@@ -13,6 +13,7 @@
 //! - `foreign_keys=ON`: deleting a user removes its ledger and denylist rows.
 //! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
 
+mod cache;
 mod dump;
 mod schema;
 mod sessions;
@@ -48,23 +49,27 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Idle connections kept for reuse; more are opened on demand under load.
 const MAX_IDLE_CONNECTIONS: usize = 16;
 
-/// A handle on the database: a small pool of connections to one file.
+/// A handle on the database: a small pool of connections to one file, and the in-memory view
+/// of token state that keeps per-request revocation checks off SQLite.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    cache: cache::TokenCache,
 }
 
 impl Store {
     /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         create_private_file(path)?;
-        let store = Self {
+        let mut conn = connect(path)?;
+        schema::migrate(&mut conn)?;
+        let cache = cache::TokenCache::load(path, &conn)?;
+        Ok(Self {
             path: path.into(),
-            idle: Mutex::new(Vec::new()),
-        };
-        store.with_conn(schema::migrate)?;
-        Ok(store)
+            idle: Mutex::new(vec![conn]),
+            cache,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -75,7 +80,7 @@ impl Store {
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = match self.lock_idle().pop() {
             Some(conn) => conn,
-            None => self.connect()?,
+            None => connect(&self.path)?,
         };
         let result = f(&mut conn);
         let mut idle = self.lock_idle();
@@ -88,20 +93,6 @@ impl Store {
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         // A panic while holding this lock cannot leave the Vec inconsistent.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn connect(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(conn)
     }
 
     /// `PRAGMA integrity_check`: "ok" or the problems found.
@@ -130,6 +121,20 @@ impl Store {
     pub fn ping(&self) -> Result<()> {
         self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
     }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
 }
 
 /// Creates the database file with mode 0600 before SQLite opens it, so it is never readable by

@@ -49,6 +49,26 @@ const MIGRATIONS: &[&str] = &[
           AND t.generation = u.token_generation
           AND t.jti NOT IN (SELECT jti FROM revoked_tokens);
     ",
+    // 2: the change log that keeps the in-memory token-state view exact (store/cache.rs).
+    r"
+    CREATE TABLE token_changes (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id    TEXT    NOT NULL,
+        jti        TEXT,              -- set when a token was denylisted
+        expires_at INTEGER,           -- that token's expiry
+        changed_at INTEGER NOT NULL DEFAULT (unixepoch())
+    ) STRICT;
+    CREATE TRIGGER token_changes_on_generation AFTER UPDATE OF token_generation ON users
+        BEGIN INSERT INTO token_changes (user_id) VALUES (NEW.id); END;
+    CREATE TRIGGER token_changes_on_profile
+        AFTER UPDATE OF id, username, full_name, mothers_favorite_search_engine ON users
+        BEGIN INSERT INTO token_changes (user_id) VALUES (OLD.id); END;
+    CREATE TRIGGER token_changes_on_delete AFTER DELETE ON users
+        BEGIN INSERT INTO token_changes (user_id) VALUES (OLD.id); END;
+    CREATE TRIGGER token_changes_on_revoke AFTER INSERT ON revoked_tokens
+        BEGIN INSERT INTO token_changes (user_id, jti, expires_at)
+              VALUES (NEW.user_id, NEW.jti, NEW.expires_at); END;
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

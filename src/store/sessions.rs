@@ -5,9 +5,13 @@
 //! out everywhere bumps the user's generation: every token carries the generation it was minted
 //! at, and any token below the current one is dead — one UPDATE, however many tokens exist.
 
+use super::cache::Lookup;
 use super::users::{PROFILE_COLUMNS, UserProfile, profile_from_row};
 use super::{Result, Store, to_u64};
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
+
+/// Seconds of change-log history kept for the in-memory view.
+const CHANGE_LOG_RETENTION: i64 = 3600;
 
 /// The user behind a token, with what is needed to decide whether the token still stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +77,15 @@ impl Store {
         })
     }
 
-    /// One indexed read per request: the token's user, its current generation and whether this
-    /// `jti` is denylisted. `None` when the user no longer exists.
+    /// The token's user, its current generation and whether this `jti` is denylisted, from
+    /// memory when the view has the user (see `cache.rs`), otherwise with one indexed read that
+    /// then fills the view. `None` when the user no longer exists.
     pub fn token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
-        self.with_conn(|conn| {
+        let seq = match self.cache.lookup(user_id, jti)? {
+            Lookup::Hit(state) => return Ok(Some(state)),
+            Lookup::Miss { seq } => seq,
+        };
+        let state = self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {PROFILE_COLUMNS}, token_generation,
                         EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?2)
@@ -92,6 +101,20 @@ impl Store {
                     })
                 })
                 .optional()?)
+        })?;
+        if let Some(state) = &state {
+            self.cache
+                .remember(seq, &state.profile, state.current_generation);
+        }
+        Ok(state)
+    }
+
+    /// The same from memory only: `Ok(None)` when the view lacks the user and the caller must
+    /// use [`Store::token_state`] off the async reactor. Costs one `PRAGMA data_version`.
+    pub fn cached_token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
+        Ok(match self.cache.lookup(user_id, jti)? {
+            Lookup::Hit(state) => Some(state),
+            Lookup::Miss { .. } => None,
         })
     }
 
@@ -140,12 +163,20 @@ impl Store {
     /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway.
     /// Returns how many rows went.
     pub fn prune_expired(&self, now: i64) -> Result<usize> {
-        self.with_conn(|conn| {
+        let pruned = self.with_conn(|conn| {
             let revoked =
                 conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
             let issued = conn.execute("DELETE FROM issued_tokens WHERE expires_at < ?1", [now])?;
+            // Every live view applies the log within one request of a commit; an hour of
+            // history is ample, and a view that somehow fell behind rebuilds itself.
+            conn.execute(
+                "DELETE FROM token_changes WHERE changed_at < ?1",
+                [now.saturating_sub(CHANGE_LOG_RETENTION)],
+            )?;
             Ok(revoked + issued)
-        })
+        })?;
+        self.cache.prune(now);
+        Ok(pruned)
     }
 
     /// Rows on the denylist (for metrics and tests).

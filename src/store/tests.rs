@@ -136,5 +136,96 @@ fn dump_holds_schema_and_rows() {
     assert!(dump.contains("CREATE TABLE users"));
     assert!(dump.contains("CREATE VIEW active_sessions"));
     assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
-    assert!(dump.contains("PRAGMA user_version=1;"));
+    assert!(dump.contains("PRAGMA user_version=2;"));
+}
+
+#[test]
+fn memory_view_fills_on_miss_and_follows_every_write() {
+    let (dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    assert!(
+        store.cached_token_state("u1", "j1").unwrap().is_none(),
+        "not loaded yet"
+    );
+    store.token_state("u1", "j1").unwrap().unwrap();
+    let hit = store.cached_token_state("u1", "j1").unwrap().unwrap();
+    assert_eq!((hit.current_generation, hit.revoked), (0, false));
+
+    store.revoke_token("j1", "u1", 200).unwrap();
+    assert!(
+        store
+            .cached_token_state("u1", "j1")
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+
+    // Another process (the admin CLI) writes through its own connection.
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    other
+        .execute("UPDATE users SET token_generation = 7 WHERE id = 'u1'", [])
+        .unwrap();
+    assert!(
+        store.cached_token_state("u1", "j1").unwrap().is_none(),
+        "invalidated"
+    );
+    assert_eq!(
+        store
+            .token_state("u1", "j2")
+            .unwrap()
+            .unwrap()
+            .current_generation,
+        7
+    );
+    other
+        .execute(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ('j2', 'u1', 300)",
+            [],
+        )
+        .unwrap();
+    assert!(
+        store
+            .cached_token_state("u1", "j2")
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+
+    other
+        .execute("DELETE FROM users WHERE id = 'u1'", [])
+        .unwrap();
+    assert!(store.cached_token_state("u1", "j2").unwrap().is_none());
+    assert!(store.token_state("u1", "j2").unwrap().is_none());
+}
+
+#[test]
+fn memory_view_rebuilds_when_the_change_log_was_pruned_past_it() {
+    let (dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    store.token_state("u1", "j1").unwrap();
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    other
+        .execute_batch(
+            "UPDATE users SET token_generation = 1 WHERE id = 'u1';
+             UPDATE users SET token_generation = 2 WHERE id = 'u1';
+             DELETE FROM token_changes;",
+        )
+        .unwrap();
+    other
+        .execute(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ('j1', 'u1', 300)",
+            [],
+        )
+        .unwrap();
+    // The two generation changes are gone from the log: the view must not trust its copy.
+    assert!(store.cached_token_state("u1", "j1").unwrap().is_none());
+    let state = store.token_state("u1", "j1").unwrap().unwrap();
+    assert_eq!((state.current_generation, state.revoked), (2, true));
+    assert!(
+        store
+            .cached_token_state("u1", "j1")
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
 }
