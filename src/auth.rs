@@ -12,6 +12,7 @@ use crate::store::{IssuedTokenRecord, NewUser, Store, StoreError, TokenState, Us
 use crate::token::{Codec, IssuedToken, TokenError, VerifiedClaims};
 use crate::username::Username;
 use crate::{profile_text, random};
+use std::sync::Arc;
 
 /// What registration needs. Strings are raw client input; `register` validates every field.
 #[derive(Debug, Clone)]
@@ -87,7 +88,7 @@ pub type Result<T> = std::result::Result<T, AuthError>;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub claims: VerifiedClaims,
-    pub profile: UserProfile,
+    pub profile: Arc<UserProfile>,
 }
 
 /// Tunables of the use cases.

@@ -241,16 +241,23 @@ fn log_auth_error(error: &AuthError) {
     }
 }
 
+/// The public view of an account: what its owner may read.
+#[derive(serde::Serialize)]
+struct UserView<'a> {
+    created_at: String,
+    full_name: &'a str,
+    mothers_favorite_search_engine: &'a str,
+    username: &'a str,
+}
+
 fn user_view(status: StatusCode, profile: &UserProfile) -> HttpResponse {
-    response::json(
-        status,
-        &json!({
-            "username": profile.username,
-            "full_name": profile.full_name,
-            "mothers_favorite_search_engine": profile.mothers_favorite_search_engine,
-            "created_at": clock::rfc3339(profile.created_at),
-        }),
-    )
+    let view = UserView {
+        created_at: clock::rfc3339(profile.created_at),
+        full_name: &profile.full_name,
+        mothers_favorite_search_engine: &profile.mothers_favorite_search_engine,
+        username: &profile.username,
+    };
+    response::serialized(status, &view)
 }
 
 fn token_response(issued: &IssuedToken) -> HttpResponse {

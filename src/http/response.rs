@@ -12,6 +12,17 @@ pub fn json(status: StatusCode, body: &Value) -> HttpResponse {
     with_body(status, "application/json", body.to_string())
 }
 
+/// A JSON body serialised straight from a struct (no intermediate `Value`).
+pub fn serialized(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 pub fn problem(status: StatusCode, body: &Value) -> HttpResponse {
     with_body(status, "application/problem+json", body.to_string())
 }

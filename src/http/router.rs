@@ -55,9 +55,16 @@ impl Route {
 }
 
 pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    // At most five segments matter; a longer path is not ours. No allocation per request.
+    let mut segments = [""; 5];
+    let mut count = 0;
+    for segment in path.strip_prefix('/').unwrap_or(path).split('/') {
+        let slot = segments.get_mut(count).ok_or(ApiError::NotFound)?;
+        *slot = segment;
+        count += 1;
+    }
     let m = method;
-    let (route, allow) = match segments.as_slice() {
+    let (route, allow) = match &segments[..count] {
         ["v1", "users"] => (pick(m, &[(Method::POST, Route::Register)]), "POST"),
         ["v1", "users", "me"] => (
             pick(

@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Users kept in memory at most; beyond it the view is emptied and refills on demand.
 const MAX_CACHED_USERS: usize = 200_000;
@@ -38,7 +38,7 @@ struct Watcher {
 
 #[derive(Debug, Clone)]
 struct CachedUser {
-    profile: UserProfile,
+    profile: Arc<UserProfile>,
     generation: u64,
 }
 
@@ -94,7 +94,7 @@ impl TokenCache {
 
     /// Adds a user loaded from the database after a miss at `seq` — unless a change was applied
     /// since, in which case what was loaded may be stale and the next request loads again.
-    pub(super) fn remember(&self, seq: i64, profile: &UserProfile, generation: u64) {
+    pub(super) fn remember(&self, seq: i64, profile: &Arc<UserProfile>, generation: u64) {
         let mut view = self.write();
         if view.last_seq != seq {
             return;

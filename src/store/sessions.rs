@@ -9,6 +9,7 @@ use super::cache::Lookup;
 use super::users::{PROFILE_COLUMNS, UserProfile, profile_from_row};
 use super::{Result, Store, to_u64};
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
+use std::sync::Arc;
 
 /// Seconds of change-log history kept for the in-memory view.
 const CHANGE_LOG_RETENTION: i64 = 3600;
@@ -16,7 +17,8 @@ const CHANGE_LOG_RETENTION: i64 = 3600;
 /// The user behind a token, with what is needed to decide whether the token still stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenState {
-    pub profile: UserProfile,
+    /// Shared with the in-memory view: a hit costs a reference count, not five string copies.
+    pub profile: Arc<UserProfile>,
     pub current_generation: u64,
     pub revoked: bool,
 }
@@ -95,7 +97,7 @@ impl Store {
             Ok(stmt
                 .query_row(params![user_id, jti], |row| {
                     Ok(TokenState {
-                        profile: profile_from_row(row)?,
+                        profile: Arc::new(profile_from_row(row)?),
                         current_generation: to_u64(row.get(5)?),
                         revoked: row.get(6)?,
                     })
