@@ -2,9 +2,14 @@
 //! kept exactly consistent with SQLite, including writes by other processes (the admin CLI).
 //!
 //! Why: checking revocation with a SQLite read on the blocking pool cost more than all the rest
-//! of a `GET /v1/users/me` (BENCHMARKS.md). Here a request costs a hash-map lookup plus one
-//! `PRAGMA data_version` on a connection owned by the current thread — SQLite answers it from the
-//! WAL index in shared memory, and it changes whenever *any other* connection commits.
+//! of a `GET /v1/users/me` (BENCHMARKS.md). Here a request costs a hash-map lookup and a look at
+//! the WAL-index header in shared memory; only after a commit does its thread run `PRAGMA
+//! data_version` on a connection it owns — a value that changes whenever *any other* connection
+//! commits.
+//!
+//! Before that, `wal_watch` compares the WAL-index header in shared memory with what this thread
+//! saw at its last sync — no lock, no system call — and only when it moved does the thread ask
+//! `PRAGMA data_version`.
 //!
 //! How it stays exact: triggers append every change that can affect a token — a generation bump,
 //! a profile change, a deleted user, a denylisted `jti` — to `token_changes`. When a thread sees
@@ -13,6 +18,7 @@
 //! caller on the blocking pool and added only if no change was applied in between.
 
 use super::users::UserProfile;
+use super::wal_watch::{Header, WalWatch};
 use super::{Result, TokenState};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 use std::cell::RefCell;
@@ -34,6 +40,8 @@ thread_local! {
 struct Watcher {
     conn: Connection,
     last_version: Option<i64>,
+    /// The WAL-index header read just before this thread's last sync.
+    last_header: Option<Header>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +64,9 @@ pub(super) struct TokenCache {
     id: u64,
     path: PathBuf,
     view: RwLock<View>,
+    /// Lock-free commit detection; `None` if the -shm file could not be mapped, in which case
+    /// every request asks `PRAGMA data_version`.
+    wal: Option<WalWatch>,
 }
 
 /// What the view knows about a token's user.
@@ -70,10 +81,14 @@ pub(super) enum Lookup {
 impl TokenCache {
     /// Builds the view from the database: the live denylist and the change-log position.
     pub(super) fn load(path: &Path, conn: &Connection) -> Result<Self> {
+        let wal = WalWatch::open(path)
+            .inspect_err(|error| tracing::warn!(%error, "cannot map the WAL index; checking data_version per request"))
+            .ok();
         let cache = Self {
             id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             path: path.into(),
             view: RwLock::new(View::default()),
+            wal,
         };
         cache.rebuild(conn)?;
         Ok(cache)
@@ -116,16 +131,23 @@ impl TokenCache {
             .retain(|_, expires_at| *expires_at >= cutoff);
     }
 
-    /// Applies the change log if this thread's connection saw another connection commit.
+    /// Applies the change log if anything was committed since this thread last looked.
     fn catch_up(&self) -> Result<()> {
+        // Read before syncing: a commit landing after this read moves the header again.
+        let header = self.wal.as_ref().and_then(WalWatch::header);
         WATCHERS.with_borrow_mut(|watchers| {
             let watcher = match watchers.entry(self.id) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => entry.insert(Watcher {
                     conn: open_watcher(&self.path)?,
                     last_version: None,
+                    last_header: None,
                 }),
             };
+            // The common case: no commit anywhere since this thread's last sync.
+            if header.is_some() && header == watcher.last_header {
+                return Ok(());
+            }
             let version: i64 = watcher
                 .conn
                 .prepare_cached("PRAGMA data_version")?
@@ -135,6 +157,7 @@ impl TokenCache {
                 self.apply_changes(&watcher.conn)?;
                 watcher.last_version = Some(version);
             }
+            watcher.last_header = header;
             Ok(())
         })
     }

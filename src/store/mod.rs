@@ -18,6 +18,7 @@ mod dump;
 mod schema;
 mod sessions;
 mod users;
+mod wal_watch;
 
 pub use sessions::{IssuedTokenRecord, TokenState};
 pub use users::{Credentials, NewUser, UserProfile, UserSummary};
