@@ -126,21 +126,31 @@ wrk.body = '{"username":"bench","password":"$PASSWORD"}'
 wrk.headers["Content-Type"] = "application/json"
 EOF
 read -r _ _ idle_p99 < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
-wrk -t1 -c64 -d"$((DURATION + 2))s" -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm.txt" &
+# wrk's default 2 s timeout would abandon queued logins and open new connections, piling
+# more logins into the queue than 64 clients can have in flight: give them time instead.
+storm_duration=$((DURATION + 2))
+wrk -t1 -c64 -d"${storm_duration}s" --timeout 30s -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm.txt" &
 storm=$!
 sleep 1
 read -r _ _ storm_p99 < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
 wait "$storm"
 storm_rss=$(peak_rss_kib "$main_pid")
-login_rate=$(awk '/Requests\/sec/ { print $2 }' "$work/storm.txt")
+# Successful logins per second: all requests minus non-2xx (503s of a full queue), over the run.
+ok_rate() { awk -v d="$2" '/requests in/ { n = $1 } /Non-2xx/ { bad = $5 } END { printf "%.1f", (n - bad) / d }' "$1"; }
+login_rate=$(ok_rate "$work/storm.txt" "$storm_duration")
 non2xx=$(awk '/Non-2xx/ { print $5 }' "$work/storm.txt")
+# The same storm with nothing else running: what the server adds to hashing itself.
+sleep 2
+wrk -t1 -c64 -d"${DURATION}s" --timeout 30s -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm-alone.txt"
+alone_rate=$(ok_rate "$work/storm-alone.txt" "$DURATION")
 permits=$(nproc)
 direct_rate=$("$bin/examples/hash_rate" "$permits" "$DURATION")
 echo "## Isolation: /me while 64 connections loop on POST /v1/sessions"
 echo "/me p99 idle ${idle_p99} ms, during the login storm ${storm_p99} ms"
 awk -v i="$idle_p99" -v s="$storm_p99" 'BEGIN { printf "p99 storm / idle: %.2f (target <= 3.0)\n", s / i }'
-echo "login storm: $login_rate req/s (non-2xx: ${non2xx:-0}, the 503s of a full argon2 queue); $permits threads verifying directly: $direct_rate /s"
-awk -v l="$login_rate" -v d="$direct_rate" 'BEGIN { printf "logins / direct hashing: %.2f (target >= 0.85)\n", l / d }'
+echo "successful logins/s: storm alone $alone_rate, storm while /me is loaded $login_rate (503s: ${non2xx:-0}); $permits threads verifying directly: $direct_rate /s"
+awk -v l="$login_rate" -v a="$alone_rate" -v d="$direct_rate" 'BEGIN {
+  printf "logins / direct hashing: %.2f alone, %.2f with /me loaded (target >= 0.85)\n", a / d, l / d }'
 echo
 
 # ---------------------------------------------------------------- 5. memory
