@@ -133,29 +133,23 @@ impl Store {
 
     /// Revokes every token the user holds. Returns the new generation, or `None` if no such user.
     pub fn bump_generation(&self, user_id: &str) -> Result<Option<u64>> {
-        self.with_conn(|conn| {
-            Ok(conn
-                .query_row(
-                    "UPDATE users SET token_generation = token_generation + 1
-                     WHERE id = ?1 RETURNING token_generation",
-                    [user_id],
-                    |row| row.get::<_, i64>(0),
-                )
-                .optional()?
-                .map(to_u64))
-        })
+        self.bump_generation_where("id", user_id)
     }
 
     /// The same, by username (`tessera user revoke`).
     pub fn bump_generation_by_username(&self, username_canonical: &str) -> Result<Option<u64>> {
+        self.bump_generation_where("username_canonical", username_canonical)
+    }
+
+    /// `column` is one of the two fixed names above, never input.
+    fn bump_generation_where(&self, column: &'static str, value: &str) -> Result<Option<u64>> {
         self.with_conn(|conn| {
+            let sql = format!(
+                "UPDATE users SET token_generation = token_generation + 1
+                 WHERE {column} = ?1 RETURNING token_generation"
+            );
             Ok(conn
-                .query_row(
-                    "UPDATE users SET token_generation = token_generation + 1
-                     WHERE username_canonical = ?1 RETURNING token_generation",
-                    [username_canonical],
-                    |row| row.get::<_, i64>(0),
-                )
+                .query_row(&sql, [value], |row| row.get::<_, i64>(0))
                 .optional()?
                 .map(to_u64))
         })
