@@ -5,7 +5,7 @@
 //! blocking pool, because they hash passwords and touch SQLite. Time is always passed in.
 
 use crate::hash_pool::{HashPool, PoolError};
-use crate::lockout::LockoutPolicy;
+use crate::lockout::{LockoutPolicy, PhantomFailures};
 use crate::password::{Password, Verification};
 use crate::password_policy::{PasswordPolicy, PolicyViolation};
 use crate::store::{IssuedTokenRecord, NewUser, Store, StoreError, TokenState, UserProfile};
@@ -107,6 +107,8 @@ pub struct Auth {
     codec: Codec,
     hashing: HashPool,
     settings: AuthSettings,
+    /// Softlock counters for names without an account.
+    phantoms: PhantomFailures,
 }
 
 impl Auth {
@@ -116,6 +118,7 @@ impl Auth {
             codec,
             hashing,
             settings,
+            phantoms: PhantomFailures::default(),
         }
     }
 
@@ -181,12 +184,20 @@ impl Auth {
     /// Checks a password and mints a token. Unknown users and wrong passwords fail identically
     /// and cost one argon2 verification each; a locked account is refused before any hashing.
     pub fn login(&self, username: &str, password: &str, now: i64) -> Result<IssuedToken> {
-        let credentials = match Username::parse(username) {
-            Ok(name) => self.store.find_credentials(name.canonical())?,
+        let canonical = Username::parse(username).map(|name| name.canonical().to_owned());
+        let credentials = match &canonical {
+            Ok(name) => self.store.find_credentials(name)?,
             Err(_) => None,
         };
         let Some(credentials) = credentials else {
+            // Same softlock, same hash, same answer as a real account: nothing tells them apart.
+            let key = canonical.as_deref().unwrap_or(username);
+            let lockout = &self.settings.lockout;
+            if let Some(retry_after) = self.phantoms.retry_after(lockout, key, now) {
+                return Err(AuthError::Throttled { retry_after });
+            }
             self.hashing.verify_dummy(password.to_owned())?;
+            self.phantoms.record_failure(lockout, key, now);
             return Err(AuthError::InvalidCredentials);
         };
         if let Some(retry_after) = self.settings.lockout.retry_after(

@@ -8,6 +8,9 @@
 //! while a guesser gets about 100 tries a day, within NIST's "no more than 100 consecutive
 //! failed attempts" guidance for long enough windows.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
 /// When consecutive failures start to cost time, and how much.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
@@ -50,9 +53,64 @@ impl LockoutPolicy {
     }
 }
 
+/// Failed-login counters for usernames that have no account, kept in memory.
+///
+/// Without them a locked real account would answer 429 while an unknown name keeps answering
+/// 401 — telling a guesser which names exist after a handful of tries. Unknown names therefore
+/// get the same softlock, on the same policy. (They are not persisted: after a restart a real
+/// account's lock survives and an unknown name's does not; that is the remaining difference.)
+#[derive(Debug, Default)]
+pub struct PhantomFailures {
+    counters: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+/// Unknown names tracked at most; beyond it, entries whose delay has passed are dropped first.
+const MAX_PHANTOMS: usize = 100_000;
+
+impl PhantomFailures {
+    pub fn retry_after(&self, policy: &LockoutPolicy, name: &str, now: i64) -> Option<u64> {
+        let counters = self.lock();
+        let (failures, last) = counters.get(name).copied()?;
+        policy.retry_after(failures, Some(last), now)
+    }
+
+    pub fn record_failure(&self, policy: &LockoutPolicy, name: &str, now: i64) {
+        let mut counters = self.lock();
+        if counters.len() >= MAX_PHANTOMS && !counters.contains_key(name) {
+            counters.retain(|_, (failures, last)| {
+                policy.retry_after(*failures, Some(*last), now).is_some()
+            });
+            if counters.len() >= MAX_PHANTOMS {
+                counters.clear();
+            }
+        }
+        let entry = counters.entry(name.to_owned()).or_insert((0, now));
+        *entry = (entry.0.saturating_add(1), now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, i64)>> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_names_lock_exactly_like_accounts() {
+        let policy = LockoutPolicy::default();
+        let phantoms = PhantomFailures::default();
+        for _ in 0..5 {
+            assert_eq!(phantoms.retry_after(&policy, "nobody", 100), None);
+            phantoms.record_failure(&policy, "nobody", 100);
+        }
+        assert_eq!(
+            phantoms.retry_after(&policy, "nobody", 100),
+            policy.retry_after(5, Some(100), 100)
+        );
+        assert_eq!(phantoms.retry_after(&policy, "somebody-else", 100), None);
+    }
 
     #[test]
     fn first_failures_are_free() {

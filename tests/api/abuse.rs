@@ -38,11 +38,18 @@ async fn softlock_survives_a_restart_and_ends() {
 }
 
 #[tokio::test]
-async fn unknown_users_cannot_be_locked_and_known_ones_are_not_revealed() {
+async fn the_softlock_does_not_reveal_which_names_exist() {
     let app = spawn_app().await;
-    for _ in 0..10 {
+    app.register("kvothe", GOOD_PASSWORD).await;
+    for _ in 0..5 {
+        assert_problem(&app.login("kvothe", WRONG).await, 401);
         assert_problem(&app.login("nobody", WRONG).await, 401);
     }
+    let real = app.login("kvothe", WRONG).await;
+    let phantom = app.login("nobody", WRONG).await;
+    assert_problem(&real, 429);
+    assert_eq!(real.body, phantom.body);
+    assert_eq!(real.header("retry-after"), phantom.header("retry-after"));
 }
 
 #[tokio::test]
