@@ -167,13 +167,15 @@ async fn change_password(
 
 async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
     let auth = state.auth.clone();
-    let reachable = tokio::task::spawn_blocking(move || auth.store().ping().is_ok())
+    let ping = tokio::task::spawn_blocking(move || auth.store().ping().map_err(|e| e.to_string()))
         .await
-        .unwrap_or(false);
-    if reachable {
-        Ok(response::json(StatusCode::OK, &json!({"status": "ready"})))
-    } else {
-        Err(ApiError::Overloaded { retry_after: 5 })
+        .unwrap_or_else(|join_error| Err(join_error.to_string()));
+    match ping {
+        Ok(()) => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),
+        Err(error) => {
+            tracing::error!(%error, "readiness check failed");
+            Err(ApiError::NotReady)
+        }
     }
 }
 

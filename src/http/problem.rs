@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 /// Problem `type` URIs are URNs under our name: stable identifiers, not links to dereference.
 const TYPE_PREFIX: &str = "urn:tessera:problem:";
+/// Seconds a load balancer should wait before probing an instance that was not ready.
+const NOT_READY_RETRY_AFTER: u64 = 5;
 
 /// What went wrong with a Bearer credential (RFC 6750 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,8 @@ pub enum ApiError {
     Overloaded {
         retry_after: u64,
     },
+    /// Readiness failed: the database cannot be used, so load balancers should look elsewhere.
+    NotReady,
     RequestTimeout,
     Internal,
 }
@@ -88,7 +92,7 @@ impl ApiError {
             Self::InvalidCredentials | Self::Bearer(_) => StatusCode::UNAUTHORIZED,
             Self::WrongCurrentPassword | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -113,6 +117,7 @@ impl ApiError {
             Self::Forbidden => "forbidden",
             Self::TooManyRequests { .. } => "too-many-requests",
             Self::Overloaded { .. } => "overloaded",
+            Self::NotReady => "not-ready",
             Self::RequestTimeout => "request-timeout",
             Self::Internal => "internal-error",
         }
@@ -142,6 +147,7 @@ impl ApiError {
             Self::Overloaded { retry_after } => {
                 format!("The server is busy; retry in {retry_after} s.")
             }
+            Self::NotReady => "The database is unavailable; this instance is not ready.".into(),
             Self::RequestTimeout => "The request took too long to arrive.".into(),
             Self::Internal => "An internal error occurred; it has been logged.".into(),
         }
@@ -180,6 +186,9 @@ impl ApiError {
             }
             Self::TooManyRequests { retry_after } | Self::Overloaded { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            Self::NotReady => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(NOT_READY_RETRY_AFTER));
             }
             _ => {}
         }

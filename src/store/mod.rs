@@ -43,6 +43,8 @@ pub enum StoreError {
     UsernameTaken,
     #[error("database schema version {found} is newer than this build knows ({known})")]
     SchemaTooNew { found: i64, known: i64 },
+    #[error("database file {0} is missing or was replaced since it was opened")]
+    FileReplaced(PathBuf),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -55,6 +57,9 @@ const MAX_IDLE_CONNECTIONS: usize = 16;
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
+    /// The file opened, as (device, inode): our connections keep writing to that file even if
+    /// the path is deleted or replaced, so readiness checks the path still names it.
+    identity: (u64, u64),
     idle: Mutex<Vec<Connection>>,
     cache: cache::TokenCache,
 }
@@ -66,8 +71,10 @@ impl Store {
         let mut conn = connect(path)?;
         schema::migrate(&mut conn)?;
         let cache = cache::TokenCache::load(path, &conn)?;
+        let identity = file_identity(path).ok_or_else(|| StoreError::FileReplaced(path.into()))?;
         Ok(Self {
             path: path.into(),
+            identity,
             idle: Mutex::new(vec![conn]),
             cache,
         })
@@ -118,10 +125,20 @@ impl Store {
         self.with_conn(|conn| dump::dump(conn))
     }
 
-    /// Answers whether the database can be queried (for readiness checks).
+    /// Answers whether the database can be queried (for readiness checks): the path still names
+    /// the file we opened — a deleted or swapped file would otherwise go unnoticed, as open
+    /// connections keep working on the unlinked inode — and a query succeeds.
     pub fn ping(&self) -> Result<()> {
+        if file_identity(&self.path) != Some(self.identity) {
+            return Err(StoreError::FileReplaced(self.path.clone()));
+        }
         self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
     }
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn connect(path: &Path) -> Result<Connection> {

@@ -24,6 +24,26 @@ async fn health_and_readiness_answer_200() {
 }
 
 #[tokio::test]
+async fn readiness_fails_with_503_once_the_database_file_is_gone() {
+    let app = spawn_app().await;
+    // Open connections would keep working on the unlinked file: readiness must notice anyway.
+    std::fs::remove_file(&app.db_path).unwrap();
+    let ready = app.send("GET", "/readyz", None).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        ready.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(ready.header("retry-after"), Some("5"));
+    assert_eq!(
+        ready.json()["type"].as_str(),
+        Some("urn:tessera:problem:not-ready")
+    );
+    // Liveness is about the process, which is still up.
+    assert_eq!(app.send("GET", "/healthz", None).await.status, 200);
+}
+
+#[tokio::test]
 async fn openapi_document_lists_exactly_the_routers_routes() {
     let app = spawn_app().await;
     let reply = app.send("GET", "/openapi.json", None).await;
