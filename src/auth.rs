@@ -61,6 +61,8 @@ pub enum AuthError {
     InvalidToken(TokenRejection),
     #[error("the password hashing queue is full")]
     Overloaded,
+    #[error("the client left before its password was hashed")]
+    ClientGone,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("password hashing failed: {0}")]
@@ -71,6 +73,7 @@ impl From<PoolError> for AuthError {
     fn from(error: PoolError) -> Self {
         match error {
             PoolError::Overloaded => Self::Overloaded,
+            PoolError::Abandoned => Self::ClientGone,
             other => Self::Hash(other),
         }
     }

@@ -7,9 +7,16 @@
 //! allocator arena, where hashing on the shared blocking pool spread 19 MiB buffers over dozens
 //! of threads and arenas (we measured 1.7 GiB RSS under a login storm; BENCHMARKS.md).
 //! The caller blocks until its job is done, so it must itself be off the async reactor.
+//!
+//! A job whose requester has gone away by the time a thread takes it is skipped: when an HTTP
+//! client hangs up, hyper drops the request's future, and a login queued behind a storm would
+//! otherwise still burn 20 ms of a scarce thread for an answer nobody reads — under overload,
+//! clients that time out and retry would make the queue all waste. Code that waits on behalf of
+//! such a requester runs inside [`Requester::waiting`]'s scope; see [`Requester`].
 
 use crate::password::{HashError, Hasher, Password, Verification};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -21,6 +28,8 @@ pub enum PoolError {
     Overloaded,
     #[error("the hashing threads have stopped")]
     Stopped,
+    #[error("the requester left before a hashing thread took the job")]
+    Abandoned,
     #[error(transparent)]
     Hash(#[from] HashError),
 }
@@ -30,7 +39,62 @@ pub struct HashPool {
     jobs: SyncSender<Job>,
     /// Jobs accepted but not yet finished (running or queued).
     in_flight: Arc<AtomicUsize>,
+    /// Jobs skipped because their requester had gone (a metric).
+    abandoned: Arc<AtomicU64>,
     threads: usize,
+}
+
+/// Someone hashes are done for, who may give up waiting — an HTTP request. Lives in the async
+/// task; dropping it (the task finished, or was dropped because the client hung up) marks the
+/// requester gone, and queued jobs it started are then skipped.
+#[derive(Debug, Default)]
+pub struct Requester {
+    gone: Arc<AtomicBool>,
+}
+
+/// The blocking side of a [`Requester`]: runs the work that may queue hashes for it.
+#[derive(Debug)]
+pub struct Waiting {
+    gone: Arc<AtomicBool>,
+}
+
+thread_local! {
+    /// The requester the current thread is working for, if any. A thread-local rather than a
+    /// parameter so the use cases in `auth` stay free of transport concerns.
+    static CURRENT_REQUESTER: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+impl Requester {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The handle to move to the blocking thread that waits on hashes for this requester.
+    pub fn waiting(&self) -> Waiting {
+        Waiting {
+            gone: self.gone.clone(),
+        }
+    }
+}
+
+impl Drop for Requester {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Waiting {
+    /// Runs `work` with every hash it queues tied to this requester.
+    pub fn run<T>(self, work: impl FnOnce() -> T) -> T {
+        let previous = CURRENT_REQUESTER.with(|current| current.replace(Some(self.gone)));
+        let result = work();
+        CURRENT_REQUESTER.with(|current| current.replace(previous));
+        result
+    }
+}
+
+fn current_requester() -> Option<Arc<AtomicBool>> {
+    CURRENT_REQUESTER.with(|current| current.borrow().clone())
 }
 
 impl HashPool {
@@ -61,6 +125,7 @@ impl HashPool {
         Ok(Self {
             jobs,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            abandoned: Arc::new(AtomicU64::new(0)),
             threads,
         })
     }
@@ -70,6 +135,11 @@ impl HashPool {
         self.in_flight
             .load(Ordering::SeqCst)
             .saturating_sub(self.threads)
+    }
+
+    /// Jobs skipped so far because their requester had gone (a metric).
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     pub fn hash(&self, password: Password) -> Result<String, PoolError> {
@@ -85,20 +155,32 @@ impl HashPool {
         self.run(move |hasher| hasher.verify_dummy(&raw_password))
     }
 
-    /// Runs `work` on a hashing thread and waits for its result.
+    /// Runs `work` on a hashing thread and waits for its result; skips it if the current
+    /// requester is gone by the time a thread is free.
     fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> Result<T, PoolError> {
         let (reply, result) = mpsc::sync_channel(1);
-        let in_flight = self.in_flight.clone();
+        let (in_flight, abandoned) = (self.in_flight.clone(), self.abandoned.clone());
+        let requester = current_requester();
         in_flight.fetch_add(1, Ordering::SeqCst);
         let job: Job = Box::new(move |hasher| {
-            let _ = reply.send(work(hasher));
+            let outcome = if requester.is_some_and(|gone| gone.load(Ordering::SeqCst)) {
+                abandoned.fetch_add(1, Ordering::Relaxed);
+                None
+            } else {
+                Some(work(hasher))
+            };
+            let _ = reply.send(outcome);
             in_flight.fetch_sub(1, Ordering::SeqCst);
         });
         match self.jobs.try_send(job) {
-            Ok(()) => result.recv().map_err(|_| PoolError::Stopped),
+            Ok(()) => match result.recv() {
+                Ok(Some(value)) => Ok(value),
+                Ok(None) => Err(PoolError::Abandoned),
+                Err(_) => Err(PoolError::Stopped),
+            },
             Err(TrySendError::Full(_)) => {
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 Err(PoolError::Overloaded)
@@ -166,5 +248,44 @@ mod tests {
         assert!(busy.join().unwrap().is_ok());
         assert!(queued.join().unwrap().is_ok());
         assert_eq!(pool.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_job_whose_requester_left_while_queued_is_skipped() {
+        let pool = Arc::new(pool(1, 4));
+        let gate = Arc::new(Barrier::new(2));
+        let release = Arc::new(Barrier::new(2));
+        let busy = {
+            let (pool, gate, release) = (pool.clone(), gate.clone(), release.clone());
+            std::thread::spawn(move || {
+                pool.run(move |_| {
+                    gate.wait();
+                    release.wait();
+                })
+            })
+        };
+        gate.wait();
+        let ran = Arc::new(AtomicBool::new(false));
+        let (leaving, staying) = (Requester::new(), Requester::new());
+        let queue = |requester: &Requester| {
+            let (pool, ran, waiting) = (pool.clone(), ran.clone(), requester.waiting());
+            std::thread::spawn(move || {
+                waiting.run(|| pool.run(move |_| ran.store(true, Ordering::SeqCst)))
+            })
+        };
+        let left = queue(&leaving);
+        while pool.queue_depth() < 1 {
+            std::thread::yield_now();
+        }
+        drop(leaving);
+        release.wait();
+        assert!(matches!(left.join().unwrap(), Err(PoolError::Abandoned)));
+        assert!(!ran.load(Ordering::SeqCst), "the abandoned job ran");
+        assert_eq!(pool.abandoned(), 1);
+        // A requester still waiting gets its work done as usual.
+        assert!(queue(&staying).join().unwrap().is_ok());
+        assert!(ran.load(Ordering::SeqCst));
+        assert_eq!(pool.abandoned(), 1);
+        drop(busy.join().unwrap());
     }
 }

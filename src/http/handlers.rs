@@ -8,6 +8,7 @@ use super::router::Route;
 use super::{AppState, bearer};
 use crate::auth::{AuthError, Registration, Session, TokenRejection};
 use crate::clock;
+use crate::hash_pool::Requester;
 use crate::store::UserProfile;
 use crate::token::IssuedToken;
 use crate::username::Username;
@@ -212,11 +213,14 @@ async fn read_body(
 }
 
 /// Runs a use case on the blocking pool (argon2 and SQLite must not stall the reactor) and
-/// logs what the client will not be told.
+/// logs what the client will not be told. If the client hangs up, hyper drops this future and
+/// with it `requester`, so hashes the use case still has queued are skipped.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(work).await {
+    let requester = Requester::new();
+    let waiting = requester.waiting();
+    match tokio::task::spawn_blocking(move || waiting.run(work)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             log_auth_error(&error);
@@ -237,6 +241,7 @@ fn log_auth_error(error: &AuthError) {
         AuthError::InvalidToken(reason) => tracing::info!(reason = %reason, "token rejected"),
         AuthError::Throttled { .. } => tracing::info!("login throttled by softlock"),
         AuthError::Overloaded => tracing::warn!("hashing queue full; answered 503"),
+        AuthError::ClientGone => tracing::info!("client left while queued for hashing; skipped"),
         AuthError::Store(e) => tracing::error!(error = %e, "storage failure"),
         AuthError::Hash(e) => tracing::error!(error = %e, "hashing failure"),
         _ => {}

@@ -117,8 +117,8 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text; gauges sampled by the caller.
-    pub fn render(&self, hash_queue_depth: usize) -> String {
+    /// The exposition text; the hashing pool's figures are sampled by the caller.
+    pub fn render(&self, hash_queue_depth: usize, hashes_abandoned: u64) -> String {
         let mut out = String::new();
         out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE tessera_http_requests_total counter\n");
@@ -177,6 +177,12 @@ impl Metrics {
         out.push_str("# HELP tessera_argon2_queue_depth Requests waiting for an argon2 slot.\n");
         out.push_str("# TYPE tessera_argon2_queue_depth gauge\n");
         let _ = writeln!(out, "tessera_argon2_queue_depth {hash_queue_depth}");
+        let _ = writeln!(
+            out,
+            "# HELP tessera_argon2_abandoned_total Queued hashes skipped because the client left.\n\
+             # TYPE tessera_argon2_abandoned_total counter\n\
+             tessera_argon2_abandoned_total {hashes_abandoned}"
+        );
         out
     }
 }
@@ -236,7 +242,12 @@ pub async fn serve_metrics(
             } else if request.method() != Method::GET {
                 ApiError::MethodNotAllowed { allow: "GET" }.into_response()
             } else {
-                let body = state.metrics.render(state.auth.hashing().queue_depth());
+                let body = {
+                    let hashing = state.auth.hashing();
+                    state
+                        .metrics
+                        .render(hashing.queue_depth(), hashing.abandoned())
+                };
                 response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
             };
             response::add_standard_headers(&mut response, "metrics");
@@ -257,7 +268,7 @@ mod tests {
         metrics.observe_request("GET /v1/users/me", 200, Duration::from_millis(30));
         metrics.observe_request("GET /v1/users/me", 401, Duration::from_secs(3));
         metrics.login(LoginOutcome::Throttled);
-        let text = metrics.render(4);
+        let text = metrics.render(4, 2);
         assert!(
             text.contains(
                 "tessera_http_requests_total{route=\"GET /v1/users/me\",status=\"200\"} 2"
@@ -268,5 +279,6 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 3"));
         assert!(text.contains("tessera_logins_total{outcome=\"throttled\"} 1"));
         assert!(text.contains("tessera_argon2_queue_depth 4"));
+        assert!(text.contains("tessera_argon2_abandoned_total 2"));
     }
 }

@@ -70,7 +70,8 @@ impl From<AuthError> for ApiError {
             AuthError::WrongCurrentPassword => Self::WrongCurrentPassword,
             AuthError::Throttled { retry_after } => Self::TooManyRequests { retry_after },
             AuthError::InvalidToken(_) => Self::Bearer(BearerProblem::InvalidToken),
-            AuthError::Overloaded => Self::Overloaded { retry_after: 1 },
+            // Nobody reads the answer to a client that left; "not done, retry" is the truth.
+            AuthError::Overloaded | AuthError::ClientGone => Self::Overloaded { retry_after: 1 },
             AuthError::Store(_) | AuthError::Hash(_) => Self::Internal,
         }
     }

@@ -2,7 +2,10 @@
 
 use crate::helpers::*;
 use std::sync::Arc;
+use std::time::Duration;
 use tessera::password::HashParams;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 
 const WRONG: &str = "definitely not the password";
 
@@ -165,4 +168,63 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert!(!waiting.is_finished(), "served beyond the connection limit");
     drop(idle);
     assert_eq!(waiting.await.unwrap().unwrap().status, 200);
+}
+
+/// A verification that keeps a hashing thread busy for about a second (t=100 passes over
+/// 19 MiB); it never matches.
+const SLOW_PHC: &str = "$argon2id$v=19$m=19456,t=100,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_whose_client_hangs_up_while_queued_costs_no_hash() {
+    let app = Arc::new(
+        spawn_app_with(|c| {
+            c.hash_permits = 1;
+            c.hash_queue = 4;
+        })
+        .await,
+    );
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let hashing = || app.state.auth.hashing();
+    // Occupy the only hashing thread.
+    let hold = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || {
+            let password = tessera::password::Password::normalize("anything").unwrap();
+            app.state.auth.hashing().verify(password, SLOW_PHC.into())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A login (with a wrong password) queues behind it, then its client hangs up.
+    let body = format!(r#"{{"username":"kvothe","password":"{WRONG}"}}"#);
+    let request = format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = TcpStream::connect(app.addr).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+    wait_for(|| hashing().queue_depth() == 1).await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await; // hyper notices the hang-up
+    assert!(hold.await.unwrap().is_ok(), "the hashing thread stopped");
+    wait_for(|| hashing().abandoned() == 1 && hashing().queue_depth() == 0).await;
+    // The wrong password was never checked, so it counts against nobody.
+    let users = app.state.auth.store().list_users().unwrap();
+    assert_eq!(users[0].failed_logins, 0);
+    let metrics = tessera::http_client::send(app.metrics_addr, "GET", "/metrics", &[], None)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics.body).contains("tessera_argon2_abandoned_total 1"));
+    // Clients that stay get their answers as usual.
+    assert_eq!(app.login("kvothe", GOOD_PASSWORD).await.status, 200);
+}
+
+/// Polls `condition` until it holds; fails the test after 10 s.
+async fn wait_for(condition: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 10 s");
 }
