@@ -51,7 +51,7 @@ fn auth(dir: &std::path::Path) -> Auth {
     Auth::new(
         store,
         codec,
-        HashPool::new(Hasher::new(HashParams::default()).unwrap(), 1, 8).unwrap(),
+        HashPool::new(Hasher::new(HashParams::default()).unwrap(), 1, 8, 0).unwrap(),
         settings,
     )
 }

@@ -42,6 +42,7 @@ pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
         Hasher::new(config.hash)?,
         config.hash_permits,
         config.hash_queue,
+        config.hash_nice,
     )
     .map_err(StartupError::Threads)?;
     let policy = ValidationPolicy {

@@ -152,6 +152,10 @@ pub struct ServeArgs {
     /// Requests allowed to wait for an argon2 slot before 503.
     #[arg(long, env = "TESSERA_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
+    /// Nice value of the argon2 threads (0–19): token checks preempt hashing (0 disables).
+    #[arg(long, env = "TESSERA_HASH_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub hash_nice: i32,
     /// Login attempts per client IP in a burst.
     #[arg(long, env = "TESSERA_LOGIN_BURST", default_value_t = 20)]
     pub login_burst: u32,
@@ -202,6 +206,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub hash_permits: usize,
     pub hash_queue: usize,
+    pub hash_nice: i32,
     pub login_limit: (u32, f64),
     pub register_limit: (u32, f64),
     pub prune_interval: Duration,
@@ -248,6 +253,7 @@ impl ServeArgs {
             },
             hash_permits: self.hash_permits.unwrap_or_else(default_permits),
             hash_queue: self.hash_queue,
+            hash_nice: self.hash_nice,
             login_limit: (self.login_burst, self.login_rate),
             register_limit: (self.register_burst, self.register_rate),
             prune_interval: Duration::from_secs(self.prune_interval.max(1)),

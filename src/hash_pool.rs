@@ -13,6 +13,12 @@
 //! otherwise still burn 20 ms of a scarce thread for an answer nobody reads — under overload,
 //! clients that time out and retry would make the queue all waste. Code that waits on behalf of
 //! such a requester runs inside [`Requester::waiting`]'s scope; see [`Requester`].
+//!
+//! The threads run at a lower scheduling priority (a higher nice value, `--hash-nice`): hashing
+//! is throughput work, token checks are latency work. When a login storm keeps every core
+//! hashing, a woken reactor thread then preempts a hash at once instead of waiting out the
+//! scheduler's time slice — /me's p99 during a storm went from 19× to about 2× its idle p99
+//! (BENCHMARKS.md). When nothing else wants the CPU, a niced thread hashes at full speed.
 
 use crate::password::{HashError, Hasher, Password, Verification};
 use std::cell::RefCell;
@@ -93,13 +99,27 @@ impl Waiting {
     }
 }
 
+/// Sets the calling thread's nice value (on Linux, nice is per thread).
+#[allow(unsafe_code)]
+fn lower_priority(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches none of our memory. For
+    // PRIO_PROCESS, `who` = 0 names the calling thread on Linux.
+    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn current_requester() -> Option<Arc<AtomicBool>> {
     CURRENT_REQUESTER.with(|current| current.borrow().clone())
 }
 
 impl HashPool {
-    /// Starts `threads` hashing threads (at least one) with room for `queue` waiting jobs.
-    pub fn new(hasher: Hasher, threads: usize, queue: usize) -> std::io::Result<Self> {
+    /// Starts `threads` hashing threads (at least one) with room for `queue` waiting jobs,
+    /// running at nice value `nice` (0 = the process's own priority; 19 = the lowest).
+    pub fn new(hasher: Hasher, threads: usize, queue: usize, nice: i32) -> std::io::Result<Self> {
         let threads = threads.max(1);
         // The channel buffers the waiting jobs; each thread holds one more while it works.
         let (jobs, receiver) = mpsc::sync_channel::<Job>(queue);
@@ -110,6 +130,11 @@ impl HashPool {
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
                 .spawn(move || {
+                    if nice > 0
+                        && let Err(error) = lower_priority(nice)
+                    {
+                        tracing::warn!(%error, nice, "could not lower the hashing thread's priority");
+                    }
                     loop {
                         let job = receiver
                             .lock()
@@ -205,7 +230,7 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        HashPool::new(Hasher::new(params).unwrap(), threads, queue).unwrap()
+        HashPool::new(Hasher::new(params).unwrap(), threads, queue, 0).unwrap()
     }
 
     #[test]
@@ -218,6 +243,29 @@ mod tests {
             Verification::Match { .. }
         ));
         assert_eq!(pool.queue_depth(), 0);
+    }
+
+    #[test]
+    fn hashing_threads_run_at_the_configured_nice_value() {
+        let params = HashParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let before = thread_nice();
+        let niced = HashPool::new(Hasher::new(params).unwrap(), 1, 1, 10).unwrap();
+        // Lowering is always allowed; a process already below 10 stays where it is.
+        assert_eq!(niced.run(|_| thread_nice()).unwrap(), before.max(10));
+        // The caller's own priority is untouched.
+        assert_eq!(thread_nice(), before);
+    }
+
+    /// The calling thread's nice value: field 19 of /proc/thread-self/stat, counted after the
+    /// parenthesised command name (which may itself contain spaces).
+    fn thread_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
     }
 
     #[test]
