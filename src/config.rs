@@ -153,7 +153,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_HASH_QUEUE", default_value_t = 64)]
     pub hash_queue: usize,
     /// Nice value of the argon2 threads (0–19): token checks preempt hashing (0 disables).
-    #[arg(long, env = "TESSERA_HASH_NICE", default_value_t = 10,
+    #[arg(long, env = "TESSERA_HASH_NICE", default_value_t = 19,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub hash_nice: i32,
     /// Login attempts per client IP in a burst.

@@ -2,7 +2,7 @@
 # End-to-end benchmarks, side by side in one run (BENCHMARKS.md). Not a test: nothing here
 # asserts; it prints tables. Client and servers share this machine's cores.
 #
-#   bash tools/bench-e2e.sh                 # throughput, isolation, memory (≈ 4 min)
+#   bash tools/bench-e2e.sh                 # throughput, isolation, memory (≈ 6 min)
 #   SCALE=1 bash tools/bench-e2e.sh         # also 1,000,000 users and denylist pruning (≈ +5 min)
 #
 # Knobs: RUNS (3), DURATION seconds per wrk run (10), CONNECTIONS (32).
@@ -143,28 +143,46 @@ storm_with_me() {
   wait "$storm"
   echo "$p99 $(ok_rate "$work/storm.txt" "$storm_duration") $(awk '/Non-2xx/ { n = $5 } END { print n + 0 }' "$work/storm.txt")"
 }
-read -r _ _ paced_idle_p99 < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token" -s "$work/paced.lua")
-read -r paced_storm_p99 paced_login_rate paced_non2xx < <(storm_with_me -s "$work/paced.lua")
-sleep 2
-read -r _ _ flood_idle_p99 < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
-read -r flood_storm_p99 flood_login_rate flood_non2xx < <(storm_with_me)
-storm_rss=$(peak_rss_kib "$main_pid")
-# The same storm with nothing else running: what the server adds to hashing itself.
-sleep 2
-wrk -t1 -c64 -d"${DURATION}s" --timeout 30s -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm-alone.txt"
-alone_rate=$(ok_rate "$work/storm-alone.txt" "$DURATION")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 permits=$(nproc)
-direct_rate=$("$bin/examples/hash_rate" "$permits" "$DURATION")
-echo "## Isolation: /me while 64 connections loop on POST /v1/sessions"
-echo "$permits threads verifying directly: $direct_rate /s; the storm alone: $alone_rate logins/s ($(awk -v a="$alone_rate" -v d="$direct_rate" 'BEGIN { printf "%.2f", a / d }') of direct)"
-printf '%-36s %12s %12s %8s %15s %6s\n' "/me load (8 connections)" "idle p99 ms" "storm p99 ms" "ratio" "logins/s" "503s"
-isolation_row() { # LABEL IDLE_P99 STORM_P99 LOGIN_RATE NON2XX
-  awk -v l="$1" -v i="$2" -v s="$3" -v r="$4" -v n="$5" -v d="$direct_rate" 'BEGIN {
-    printf "%-36s %12s %12s %8.2f %7s (%.2f) %6s\n", l, i, s, s / i, r, r / d, n }'
-}
-isolation_row "steady (2 ms pause per connection)" "$paced_idle_p99" "$paced_storm_p99" "$paced_login_rate" "$paced_non2xx"
-isolation_row "flood (no pause: every core busy)" "$flood_idle_p99" "$flood_storm_p99" "$flood_login_rate" "$flood_non2xx"
-echo "targets: p99 ratio <= 3.0; logins/s >= 0.85 of direct hashing (in parentheses)"
+declare -A iso
+non2xx_total=0
+for run in $(seq 1 "$RUNS"); do
+  read -r _ _ idle < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token" -s "$work/paced.lua")
+  read -r storm paced_logins n1 < <(storm_with_me -s "$work/paced.lua")
+  iso[steady_idle]+="$idle " iso[steady_storm]+="$storm " iso[steady_ratio]+="$(ratio "$storm" "$idle") "
+  sleep 2
+  read -r _ _ idle < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
+  read -r storm flood_logins n2 < <(storm_with_me)
+  iso[flood_idle]+="$idle " iso[flood_storm]+="$storm " iso[flood_ratio]+="$(ratio "$storm" "$idle") "
+  sleep 2
+  # The storm with nothing else running, then the same number of threads hashing directly.
+  wrk -t1 -c64 -d"${DURATION}s" --timeout 30s -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm-alone.txt"
+  alone_logins=$(ok_rate "$work/storm-alone.txt" "$DURATION")
+  direct=$("$bin/examples/hash_rate" "$permits" "$DURATION")
+  iso[direct]+="$direct "
+  iso[alone]+="$(ratio "$alone_logins" "$direct") "
+  iso[steady_logins]+="$(ratio "$paced_logins" "$direct") "
+  iso[flood_logins]+="$(ratio "$flood_logins" "$direct") "
+  non2xx_total=$((non2xx_total + n1 + n2))
+done
+storm_rss=$(peak_rss_kib "$main_pid")
+echo "## Isolation: /me (8 connections) while 64 connections loop on POST /v1/sessions, $RUNS runs"
+printf '%-58s %s\n' "" "min / median / max"
+iso_row() { printf '%-58s %s\n' "$1" "$(stats ${iso[$2]} | sed 's/ / \/ /g')"; }
+iso_row "direct verifications/s, $permits threads" direct
+iso_row "logins / direct, the storm alone" alone
+echo "steady /me load (2 ms pause per connection, ~3,500 req/s):"
+iso_row "  /me p99 idle, ms" steady_idle
+iso_row "  /me p99 during the storm, ms" steady_storm
+iso_row "  p99 storm / idle (target <= 3.0)" steady_ratio
+iso_row "  logins / direct (target >= 0.85)" steady_logins
+echo "/me flood (no pause: every core busy):"
+iso_row "  /me p99 idle, ms" flood_idle
+iso_row "  /me p99 during the storm, ms" flood_storm
+iso_row "  p99 storm / idle" flood_ratio
+iso_row "  logins / direct" flood_logins
+echo "non-2xx login answers (503s of a full queue) across all storms: $non2xx_total"
 echo
 
 # ---------------------------------------------------------------- 5. memory
