@@ -17,7 +17,7 @@
 //! The threads run at a lower scheduling priority (a higher nice value, `--hash-nice`): hashing
 //! is throughput work, token checks are latency work. When a login storm keeps every core
 //! hashing, a woken reactor thread then preempts a hash at once instead of waiting out the
-//! scheduler's time slice — /me's p99 during a storm went from 19× to about 2× its idle p99
+//! scheduler's time slice — /me's p99 during a storm went from 19× to about 1.6× its idle p99
 //! (BENCHMARKS.md). When nothing else wants the CPU, a niced thread hashes at full speed.
 
 use crate::password::{HashError, Hasher, Password, Verification};
