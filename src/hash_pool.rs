@@ -225,12 +225,17 @@ mod tests {
     use std::sync::Barrier;
 
     fn pool(threads: usize, queue: usize) -> HashPool {
+        niced_pool(threads, queue, 0)
+    }
+
+    /// A pool with cheap parameters: these tests are about scheduling, not hashing.
+    fn niced_pool(threads: usize, queue: usize, nice: i32) -> HashPool {
         let params = HashParams {
             memory_kib: 64,
             iterations: 1,
             parallelism: 1,
         };
-        HashPool::new(Hasher::new(params).unwrap(), threads, queue, 0).unwrap()
+        HashPool::new(Hasher::new(params).unwrap(), threads, queue, nice).unwrap()
     }
 
     #[test]
@@ -247,13 +252,8 @@ mod tests {
 
     #[test]
     fn hashing_threads_run_at_the_configured_nice_value() {
-        let params = HashParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
         let before = thread_nice();
-        let niced = HashPool::new(Hasher::new(params).unwrap(), 1, 1, 10).unwrap();
+        let niced = niced_pool(1, 1, 10);
         // Lowering is always allowed; a process already below 10 stays where it is.
         assert_eq!(niced.run(|_| thread_nice()).unwrap(), before.max(10));
         // The caller's own priority is untouched.
@@ -268,32 +268,53 @@ mod tests {
         after_name.split(' ').nth(16).unwrap().parse().unwrap()
     }
 
+    /// Keeps the only thread of `pool` busy until [`Occupied::release`].
+    struct Occupied {
+        release: Arc<Barrier>,
+        busy: std::thread::JoinHandle<Result<(), PoolError>>,
+    }
+
+    impl Occupied {
+        fn new(pool: &Arc<HashPool>) -> Self {
+            let gate = Arc::new(Barrier::new(2));
+            let release = Arc::new(Barrier::new(2));
+            let busy = {
+                let (pool, gate, release) = (pool.clone(), gate.clone(), release.clone());
+                std::thread::spawn(move || {
+                    pool.run(move |_| {
+                        gate.wait();
+                        release.wait();
+                    })
+                })
+            };
+            gate.wait();
+            Self { release, busy }
+        }
+
+        fn release(self) {
+            self.release.wait();
+            assert!(self.busy.join().unwrap().is_ok());
+        }
+    }
+
+    fn wait_until_queued(pool: &HashPool, depth: usize) {
+        while pool.queue_depth() < depth {
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_full_queue_refuses_at_once() {
         let pool = Arc::new(pool(1, 1));
         // Occupy the only thread, then the only queue slot.
-        let gate = Arc::new(Barrier::new(2));
-        let release = Arc::new(Barrier::new(2));
-        let busy = {
-            let (pool, gate, release) = (pool.clone(), gate.clone(), release.clone());
-            std::thread::spawn(move || {
-                pool.run(move |_| {
-                    gate.wait();
-                    release.wait();
-                })
-            })
-        };
-        gate.wait();
+        let occupied = Occupied::new(&pool);
         let queued = {
             let pool = pool.clone();
             std::thread::spawn(move || pool.run(|_| ()))
         };
-        while pool.queue_depth() == 0 {
-            std::thread::yield_now();
-        }
+        wait_until_queued(&pool, 1);
         assert!(matches!(pool.run(|_| ()), Err(PoolError::Overloaded)));
-        release.wait();
-        assert!(busy.join().unwrap().is_ok());
+        occupied.release();
         assert!(queued.join().unwrap().is_ok());
         assert_eq!(pool.queue_depth(), 0);
     }
@@ -301,18 +322,7 @@ mod tests {
     #[test]
     fn a_job_whose_requester_left_while_queued_is_skipped() {
         let pool = Arc::new(pool(1, 4));
-        let gate = Arc::new(Barrier::new(2));
-        let release = Arc::new(Barrier::new(2));
-        let busy = {
-            let (pool, gate, release) = (pool.clone(), gate.clone(), release.clone());
-            std::thread::spawn(move || {
-                pool.run(move |_| {
-                    gate.wait();
-                    release.wait();
-                })
-            })
-        };
-        gate.wait();
+        let occupied = Occupied::new(&pool);
         let ran = Arc::new(AtomicBool::new(false));
         let (leaving, staying) = (Requester::new(), Requester::new());
         let queue = |requester: &Requester| {
@@ -322,11 +332,9 @@ mod tests {
             })
         };
         let left = queue(&leaving);
-        while pool.queue_depth() < 1 {
-            std::thread::yield_now();
-        }
+        wait_until_queued(&pool, 1);
         drop(leaving);
-        release.wait();
+        occupied.release();
         assert!(matches!(left.join().unwrap(), Err(PoolError::Abandoned)));
         assert!(!ran.load(Ordering::SeqCst), "the abandoned job ran");
         assert_eq!(pool.abandoned(), 1);
@@ -334,6 +342,5 @@ mod tests {
         assert!(queue(&staying).join().unwrap().is_ok());
         assert!(ran.load(Ordering::SeqCst));
         assert_eq!(pool.abandoned(), 1);
-        drop(busy.join().unwrap());
     }
 }
