@@ -10,7 +10,7 @@
 //!
 //! A job whose requester has gone away by the time a thread takes it is skipped: when an HTTP
 //! client hangs up, hyper drops the request's future, and a login queued behind a storm would
-//! otherwise still burn 20 ms of a scarce thread for an answer nobody reads — under overload,
+//! otherwise still burn a whole hash (≈ 15 ms) of a scarce thread for an answer nobody reads — under overload,
 //! clients that time out and retry would make the queue all waste. Code that waits on behalf of
 //! such a requester runs inside [`Requester::waiting`]'s scope; see [`Requester`].
 //!
@@ -92,10 +92,16 @@ impl Drop for Requester {
 impl Waiting {
     /// Runs `work` with every hash it queues tied to this requester.
     pub fn run<T>(self, work: impl FnOnce() -> T) -> T {
-        let previous = CURRENT_REQUESTER.with(|current| current.replace(Some(self.gone)));
-        let result = work();
-        CURRENT_REQUESTER.with(|current| current.replace(previous));
-        result
+        /// Restores the thread's previous requester even if `work` unwinds: blocking-pool
+        /// threads are reused, and a stale requester would cancel someone else's hashes.
+        struct Restore(Option<Arc<AtomicBool>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT_REQUESTER.with(|current| current.replace(self.0.take()));
+            }
+        }
+        let _restore = Restore(CURRENT_REQUESTER.with(|current| current.replace(Some(self.gone))));
+        work()
     }
 }
 
@@ -317,6 +323,18 @@ mod tests {
         occupied.release();
         assert!(queued.join().unwrap().is_ok());
         assert_eq!(pool.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_thread_forgets_its_requester_after_the_work_even_if_it_panics() {
+        let requester = Requester::new();
+        requester
+            .waiting()
+            .run(|| assert!(current_requester().is_some()));
+        assert!(current_requester().is_none());
+        let unwound = std::panic::catch_unwind(|| requester.waiting().run(|| panic!("boom")));
+        assert!(unwound.is_err());
+        assert!(current_requester().is_none());
     }
 
     #[test]
