@@ -5,7 +5,9 @@
 #   bash tools/bench-e2e.sh                 # throughput, isolation, memory (≈ 6 min)
 #   SCALE=1 bash tools/bench-e2e.sh         # also 1,000,000 users and denylist pruning (≈ +5 min)
 #
-# Knobs: RUNS (3), DURATION seconds per wrk run (10), CONNECTIONS (32).
+#   PIN=1 bash tools/bench-e2e.sh           # servers on CPU 0, wrk on CPU 1: no shared cores
+#
+# Knobs: RUNS (3), DURATION seconds per wrk run (10), CONNECTIONS (32), PIN (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 SCALE=${SCALE:-0}
+PIN=${PIN:-0}
 PASSWORD='correct horse battery staple'
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -21,6 +24,11 @@ fi
 cargo build --quiet --release --bin tessera --example hello --example stateless \
   --example hash_rate --example bulk_seed
 bin=target/release
+# PIN=1 gives the servers (and the direct-hashing baseline) one core and the load generator the
+# other, so the client's CPU no longer comes out of the server's. Every `wrk` below is pinned.
+server_cpus=() client_cpus=()
+if [ "$PIN" = 1 ]; then server_cpus=(taskset -c 0) client_cpus=(taskset -c 1); fi
+wrk() { "${client_cpus[@]}" "$(type -P wrk)" "$@"; }
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -37,7 +45,7 @@ wait_up() { for _ in $(seq 1 200); do curl -s "$1" >/dev/null && return 0; sleep
 start_tessera() {
   local name=$1 db=$2; shift 2
   local port; port=$(free_port)
-  RUST_LOG=warn "$bin/tessera" serve --listen "127.0.0.1:$port" --db "$db" --keys "$work/jwks.json" \
+  RUST_LOG=warn "${server_cpus[@]}" "$bin/tessera" serve --listen "127.0.0.1:$port" --db "$db" --keys "$work/jwks.json" \
     --login-rate 0 --register-rate 0 "$@" 2>"$work/$name.log" &
   TESSERA_PID=$!
   pids+=("$TESSERA_PID")
@@ -74,7 +82,11 @@ rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
 echo "rustc: $(rustc --version)"
-echo "wrk: -t1 -c$CONNECTIONS -d${DURATION}s, $RUNS runs; client and servers share the cores"
+if [ "$PIN" = 1 ]; then
+  echo "wrk: -t1 -c$CONNECTIONS -d${DURATION}s, $RUNS runs; servers pinned to CPU 0, wrk to CPU 1"
+else
+  echo "wrk: -t1 -c$CONNECTIONS -d${DURATION}s, $RUNS runs; client and servers share the cores"
+fi
 echo
 
 "$bin/tessera" keys generate --keys "$work/jwks.json" >/dev/null
@@ -85,9 +97,9 @@ main_pid=$TESSERA_PID main_url=$TESSERA_URL
 register "$main_url" bench
 token=$(token_for "$main_url" bench)
 hello_port=$(free_port)
-"$bin/examples/hello" "127.0.0.1:$hello_port" 2>/dev/null & pids+=($!)
+"${server_cpus[@]}" "$bin/examples/hello" "127.0.0.1:$hello_port" 2>/dev/null & pids+=($!)
 stateless_port=$(free_port)
-"$bin/examples/stateless" "127.0.0.1:$stateless_port" "$work/jwks.json" 2>/dev/null & pids+=($!)
+"${server_cpus[@]}" "$bin/examples/stateless" "127.0.0.1:$stateless_port" "$work/jwks.json" 2>/dev/null & pids+=($!)
 wait_up "http://127.0.0.1:$hello_port/"
 wait_up "http://127.0.0.1:$stateless_port/v1/users/me"
 idle_rss=$(rss_kib "$main_pid")
@@ -144,7 +156,7 @@ storm_with_me() {
   echo "$p99 $(ok_rate "$work/storm.txt" "$storm_duration") $(awk '/Non-2xx/ { n = $5 } END { print n + 0 }' "$work/storm.txt")"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-permits=$(nproc)
+permits=$("${server_cpus[@]}" nproc)
 declare -A iso
 non2xx_total=0
 for run in $(seq 1 "$RUNS"); do
@@ -159,7 +171,7 @@ for run in $(seq 1 "$RUNS"); do
   # The storm with nothing else running, then the same number of threads hashing directly.
   wrk -t1 -c64 -d"${DURATION}s" --timeout 30s -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm-alone.txt"
   alone_logins=$(ok_rate "$work/storm-alone.txt" "$DURATION")
-  direct=$("$bin/examples/hash_rate" "$permits" "$DURATION")
+  direct=$("${server_cpus[@]}" "$bin/examples/hash_rate" "$permits" "$DURATION")
   iso[direct]+="$direct "
   iso[alone]+="$(ratio "$alone_logins" "$direct") "
   iso[steady_logins]+="$(ratio "$paced_logins" "$direct") "
