@@ -281,6 +281,17 @@ mod tests {
         assert_eq!(config.hash, HashParams::default());
         assert!(config.create_missing_keys);
         assert_eq!(config.keys_path, PathBuf::from(DEFAULT_KEYS_PATH));
+        assert_eq!(config.hash_nice, 19);
+    }
+
+    #[test]
+    fn hash_nice_is_a_nice_value_that_only_lowers_priority() {
+        for bad in ["-1", "20"] {
+            assert!(Cli::try_parse_from(["tessera", "serve", "--hash-nice", bad]).is_err());
+        }
+        for good in ["0", "19"] {
+            assert!(Cli::try_parse_from(["tessera", "serve", "--hash-nice", good]).is_ok());
+        }
     }
 
     #[test]
