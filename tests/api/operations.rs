@@ -29,16 +29,9 @@ async fn readiness_fails_with_503_once_the_database_file_is_gone() {
     // Open connections would keep working on the unlinked file: readiness must notice anyway.
     std::fs::remove_file(&app.db_path).unwrap();
     let ready = app.send("GET", "/readyz", None).await;
-    assert_eq!(ready.status, 503);
-    assert_eq!(
-        ready.header("content-type"),
-        Some("application/problem+json")
-    );
+    let problem = assert_problem(&ready, 503);
+    assert_eq!(problem["type"], "urn:tessera:problem:not-ready");
     assert_eq!(ready.header("retry-after"), Some("5"));
-    assert_eq!(
-        ready.json()["type"].as_str(),
-        Some("urn:tessera:problem:not-ready")
-    );
     // Liveness is about the process, which is still up.
     assert_eq!(app.send("GET", "/healthz", None).await.status, 200);
 }
