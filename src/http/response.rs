@@ -2,11 +2,16 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA};
+use hyper::header::{
+    CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, PRAGMA, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A constant, so the name is not parsed again for every response.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn json(status: StatusCode, body: &Value) -> HttpResponse {
     with_body(status, "application/json", body.to_string())
@@ -58,12 +63,9 @@ fn with_body(status: StatusCode, content_type: &'static str, body: String) -> Ht
 /// authenticated or about credentials, and the few public ones gain nothing from caching.
 pub fn add_standard_headers(response: &mut HttpResponse, request_id: &str) {
     let headers = response.headers_mut();
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", id);
+        headers.insert(X_REQUEST_ID, id);
     }
 }
