@@ -2,7 +2,7 @@
 # End-to-end benchmarks, side by side in one run (BENCHMARKS.md). Not a test: nothing here
 # asserts; it prints tables. Client and servers share this machine's cores.
 #
-#   bash tools/bench-e2e.sh                 # throughput, isolation, memory (≈ 6 min)
+#   bash tools/bench-e2e.sh                 # throughput, isolation, memory (≈ 7 min)
 #   SCALE=1 bash tools/bench-e2e.sh         # also 1,000,000 users and denylist pruning (≈ +5 min)
 #
 #   PIN=1 bash tools/bench-e2e.sh           # servers on CPU 0, wrk on CPU 1: no shared cores
@@ -129,6 +129,15 @@ done
 awk -v t="$median_tessera" -v h="$median_hello" -v s="$median_stateless" 'BEGIN {
   printf "tessera / hello-world: %.2f (target >= 0.70)\n", t / h
   printf "tessera / stateless jsonwebtoken peer: %.2f (target >= 1.00)\n", t / s }'
+# The same ratios within each run (the three servers ran back to back), which cancels drift
+# in the machine's speed between runs: min / median / max.
+per_run_ratios() { # NUMERATORS DENOMINATORS
+  paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ printf "%.2f\n", $1 / $2 }'
+}
+read -r lo mid hi <<<"$(stats $(per_run_ratios "${rps[tessera]}" "${rps[hello]}"))"
+echo "per run, tessera / hello-world: $lo / $mid / $hi"
+read -r lo mid hi <<<"$(stats $(per_run_ratios "${rps[tessera]}" "${rps[stateless]}"))"
+echo "per run, tessera / stateless: $lo / $mid / $hi"
 echo
 
 # ---------------------------------------------------------------- 3. isolation
@@ -159,30 +168,38 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 permits=$("${server_cpus[@]}" nproc)
 declare -A iso
 non2xx_total=0
+# The machine's speed drifts by 10-20% over tens of seconds (shared hardware), so each storm is
+# compared with direct hashing measured just before and just after it: the mean of the two.
+direct_rate() { # a second's pause first, for the server's last in-flight hashes to finish
+  sleep 1
+  "${server_cpus[@]}" "$bin/examples/hash_rate" "$permits" "$DURATION"
+}
+mean() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (a + b) / 2 }'; }
 for run in $(seq 1 "$RUNS"); do
   read -r _ _ idle < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token" -s "$work/paced.lua")
+  d0=$(direct_rate)
   read -r storm paced_logins n1 < <(storm_with_me -s "$work/paced.lua")
   iso[steady_idle]+="$idle " iso[steady_storm]+="$storm " iso[steady_ratio]+="$(ratio "$storm" "$idle") "
-  sleep 2
+  d1=$(direct_rate)
   read -r _ _ idle < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
   read -r storm flood_logins n2 < <(storm_with_me)
   iso[flood_idle]+="$idle " iso[flood_storm]+="$storm " iso[flood_ratio]+="$(ratio "$storm" "$idle") "
-  sleep 2
-  # The storm with nothing else running, then the same number of threads hashing directly.
+  d2=$(direct_rate)
+  # The storm with nothing else running.
   wrk -t1 -c64 -d"${DURATION}s" --timeout 30s -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm-alone.txt"
   alone_logins=$(ok_rate "$work/storm-alone.txt" "$DURATION")
-  direct=$("${server_cpus[@]}" "$bin/examples/hash_rate" "$permits" "$DURATION")
-  iso[direct]+="$direct "
-  iso[alone]+="$(ratio "$alone_logins" "$direct") "
-  iso[steady_logins]+="$(ratio "$paced_logins" "$direct") "
-  iso[flood_logins]+="$(ratio "$flood_logins" "$direct") "
+  d3=$(direct_rate)
+  iso[direct]+="$d0 $d1 $d2 $d3 "
+  iso[steady_logins]+="$(ratio "$paced_logins" "$(mean "$d0" "$d1")") "
+  iso[flood_logins]+="$(ratio "$flood_logins" "$(mean "$d1" "$d2")") "
+  iso[alone]+="$(ratio "$alone_logins" "$(mean "$d2" "$d3")") "
   non2xx_total=$((non2xx_total + n1 + n2))
 done
 storm_rss=$(peak_rss_kib "$main_pid")
 echo "## Isolation: /me (8 connections) while 64 connections loop on POST /v1/sessions, $RUNS runs"
 printf '%-58s %s\n' "" "min / median / max"
 iso_row() { printf '%-58s %s\n' "$1" "$(stats ${iso[$2]} | sed 's/ / \/ /g')"; }
-iso_row "direct verifications/s, $permits threads" direct
+iso_row "direct verifications/s, hashing threads: $permits" direct
 iso_row "logins / direct, the storm alone" alone
 echo "steady /me load (2 ms pause per connection, ~3,500 req/s):"
 iso_row "  /me p99 idle, ms" steady_idle
