@@ -31,7 +31,7 @@ fn bench_argon2(c: &mut Criterion) {
 }
 
 fn auth(dir: &std::path::Path) -> Auth {
-    let store = Store::open(&dir.join("bench.db")).unwrap();
+    let store = Store::open_for_serving(&dir.join("bench.db")).unwrap();
     let policy = ValidationPolicy {
         issuer: "tessera".into(),
         audience: "tessera-api".into(),

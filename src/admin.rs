@@ -69,7 +69,7 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
 }
 
 pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
-    let store = Store::open(db)?;
+    let store = Store::open_existing(db)?;
     match action {
         UserAction::List => {
             let mut out = String::from("username\tcreated_at\ttoken_generation\tfailed_logins\n");
@@ -105,7 +105,7 @@ pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
 }
 
 pub fn db(action: &DbAction, db: &Path) -> Result<String, AdminError> {
-    let store = Store::open(db)?;
+    let store = Store::open_existing(db)?;
     match action {
         DbAction::Dump => Ok(store.dump()?),
         DbAction::Check => {

@@ -37,7 +37,7 @@ pub enum StartupError {
 /// Builds everything a request needs. Fails closed on any key or storage problem.
 pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
     let keyring = load_or_create_keys(config)?;
-    let store = Store::open(&config.db_path)?;
+    let store = Store::open_for_serving(&config.db_path)?;
     let hashing = HashPool::new(
         Hasher::new(config.hash)?,
         config.hash_permits,
@@ -58,6 +58,7 @@ pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
         login_limiter: RateLimiter::new(config.login_limit.0, config.login_limit.1),
         register_limiter: RateLimiter::new(config.register_limit.0, config.register_limit.1),
         metrics: Metrics::default(),
+        clock: config.clock.clone(),
     }))
 }
 
@@ -84,7 +85,7 @@ pub async fn run(
     prune_every: std::time::Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
-    let pruner = tokio::spawn(prune_periodically(state.auth.clone(), prune_every));
+    let pruner = tokio::spawn(prune_periodically(state.clone(), prune_every));
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = metrics.map(|listener| {
         let stopped = async {
@@ -143,12 +144,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
         .map_err(|source| StartupError::Bind { addr, source })
 }
 
-async fn prune_periodically(auth: Arc<Auth>, every: std::time::Duration) {
+async fn prune_periodically(state: Arc<AppState>, every: std::time::Duration) {
     let mut interval = tokio::time::interval(every);
     loop {
         interval.tick().await;
-        let auth = auth.clone();
-        match tokio::task::spawn_blocking(move || auth.prune(crate::clock::now())).await {
+        let auth = state.auth.clone();
+        let now = state.clock.now();
+        match tokio::task::spawn_blocking(move || auth.prune(now)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(pruned)) => tracing::info!(pruned, "pruned expired revocation rows"),
             Ok(Err(error)) => tracing::warn!(%error, "pruning failed"),

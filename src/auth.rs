@@ -8,7 +8,9 @@ use crate::hash_pool::{HashPool, PoolError};
 use crate::lockout::{LockoutPolicy, PhantomFailures};
 use crate::password::{Password, Verification};
 use crate::password_policy::{PasswordPolicy, PolicyViolation};
-use crate::store::{IssuedTokenRecord, NewUser, Store, StoreError, TokenState, UserProfile};
+use crate::store::{
+    Credentials, IssuedTokenRecord, NewUser, Store, StoreError, TokenState, UserProfile,
+};
 use crate::token::{Codec, IssuedToken, TokenError, VerifiedClaims};
 use crate::username::Username;
 use crate::{profile_text, random};
@@ -185,47 +187,44 @@ impl Auth {
     }
 
     /// Checks a password and mints a token. Unknown users and wrong passwords fail identically
-    /// and cost one argon2 verification each; a locked account is refused before any hashing.
+    /// and cost one argon2 verification each. The guess is reserved against the softlock
+    /// before any hashing, so concurrent guesses cannot exceed the policy; and the token is
+    /// issued only if the credentials it verified are still current, so a login racing a
+    /// password change or a log-out-everywhere can neither undo it nor survive it.
     pub fn login(&self, username: &str, password: &str, now: i64) -> Result<IssuedToken> {
-        let canonical = Username::parse(username).map(|name| name.canonical().to_owned());
-        let credentials = match &canonical {
-            Ok(name) => self.store.find_credentials(name)?,
-            Err(_) => None,
+        let lockout = &self.settings.lockout;
+        let name = Username::parse(username).ok();
+        let credentials = match &name {
+            Some(name) => self.store.find_credentials(name.canonical())?,
+            None => None,
         };
         let Some(credentials) = credentials else {
-            // Same softlock, same hash, same answer as a real account: nothing tells them apart.
-            let key = canonical.as_deref().unwrap_or(username);
-            let lockout = &self.settings.lockout;
-            if let Some(retry_after) = self.phantoms.retry_after(lockout, key, now) {
-                return Err(AuthError::Throttled { retry_after });
+            // Same softlock, same hash, same answer as a real account: nothing tells them
+            // apart. A name that fails validation cannot be an account and gets no counter.
+            if let Some(name) = &name {
+                self.phantoms
+                    .reserve(lockout, name.canonical(), now)
+                    .map_err(|retry_after| AuthError::Throttled { retry_after })?;
             }
             self.hashing.verify_dummy(password.to_owned())?;
-            self.phantoms.record_failure(lockout, key, now);
             return Err(AuthError::InvalidCredentials);
         };
-        if let Some(retry_after) = self.settings.lockout.retry_after(
-            credentials.failed_logins,
-            credentials.last_failed_login_at,
-            now,
-        ) {
-            return Err(AuthError::Throttled { retry_after });
-        }
+        self.reserve_attempt(&credentials.user_id, now)?;
         let needs_rehash = match self.check_password(password, &credentials.password_hash)? {
             Verification::Match { needs_rehash } => needs_rehash,
-            Verification::Mismatch => {
-                self.store.record_failed_login(&credentials.user_id, now)?;
-                return Err(AuthError::InvalidCredentials);
-            }
+            Verification::Mismatch => return Err(AuthError::InvalidCredentials),
         };
         let rehashed = match (needs_rehash, Password::normalize(password)) {
             (true, Ok(normalized)) => Some(self.hashing.hash(normalized)?),
             _ => None,
         };
-        let generation = self
-            .store
-            .token_generation(&credentials.user_id)?
-            .ok_or(AuthError::InvalidCredentials)?;
-        self.issue_token(&credentials.user_id, generation, rehashed.as_deref(), now)
+        self.issue_token(&credentials, rehashed.as_deref(), now)
+            .map_err(|error| match error {
+                // The password changed or every token was revoked meanwhile: what was
+                // verified is no longer the password.
+                AuthError::Store(StoreError::CredentialsChanged) => AuthError::InvalidCredentials,
+                other => other,
+            })
     }
 
     /// Verifies a bearer token and checks revocation: one codec pass, one store read.
@@ -275,7 +274,8 @@ impl Auth {
     }
 
     /// Changes the password (current one required, ASVS 6.2.2); every other token dies and a
-    /// fresh token is returned.
+    /// fresh token is returned. The current password is a guess like any login's: reserved
+    /// against the softlock before hashing.
     pub fn change_password(
         &self,
         session: &Session,
@@ -283,24 +283,7 @@ impl Auth {
         new: &str,
         now: i64,
     ) -> Result<IssuedToken> {
-        let canonical = Username::parse(&session.profile.username)
-            .map(|u| u.canonical().to_owned())
-            .unwrap_or_default();
-        let credentials = self
-            .store
-            .find_credentials(&canonical)?
-            .ok_or(TokenRejection::UnknownUser)?;
-        if let Some(retry_after) = self.settings.lockout.retry_after(
-            credentials.failed_logins,
-            credentials.last_failed_login_at,
-            now,
-        ) {
-            return Err(AuthError::Throttled { retry_after });
-        }
-        if self.check_password(current, &credentials.password_hash)? == Verification::Mismatch {
-            self.store.record_failed_login(&credentials.user_id, now)?;
-            return Err(AuthError::WrongCurrentPassword);
-        }
+        let credentials = self.reauthenticate(session, current, now)?;
         let context = [
             session.profile.username.as_str(),
             session.profile.full_name.as_str(),
@@ -309,20 +292,57 @@ impl Auth {
             .acceptable_password("new_password", new, &context)
             .map_err(|e| AuthError::Validation(vec![e]))?;
         let hash = self.hashing.hash(password)?;
-        let generation = self.store.change_password(&credentials.user_id, &hash)?;
-        self.issue_token(&credentials.user_id, generation, None, now)
+        let generation = self
+            .store
+            .change_password(&credentials.user_id, &credentials.password_hash, &hash)?
+            // Changed by a concurrent request since we verified it: ours is not current.
+            .ok_or(AuthError::WrongCurrentPassword)?;
+        let changed = Credentials {
+            password_hash: hash,
+            token_generation: generation,
+            ..credentials
+        };
+        self.issue_token(&changed, None, now)
     }
 
-    /// Deletes the account: its tokens die with it and the username is free again.
-    pub fn delete_account(&self, session: &Session) -> Result<()> {
+    /// Deletes the account after re-authentication with the password (ASVS 5.0 asks for it
+    /// before sensitive operations): its tokens die with it and the username is free again.
+    pub fn delete_account(&self, session: &Session, password: &str, now: i64) -> Result<()> {
+        self.reauthenticate(session, password, now)?;
         self.store.delete_user(&session.profile.id)?;
         Ok(())
     }
 
+    /// The session's user proves they know the password: reserved against the softlock, then
+    /// verified. A wrong password is [`AuthError::WrongCurrentPassword`].
+    fn reauthenticate(&self, session: &Session, password: &str, now: i64) -> Result<Credentials> {
+        let canonical = Username::parse(&session.profile.username)
+            .map(|u| u.canonical().to_owned())
+            .unwrap_or_default();
+        let credentials = self
+            .store
+            .find_credentials(&canonical)?
+            .filter(|c| c.user_id == session.profile.id)
+            .ok_or(TokenRejection::UnknownUser)?;
+        self.reserve_attempt(&credentials.user_id, now)?;
+        if self.check_password(password, &credentials.password_hash)? == Verification::Mismatch {
+            return Err(AuthError::WrongCurrentPassword);
+        }
+        Ok(credentials)
+    }
+
+    fn reserve_attempt(&self, user_id: &str, now: i64) -> Result<()> {
+        self.store
+            .reserve_attempt(user_id, &self.settings.lockout, now)?
+            .map_err(|retry_after| AuthError::Throttled { retry_after })
+    }
+
     /// Drops denylist and ledger rows for tokens past expiry (plus the codec's leeway).
     pub fn prune(&self, now: i64) -> Result<usize> {
-        let cutoff = now.saturating_sub(self.codec.policy().leeway);
-        Ok(self.store.prune_expired(cutoff)?)
+        let leeway = self.codec.policy().leeway;
+        let cutoff = now.saturating_sub(leeway);
+        let longest_lifetime = self.settings.token_ttl.saturating_add(leeway);
+        Ok(self.store.prune_expired(cutoff, longest_lifetime)?)
     }
 
     /// Verified session plus whether the token is on the denylist.
@@ -369,13 +389,16 @@ impl Auth {
         Ok(password)
     }
 
+    /// Mints a token at the verified generation and records it — only if `verified` is still
+    /// what the store holds.
     fn issue_token(
         &self,
-        user_id: &str,
-        generation: u64,
+        verified: &Credentials,
         rehashed_password: Option<&str>,
         now: i64,
     ) -> Result<IssuedToken> {
+        let user_id = verified.user_id.as_str();
+        let generation = verified.token_generation;
         let issued = self
             .codec
             .issue(user_id, generation, now, self.settings.token_ttl);
@@ -387,6 +410,7 @@ impl Auth {
                 issued_at: issued.claims.iat,
                 expires_at: issued.claims.exp,
             },
+            verified,
             rehashed_password,
         )?;
         Ok(issued)

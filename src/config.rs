@@ -3,6 +3,7 @@
 //! Defaults follow the standards cited next to each; `tessera serve --help` prints them all.
 
 use crate::auth::AuthSettings;
+use crate::clock::Clock;
 use crate::http::HttpSettings;
 use crate::lockout::LockoutPolicy;
 use crate::password::HashParams;
@@ -10,6 +11,7 @@ use crate::password_policy::{ABSOLUTE_MIN_CHARS, PasswordPolicy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the keyring lives unless told otherwise; only this default is created on demand.
@@ -210,6 +212,8 @@ pub struct Config {
     pub login_limit: (u32, f64),
     pub register_limit: (u32, f64),
     pub prune_interval: Duration,
+    /// Where "now" comes from: the wall clock, or a test's manual clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ServeArgs {
@@ -257,6 +261,7 @@ impl ServeArgs {
             login_limit: (self.login_burst, self.login_rate),
             register_limit: (self.register_burst, self.register_rate),
             prune_interval: Duration::from_secs(self.prune_interval.max(1)),
+            clock: crate::clock::system(),
         }
     }
 }

@@ -105,6 +105,20 @@ impl Waiting {
     }
 }
 
+/// Every hashing thread held by [`HashPool::hold`]; dropping it lets them go.
+#[derive(Debug)]
+pub struct Held {
+    released: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let (lock, condvar) = &*self.released;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        condvar.notify_all();
+    }
+}
+
 /// Sets the calling thread's nice value (on Linux, nice is per thread).
 #[allow(unsafe_code)]
 fn lower_priority(nice: i32) -> std::io::Result<()> {
@@ -159,6 +173,33 @@ impl HashPool {
             abandoned: Arc::new(AtomicU64::new(0)),
             threads,
         })
+    }
+
+    /// Occupies every hashing thread until the returned guard is dropped; jobs submitted
+    /// meanwhile wait in the queue. Lets a test hold requests at a known point — between
+    /// reading credentials and checking them — instead of hoping a sleep is long enough.
+    pub fn hold(&self) -> Held {
+        let taken = Arc::new(std::sync::Barrier::new(self.threads + 1));
+        let released = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        for _ in 0..self.threads {
+            let (taken, waiting_for, in_flight) =
+                (taken.clone(), released.clone(), self.in_flight.clone());
+            in_flight.fetch_add(1, Ordering::SeqCst);
+            let job: Job = Box::new(move |_| {
+                taken.wait();
+                let (lock, condvar) = &*waiting_for;
+                let mut done = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                while !*done {
+                    done = condvar.wait(done).unwrap_or_else(PoisonError::into_inner);
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+            if self.jobs.send(job).is_err() {
+                return Held { released };
+            }
+        }
+        taken.wait();
+        Held { released }
     }
 
     /// Jobs waiting for a thread (a metric).

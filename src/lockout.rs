@@ -57,26 +57,42 @@ impl LockoutPolicy {
 ///
 /// Without them a locked real account would answer 429 while an unknown name keeps answering
 /// 401 — telling a guesser which names exist after a handful of tries. Unknown names therefore
-/// get the same softlock, on the same policy. (They are not persisted: after a restart a real
-/// account's lock survives and an unknown name's does not; that is the remaining difference.)
+/// get the same softlock, on the same policy, reserved before hashing exactly like an
+/// account's. (They are not persisted: after a restart a real account's lock survives and an
+/// unknown name's does not; that is the remaining difference.)
+///
+/// Memory is bounded in bytes, not just in entries: a key is a fixed 16-byte digest of the
+/// canonical name, however long the name was, and only names that pass username validation
+/// get a counter at all — a name that cannot be an account needs none, and the per-IP budget
+/// limits how often it can be tried.
 #[derive(Debug, Default)]
 pub struct PhantomFailures {
-    counters: Mutex<HashMap<String, (u32, i64)>>,
+    counters: Mutex<HashMap<PhantomKey, (u32, i64)>>,
 }
 
-/// Unknown names tracked at most; beyond it, entries whose delay has passed are dropped first.
-const MAX_PHANTOMS: usize = 100_000;
+type PhantomKey = [u8; 16];
+
+/// Unknown names tracked at most (each entry a fixed size, so this bounds the bytes too);
+/// beyond it, entries whose delay has passed are dropped first.
+pub const MAX_PHANTOMS: usize = 100_000;
 
 impl PhantomFailures {
-    pub fn retry_after(&self, policy: &LockoutPolicy, name: &str, now: i64) -> Option<u64> {
-        let counters = self.lock();
-        let (failures, last) = counters.get(name).copied()?;
-        policy.retry_after(failures, Some(last), now)
-    }
-
-    pub fn record_failure(&self, policy: &LockoutPolicy, name: &str, now: i64) {
+    /// Reserves one guess for `canonical_name`, or says how many seconds it must wait.
+    pub fn reserve(
+        &self,
+        policy: &LockoutPolicy,
+        canonical_name: &str,
+        now: i64,
+    ) -> Result<(), u64> {
+        let key = phantom_key(canonical_name);
         let mut counters = self.lock();
-        if counters.len() >= MAX_PHANTOMS && !counters.contains_key(name) {
+        if let Some((failures, last)) = counters.get(&key).copied()
+            && let Some(retry_after) = policy.retry_after(failures, Some(last), now)
+        {
+            return Err(retry_after);
+        }
+        if counters.len() >= MAX_PHANTOMS && !counters.contains_key(&key) {
+            // Amortised: a full sweep happens at most once per MAX_PHANTOMS new names.
             counters.retain(|_, (failures, last)| {
                 policy.retry_after(*failures, Some(*last), now).is_some()
             });
@@ -84,13 +100,31 @@ impl PhantomFailures {
                 counters.clear();
             }
         }
-        let entry = counters.entry(name.to_owned()).or_insert((0, now));
+        let entry = counters.entry(key).or_insert((0, now));
         *entry = (entry.0.saturating_add(1), now);
+        Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, i64)>> {
+    /// Names tracked right now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PhantomKey, (u32, i64)>> {
         self.counters.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn phantom_key(canonical_name: &str) -> PhantomKey {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(canonical_name.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+    key
 }
 
 #[cfg(test)]
@@ -102,14 +136,25 @@ mod tests {
         let policy = LockoutPolicy::default();
         let phantoms = PhantomFailures::default();
         for _ in 0..5 {
-            assert_eq!(phantoms.retry_after(&policy, "nobody", 100), None);
-            phantoms.record_failure(&policy, "nobody", 100);
+            assert_eq!(phantoms.reserve(&policy, "nobody", 100), Ok(()));
         }
-        assert_eq!(
-            phantoms.retry_after(&policy, "nobody", 100),
-            policy.retry_after(5, Some(100), 100)
-        );
-        assert_eq!(phantoms.retry_after(&policy, "somebody-else", 100), None);
+        let expected = policy.retry_after(5, Some(100), 100).unwrap();
+        assert_eq!(phantoms.reserve(&policy, "nobody", 100), Err(expected));
+        assert_eq!(phantoms.reserve(&policy, "somebody-else", 100), Ok(()));
+    }
+
+    /// Review finding 10: names were stored whole, so long names grew memory without bound.
+    #[test]
+    fn phantom_counters_are_bounded_in_entries_and_bytes() {
+        let policy = LockoutPolicy::default();
+        let phantoms = PhantomFailures::default();
+        let long = "x".repeat(10_000);
+        for i in 0..(MAX_PHANTOMS + 10) {
+            let _ = phantoms.reserve(&policy, &format!("{long}{i}"), 100);
+        }
+        assert!(phantoms.len() <= MAX_PHANTOMS);
+        // Keys are 16-byte digests whatever the name's length.
+        assert_eq!(std::mem::size_of::<PhantomKey>(), 16);
     }
 
     #[test]

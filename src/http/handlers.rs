@@ -57,13 +57,8 @@ pub async fn handle(
             state.metrics.logout(true);
             Ok(response::no_content())
         }
-        Route::ChangePassword => change_password(state, request).await,
-        Route::DeleteMe => {
-            let session = authenticate(state, &request).await?;
-            let auth = state.auth.clone();
-            blocking(move || auth.delete_account(&session)).await?;
-            Ok(response::no_content())
-        }
+        Route::ChangePassword => change_password(state, peer, request).await,
+        Route::DeleteMe => delete_account(state, peer, request).await,
         Route::Health => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Ready => ready(state).await,
         Route::OpenApi => Ok(response::text(
@@ -89,7 +84,8 @@ async fn register(
     };
     body.finish()?;
     let auth = state.auth.clone();
-    let profile = blocking(move || auth.register(&registration, clock::now())).await?;
+    let now = state.clock.now();
+    let profile = blocking(move || auth.register(&registration, now)).await?;
     let mut response = user_view(StatusCode::CREATED, &profile);
     let location = format!(
         "/v1/users/{}",
@@ -112,7 +108,8 @@ async fn login(
     let password = body.string("password");
     body.finish()?;
     let auth = state.auth.clone();
-    let result = blocking(move || auth.login(&username, &password, clock::now())).await;
+    let now = state.clock.now();
+    let result = blocking(move || auth.login(&username, &password, now)).await;
     let outcome = match &result {
         Ok(_) => LoginOutcome::Succeeded,
         Err(ApiError::TooManyRequests { .. }) => LoginOutcome::Throttled,
@@ -145,25 +142,46 @@ async fn logout_current(
 ) -> Result<HttpResponse, ApiError> {
     let token = bearer::extract(request.headers(), request.uri())?.to_owned();
     let auth = state.auth.clone();
-    blocking(move || auth.logout(&token, clock::now())).await?;
+    let now = state.clock.now();
+    blocking(move || auth.logout(&token, now)).await?;
     state.metrics.logout(false);
     Ok(response::no_content())
 }
 
 async fn change_password(
     state: &Arc<AppState>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let session = authenticate(state, &request).await?;
+    // Every endpoint that hashes a password draws from the same per-IP budget as login.
+    state.login_limiter.check(peer.ip(), Instant::now())?;
     let mut body = read_body(state, request).await?;
     let current = body.string("current_password");
     let new = body.string("new_password");
     body.finish()?;
     let auth = state.auth.clone();
-    let issued =
-        blocking(move || auth.change_password(&session, &current, &new, clock::now())).await?;
+    let now = state.clock.now();
+    let issued = blocking(move || auth.change_password(&session, &current, &new, now)).await?;
     state.metrics.token_issued();
     Ok(token_response(&issued))
+}
+
+/// Account deletion re-authenticates: `{"password": "…"}` in the body (ASVS 5.0).
+async fn delete_account(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let session = authenticate(state, &request).await?;
+    state.login_limiter.check(peer.ip(), Instant::now())?;
+    let mut body = read_body(state, request).await?;
+    let password = body.string("password");
+    body.finish()?;
+    let auth = state.auth.clone();
+    let now = state.clock.now();
+    blocking(move || auth.delete_account(&session, &password, now)).await?;
+    Ok(response::no_content())
 }
 
 async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
@@ -187,7 +205,8 @@ async fn authenticate(
     request: &Request<Incoming>,
 ) -> Result<Session, ApiError> {
     let token = bearer::extract(request.headers(), request.uri())?;
-    match state.auth.authenticate_in_memory(token, clock::now()) {
+    let now = state.clock.now();
+    match state.auth.authenticate_in_memory(token, now) {
         Ok(Some(session)) => return Ok(session),
         Ok(None) => {}
         Err(error) => {
@@ -197,7 +216,7 @@ async fn authenticate(
     }
     let token = token.to_owned();
     let auth = state.auth.clone();
-    blocking(move || auth.authenticate(&token, clock::now())).await
+    blocking(move || auth.authenticate(&token, now)).await
 }
 
 async fn read_body(

@@ -71,6 +71,8 @@ pub struct AppState {
     pub login_limiter: RateLimiter,
     pub register_limiter: RateLimiter,
     pub metrics: Metrics,
+    /// The one source of "now" for every request.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting and gives

@@ -72,6 +72,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken(_) => Self::Bearer(BearerProblem::InvalidToken),
             // Nobody reads the answer to a client that left; "not done, retry" is the truth.
             AuthError::Overloaded | AuthError::ClientGone => Self::Overloaded { retry_after: 1 },
+            AuthError::Store(e) if e.is_unavailable() => Self::NotReady,
             AuthError::Store(_) | AuthError::Hash(_) => Self::Internal,
         }
     }

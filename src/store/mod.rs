@@ -13,12 +13,11 @@
 //! - `foreign_keys=ON`: deleting a user removes its ledger and denylist rows.
 //! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
 
-mod cache;
 mod dump;
+mod revocation;
 mod schema;
 mod sessions;
 mod users;
-mod wal_watch;
 
 pub use sessions::{IssuedTokenRecord, TokenState};
 pub use users::{Credentials, NewUser, UserProfile, UserSummary};
@@ -41,10 +40,32 @@ pub enum StoreError {
     },
     #[error("that username is taken")]
     UsernameTaken,
+    #[error("the password or token generation changed while the login was checked")]
+    CredentialsChanged,
     #[error("database schema version {found} is newer than this build knows ({known})")]
     SchemaTooNew { found: i64, known: i64 },
     #[error("database file {0} is missing or was replaced since it was opened")]
     FileReplaced(PathBuf),
+    #[error("no database at {0} (only `tessera serve` and `tessera demo` create one)")]
+    Missing(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the database files changed under the server; revocation state cannot be proven")]
+    Unprovable,
+}
+
+impl StoreError {
+    /// The database cannot be trusted right now (files replaced, or unreachable): answer 503,
+    /// never 200 from state that cannot be proven current.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::FileReplaced(_) | Self::Unprovable | Self::Io { .. }
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -52,31 +73,49 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Idle connections kept for reuse; more are opened on demand under load.
 const MAX_IDLE_CONNECTIONS: usize = 16;
 
-/// A handle on the database: a small pool of connections to one file, and the in-memory view
-/// of token state that keeps per-request revocation checks off SQLite.
+/// A handle on the database: a small pool of connections to one file and, for the server, the
+/// in-memory revocation view that keeps per-request token checks off SQLite.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
     /// The file opened, as (device, inode): our connections keep writing to that file even if
     /// the path is deleted or replaced, so readiness checks the path still names it.
     identity: (u64, u64),
+    // Field order is drop order: connections close before the view's `-shm` descriptor.
     idle: Mutex<Vec<Connection>>,
-    cache: cache::TokenCache,
+    view: Option<revocation::RevocationView>,
 }
 
 impl Store {
-    /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// The server's store: creates the database (mode 0600) if missing, migrates it, and builds
+    /// the revocation view.
+    pub fn open_for_serving(path: &Path) -> Result<Self> {
         create_private_file(path)?;
+        let mut store = Self::open_unwatched(path)?;
+        let view = store.with_conn(|conn| revocation::RevocationView::open(conn))?;
+        store.path = view.db_path().to_path_buf();
+        store.view = Some(view);
+        Ok(store)
+    }
+
+    /// An operator's store (admin CLI, `tessera-token verify --db`): the database must exist,
+    /// and every token check reads SQLite directly — exact, and nothing held open for long.
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.into()));
+        }
+        Self::open_unwatched(path)
+    }
+
+    fn open_unwatched(path: &Path) -> Result<Self> {
         let mut conn = connect(path)?;
         schema::migrate(&mut conn)?;
-        let cache = cache::TokenCache::load(path, &conn)?;
         let identity = file_identity(path).ok_or_else(|| StoreError::FileReplaced(path.into()))?;
         Ok(Self {
             path: path.into(),
             identity,
             idle: Mutex::new(vec![conn]),
-            cache,
+            view: None,
         })
     }
 
@@ -96,6 +135,25 @@ impl Store {
             idle.push(conn);
         }
         result
+    }
+
+    /// Runs a write on a pooled connection, then checks the files are still the ones at their
+    /// paths: a commit into a deleted `-wal` would be lost at the next start, so it must not
+    /// be acknowledged.
+    pub(crate) fn with_write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let value = self.with_conn(f)?;
+        self.verify_files()?;
+        Ok(value)
+    }
+
+    fn verify_files(&self) -> Result<()> {
+        if file_identity(&self.path) != Some(self.identity) {
+            return Err(StoreError::FileReplaced(self.path.clone()));
+        }
+        match &self.view {
+            Some(view) => view.verify_files(),
+            None => Ok(()),
+        }
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
@@ -129,9 +187,7 @@ impl Store {
     /// the file we opened — a deleted or swapped file would otherwise go unnoticed, as open
     /// connections keep working on the unlinked inode — and a query succeeds.
     pub fn ping(&self) -> Result<()> {
-        if file_identity(&self.path) != Some(self.identity) {
-            return Err(StoreError::FileReplaced(self.path.clone()));
-        }
+        self.verify_files()?;
         self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
     }
 }

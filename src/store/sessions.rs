@@ -5,14 +5,16 @@
 //! out everywhere bumps the user's generation: every token carries the generation it was minted
 //! at, and any token below the current one is dead — one UPDATE, however many tokens exist.
 
-use super::cache::Lookup;
+use super::revocation::Lookup;
 use super::users::{PROFILE_COLUMNS, UserProfile, profile_from_row};
-use super::{Result, Store, to_u64};
+use super::{Credentials, Result, Store, StoreError, to_u64};
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 use std::sync::Arc;
 
-/// Seconds of change-log history kept for the in-memory view.
-const CHANGE_LOG_RETENTION: i64 = 3600;
+/// Least seconds of change-log history kept. The view stays exact whatever the log holds (it
+/// rebuilds when it finds a gap); keeping at least a token lifetime of history means a view
+/// that was idle that long still catches up by applying the log rather than rebuilding.
+const MIN_CHANGE_LOG_RETENTION: i64 = 3600;
 
 /// The user behind a token, with what is needed to decide whether the token still stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,35 +36,33 @@ pub struct IssuedTokenRecord<'a> {
 }
 
 impl Store {
-    /// The user's current token generation, for minting a token.
-    pub fn token_generation(&self, user_id: &str) -> Result<Option<u64>> {
-        self.with_conn(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT token_generation FROM users WHERE id = ?1",
-                    [user_id],
-                    |row| row.get::<_, i64>(0),
-                )
-                .optional()?
-                .map(to_u64))
-        })
-    }
-
-    /// A successful login: clear the failure counter, optionally store a rehashed password, and
-    /// record the token in the ledger — one transaction.
+    /// A successful login: record the token in the ledger, clear the failure counter and
+    /// optionally store a rehashed password — one transaction, and only if the password hash
+    /// and generation are still the ones the login verified (`verified`). Otherwise the
+    /// password changed or every token was revoked while the login was being checked, and
+    /// [`StoreError::CredentialsChanged`] says so: the token must not be handed out.
     pub fn record_login(
         &self,
         token: &IssuedTokenRecord<'_>,
+        verified: &Credentials,
         rehashed_password: Option<&str>,
     ) -> Result<()> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            let still_current = tx.execute(
                 "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL,
-                     password_hash = coalesce(?2, password_hash)
-                 WHERE id = ?1",
-                params![token.user_id, rehashed_password],
-            )?;
+                     password_hash = coalesce(?4, password_hash)
+                 WHERE id = ?1 AND password_hash = ?2 AND token_generation = ?3",
+                params![
+                    verified.user_id,
+                    verified.password_hash,
+                    i64::try_from(verified.token_generation).unwrap_or(i64::MAX),
+                    rehashed_password
+                ],
+            )? == 1;
+            if !still_current {
+                return Err(StoreError::CredentialsChanged);
+            }
             tx.execute(
                 "INSERT INTO issued_tokens (jti, user_id, generation, issued_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -79,15 +79,48 @@ impl Store {
         })
     }
 
-    /// The token's user, its current generation and whether this `jti` is denylisted, from
-    /// memory when the view has the user (see `cache.rs`), otherwise with one indexed read that
-    /// then fills the view. `None` when the user no longer exists.
+    /// The token's user, its current generation and whether this `jti` is denylisted: from the
+    /// revocation view when it has the user (catching it up first if anything was committed),
+    /// otherwise with one indexed read that then fills the view. `None` when the user no longer
+    /// exists. Blocking: runs SQL whenever the view is stale.
     pub fn token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
-        let seq = match self.cache.lookup(user_id, jti)? {
-            Lookup::Hit(state) => return Ok(Some(state)),
-            Lookup::Miss { seq } => seq,
+        let Some(view) = &self.view else {
+            return self.load_token_state(user_id, jti);
         };
-        let state = self.with_conn(|conn| {
+        let mut lookup = view.lookup(user_id, jti)?;
+        if let Lookup::Stale = lookup {
+            self.with_conn(|conn| view.catch_up(conn))?;
+            lookup = view.lookup(user_id, jti)?;
+        }
+        match lookup {
+            Lookup::Hit(state) => Ok(Some(state)),
+            Lookup::Miss { version } => {
+                let state = self.load_token_state(user_id, jti)?;
+                if let Some(state) = &state {
+                    view.remember(version, &state.profile, state.current_generation);
+                }
+                Ok(state)
+            }
+            // Commits keep landing: the tables themselves are exact.
+            Lookup::Stale => self.load_token_state(user_id, jti),
+        }
+    }
+
+    /// The same from memory only, with no SQL and no blocking: `Ok(None)` when the view is
+    /// stale or lacks the user, and the caller must use [`Store::token_state`] off the async
+    /// reactor. An error when the view cannot prove it is current.
+    pub fn cached_token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
+        let Some(view) = &self.view else {
+            return Ok(None);
+        };
+        Ok(match view.lookup(user_id, jti)? {
+            Lookup::Hit(state) => Some(state),
+            Lookup::Miss { .. } | Lookup::Stale => None,
+        })
+    }
+
+    fn load_token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
+        self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {PROFILE_COLUMNS}, token_generation,
                         EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?2)
@@ -103,26 +136,12 @@ impl Store {
                     })
                 })
                 .optional()?)
-        })?;
-        if let Some(state) = &state {
-            self.cache
-                .remember(seq, &state.profile, state.current_generation);
-        }
-        Ok(state)
-    }
-
-    /// The same from memory only: `Ok(None)` when the view lacks the user and the caller must
-    /// use [`Store::token_state`] off the async reactor. Costs one `PRAGMA data_version`.
-    pub fn cached_token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
-        Ok(match self.cache.lookup(user_id, jti)? {
-            Lookup::Hit(state) => Some(state),
-            Lookup::Miss { .. } => None,
         })
     }
 
     /// Denylists one token until `expires_at`. Idempotent.
     pub fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64) -> Result<()> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             conn.execute(
                 "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at) VALUES (?1, ?2, ?3)",
                 params![jti, user_id, expires_at],
@@ -143,7 +162,7 @@ impl Store {
 
     /// `column` is one of the two fixed names above, never input.
     fn bump_generation_where(&self, column: &'static str, value: &str) -> Result<Option<u64>> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let sql = format!(
                 "UPDATE users SET token_generation = token_generation + 1
                  WHERE {column} = ?1 RETURNING token_generation"
@@ -156,22 +175,24 @@ impl Store {
     }
 
     /// Drops denylist and ledger rows whose tokens have expired: such tokens fail the codec's
-    /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway.
-    /// Returns how many rows went.
-    pub fn prune_expired(&self, now: i64) -> Result<usize> {
+    /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway;
+    /// `longest_token_lifetime` sets how much change-log history is kept. Returns how many
+    /// denylist and ledger rows went.
+    pub fn prune_expired(&self, now: i64, longest_token_lifetime: i64) -> Result<usize> {
         let pruned = self.with_conn(|conn| {
             let revoked =
                 conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
             let issued = conn.execute("DELETE FROM issued_tokens WHERE expires_at < ?1", [now])?;
-            // Every live view applies the log within one request of a commit; an hour of
-            // history is ample, and a view that somehow fell behind rebuilds itself.
+            let retention = longest_token_lifetime.max(MIN_CHANGE_LOG_RETENTION);
             conn.execute(
                 "DELETE FROM token_changes WHERE changed_at < ?1",
-                [now.saturating_sub(CHANGE_LOG_RETENTION)],
+                [now.saturating_sub(retention)],
             )?;
             Ok(revoked + issued)
         })?;
-        self.cache.prune(now);
+        if let Some(view) = &self.view {
+            view.prune(now);
+        }
         Ok(pruned)
     }
 

@@ -3,7 +3,7 @@ use std::os::unix::fs::PermissionsExt as _;
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let store = Store::open_for_serving(&dir.path().join("t.db")).unwrap();
     (dir, store)
 }
 
@@ -17,6 +17,10 @@ fn user<'a>(id: &'a str, name: &'a str) -> NewUser<'a> {
         password_hash: "$argon2id$stub",
         created_at: 100,
     }
+}
+
+fn verified(store: &Store, name: &str) -> Credentials {
+    store.find_credentials(name).unwrap().unwrap()
 }
 
 fn ledger<'a>(jti: &'a str, user_id: &'a str) -> IssuedTokenRecord<'a> {
@@ -33,12 +37,12 @@ fn ledger<'a>(jti: &'a str, user_id: &'a str) -> IssuedTokenRecord<'a> {
 fn database_file_is_created_private_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/t.db");
-    let store = Store::open(&path).unwrap();
+    let store = Store::open_for_serving(&path).unwrap();
     store.create_user(&user("u1", "kvothe")).unwrap();
     drop(store);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let store = Store::open(&path).unwrap();
+    let store = Store::open_for_serving(&path).unwrap();
     assert!(store.find_credentials("kvothe").unwrap().is_some());
     assert_eq!(store.integrity_check().unwrap(), ["ok"]);
 }
@@ -57,7 +61,10 @@ fn canonical_username_is_unique() {
 fn token_state_reports_generation_and_denylist() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
-    store.record_login(&ledger("j1", "u1"), None).unwrap();
+    let creds = verified(&store, "kvothe");
+    store
+        .record_login(&ledger("j1", "u1"), &creds, None)
+        .unwrap();
     let state = store.token_state("u1", "j1").unwrap().unwrap();
     assert_eq!((state.current_generation, state.revoked), (0, false));
     assert_eq!(state.profile.username, "kvothe");
@@ -80,22 +87,52 @@ fn token_state_reports_generation_and_denylist() {
 }
 
 #[test]
-fn failed_logins_count_up_and_reset_on_login() {
+fn reserved_attempts_count_up_and_reset_on_login() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
-    assert_eq!(store.record_failed_login("u1", 10).unwrap(), 1);
-    assert_eq!(store.record_failed_login("u1", 11).unwrap(), 2);
-    let creds = store.find_credentials("kvothe").unwrap().unwrap();
-    assert_eq!(
-        (creds.failed_logins, creds.last_failed_login_at),
-        (2, Some(11))
-    );
+    let policy = crate::lockout::LockoutPolicy::default();
+    for _ in 0..5 {
+        assert_eq!(store.reserve_attempt("u1", &policy, 10).unwrap(), Ok(()));
+    }
+    assert_eq!(store.reserve_attempt("u1", &policy, 10).unwrap(), Err(2));
+    assert_eq!(store.failed_logins("kvothe").unwrap(), Some(5));
+    let creds = verified(&store, "kvothe");
     store
-        .record_login(&ledger("j1", "u1"), Some("$argon2id$new"))
+        .record_login(&ledger("j1", "u1"), &creds, Some("$argon2id$new"))
         .unwrap();
-    let creds = store.find_credentials("kvothe").unwrap().unwrap();
-    assert_eq!(creds.failed_logins, 0);
-    assert_eq!(creds.password_hash, "$argon2id$new");
+    assert_eq!(store.failed_logins("kvothe").unwrap(), Some(0));
+    assert_eq!(verified(&store, "kvothe").password_hash, "$argon2id$new");
+}
+
+/// Review findings 3 and 4 at the storage boundary: a login records its token (and any
+/// rehash) only if the hash and generation it verified are still the stored ones.
+#[test]
+fn a_login_is_not_recorded_once_its_credentials_changed() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let before = verified(&store, "kvothe");
+    store
+        .change_password("u1", &before.password_hash, "$argon2id$changed")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.record_login(
+            &ledger("j1", "u1"),
+            &before,
+            Some("$argon2id$rehash-of-old")
+        ),
+        Err(StoreError::CredentialsChanged)
+    ));
+    assert_eq!(
+        verified(&store, "kvothe").password_hash,
+        "$argon2id$changed"
+    );
+    let current = verified(&store, "kvothe");
+    store.bump_generation("u1").unwrap();
+    assert!(matches!(
+        store.record_login(&ledger("j2", "u1"), &current, None),
+        Err(StoreError::CredentialsChanged)
+    ));
 }
 
 #[test]
@@ -104,7 +141,7 @@ fn pruning_drops_only_expired_rows() {
     store.create_user(&user("u1", "kvothe")).unwrap();
     store.revoke_token("old", "u1", 50).unwrap();
     store.revoke_token("new", "u1", 500).unwrap();
-    store.prune_expired(100).unwrap();
+    store.prune_expired(100, 3600).unwrap();
     assert_eq!(store.denylist_len().unwrap(), 1);
     assert!(store.token_state("u1", "new").unwrap().unwrap().revoked);
 }
@@ -113,7 +150,10 @@ fn pruning_drops_only_expired_rows() {
 fn deleting_a_user_frees_the_name_and_cascades() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
-    store.record_login(&ledger("j1", "u1"), None).unwrap();
+    let creds = verified(&store, "kvothe");
+    store
+        .record_login(&ledger("j1", "u1"), &creds, None)
+        .unwrap();
     store.revoke_token("j1", "u1", 200).unwrap();
     assert!(store.delete_user("u1").unwrap());
     assert_eq!(store.denylist_len().unwrap(), 0);
@@ -124,8 +164,20 @@ fn deleting_a_user_frees_the_name_and_cascades() {
 fn changing_the_password_bumps_the_generation() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
-    assert_eq!(store.change_password("u1", "$argon2id$x").unwrap(), 1);
-    assert_eq!(store.token_generation("u1").unwrap(), Some(1));
+    assert_eq!(
+        store
+            .change_password("u1", "$argon2id$stub", "$argon2id$x")
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(verified(&store, "kvothe").token_generation, 1);
+    assert_eq!(
+        store
+            .change_password("u1", "$argon2id$stub", "$argon2id$y")
+            .unwrap(),
+        None,
+        "compare-and-set on the verified hash"
+    );
 }
 
 #[test]
@@ -152,6 +204,11 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
     assert_eq!((hit.current_generation, hit.revoked), (0, false));
 
     store.revoke_token("j1", "u1", 200).unwrap();
+    assert!(
+        store.cached_token_state("u1", "j1").unwrap().is_none(),
+        "a commit makes the view stale until it catches up"
+    );
+    assert!(store.token_state("u1", "j1").unwrap().unwrap().revoked);
     assert!(
         store
             .cached_token_state("u1", "j1")
@@ -183,13 +240,8 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
             [],
         )
         .unwrap();
-    assert!(
-        store
-            .cached_token_state("u1", "j2")
-            .unwrap()
-            .unwrap()
-            .revoked
-    );
+    assert!(store.cached_token_state("u1", "j2").unwrap().is_none());
+    assert!(store.token_state("u1", "j2").unwrap().unwrap().revoked);
 
     other
         .execute("DELETE FROM users WHERE id = 'u1'", [])
@@ -228,4 +280,19 @@ fn memory_view_rebuilds_when_the_change_log_was_pruned_past_it() {
             .unwrap()
             .revoked
     );
+}
+
+/// Review finding 2: with the log pruned *empty*, `min(seq)` was NULL and the view neither
+/// applied nor rebuilt, so a revocation it had not yet seen was forgotten.
+#[test]
+fn memory_view_sees_revocations_after_the_change_log_was_pruned_empty() {
+    let (dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    assert!(!store.token_state("u1", "j1").unwrap().unwrap().revoked);
+    store.revoke_token("j1", "u1", i64::MAX).unwrap();
+    store.bump_generation("u1").unwrap();
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    other.execute("DELETE FROM token_changes", []).unwrap();
+    let state = store.token_state("u1", "j1").unwrap().unwrap();
+    assert_eq!((state.current_generation, state.revoked), (1, true));
 }

@@ -1,6 +1,7 @@
 //! The users table: accounts, credentials and the failed-login counter.
 
 use super::{Result, Store, StoreError, to_u64};
+use crate::lockout::LockoutPolicy;
 use rusqlite::{ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
 
 /// A user to insert; every field already validated by the caller.
@@ -25,13 +26,13 @@ pub struct UserProfile {
     pub created_at: i64,
 }
 
-/// What login needs: the hash and the softlock state.
+/// What login needs: the hash and the generation, read together. A token is issued only if
+/// both are still the stored ones when it is recorded (see [`Store::record_login`]).
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub user_id: String,
     pub password_hash: String,
-    pub failed_logins: u32,
-    pub last_failed_login_at: Option<i64>,
+    pub token_generation: u64,
 }
 
 /// One line of `tessera user list`.
@@ -60,7 +61,7 @@ impl Store {
     /// Inserts a user. The unique index on the canonical name settles races: of any number of
     /// concurrent registrations of one name, exactly one commits.
     pub fn create_user(&self, user: &NewUser<'_>) -> Result<UserProfile> {
-        self.with_conn(|conn| {
+        self.with_write(|conn| {
             let inserted = conn.execute(
                 "INSERT INTO users (id, username, username_canonical, full_name,
                      mothers_favorite_search_engine, password_hash, created_at)
@@ -97,15 +98,14 @@ impl Store {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT id, password_hash, failed_logins, last_failed_login_at
+                    "SELECT id, password_hash, token_generation
                      FROM users WHERE username_canonical = ?1",
                     [username_canonical],
                     |row| {
                         Ok(Credentials {
                             user_id: row.get(0)?,
                             password_hash: row.get(1)?,
-                            failed_logins: row.get(2)?,
-                            last_failed_login_at: row.get(3)?,
+                            token_generation: to_u64(row.get(2)?),
                         })
                     },
                 )
@@ -128,18 +128,53 @@ impl Store {
         })
     }
 
-    /// Counts a failed login. Returns the new consecutive-failure count.
-    pub fn record_failed_login(&self, user_id: &str, now: i64) -> Result<u32> {
+    /// Reserves one password guess against the softlock, atomically, *before* any hashing: the
+    /// attempt is counted as a failure now and forgiven by a successful login. Of any number of
+    /// concurrent guesses, only as many as the policy allows get through; the rest get the
+    /// seconds to wait. `Ok(Err(_))` for a refused guess, `Ok(Ok(()))` for a reserved one.
+    pub fn reserve_attempt(
+        &self,
+        user_id: &str,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<std::result::Result<(), u64>> {
+        self.with_write(|conn| {
+            // IMMEDIATE: the read and the increment happen under the write lock, so two
+            // guesses cannot both read the same count.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some((failures, last)) = tx
+                .query_row(
+                    "SELECT failed_logins, last_failed_login_at FROM users WHERE id = ?1",
+                    [user_id],
+                    |row| Ok((row.get::<_, u32>(0)?, row.get::<_, Option<i64>>(1)?)),
+                )
+                .optional()?
+            else {
+                return Ok(Ok(())); // deleted meanwhile: the guess fails at the hash check
+            };
+            if let Some(retry_after) = policy.retry_after(failures, last, now) {
+                return Ok(Err(retry_after));
+            }
+            tx.execute(
+                "UPDATE users SET failed_logins = failed_logins + 1, last_failed_login_at = ?2
+                 WHERE id = ?1",
+                params![user_id, now],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// The failed-login counter and when the last guess was reserved (tests, `user list`).
+    pub fn failed_logins(&self, username_canonical: &str) -> Result<Option<u32>> {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
-                    "UPDATE users SET failed_logins = failed_logins + 1, last_failed_login_at = ?2
-                     WHERE id = ?1 RETURNING failed_logins",
-                    params![user_id, now],
+                    "SELECT failed_logins FROM users WHERE username_canonical = ?1",
+                    [username_canonical],
                     |row| row.get(0),
                 )
-                .optional()?
-                .unwrap_or(0))
+                .optional()?)
         })
     }
 
@@ -154,27 +189,33 @@ impl Store {
         })
     }
 
-    /// Replaces the password hash and bumps the generation, so every earlier token dies.
-    /// Returns the new generation.
-    pub fn change_password(&self, user_id: &str, password_hash: &str) -> Result<u64> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let generation: i64 = tx.query_row(
-                "UPDATE users SET password_hash = ?2, token_generation = token_generation + 1,
-                     failed_logins = 0, last_failed_login_at = NULL
-                 WHERE id = ?1 RETURNING token_generation",
-                params![user_id, password_hash],
-                |row| row.get(0),
-            )?;
-            tx.commit()?;
-            Ok(to_u64(generation))
+    /// Replaces the password hash and bumps the generation, so every earlier token dies —
+    /// only if the stored hash is still `verified_hash`, the one the caller checked the
+    /// current password against. Returns the new generation, or `None` if the password
+    /// changed meanwhile (or the user is gone).
+    pub fn change_password(
+        &self,
+        user_id: &str,
+        verified_hash: &str,
+        new_hash: &str,
+    ) -> Result<Option<u64>> {
+        self.with_write(|conn| {
+            Ok(conn
+                .query_row(
+                    "UPDATE users SET password_hash = ?3, token_generation = token_generation + 1
+                     WHERE id = ?1 AND password_hash = ?2 RETURNING token_generation",
+                    params![user_id, verified_hash, new_hash],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(to_u64))
         })
     }
 
     /// Deletes a user; the ledger and denylist rows go with it (ON DELETE CASCADE).
     /// True if a user was deleted.
     pub fn delete_user(&self, user_id: &str) -> Result<bool> {
-        self.with_conn(|conn| Ok(conn.execute("DELETE FROM users WHERE id = ?1", [user_id])? == 1))
+        self.with_write(|conn| Ok(conn.execute("DELETE FROM users WHERE id = ?1", [user_id])? == 1))
     }
 
     pub fn list_users(&self) -> Result<Vec<UserSummary>> {

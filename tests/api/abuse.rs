@@ -1,6 +1,7 @@
 //! Brute force, rate limits and overload.
 
 use crate::helpers::*;
+use crate::races::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera::password::HashParams;
@@ -96,6 +97,8 @@ async fn full_hash_queue_gets_fast_503_while_token_endpoints_keep_working() {
         spawn_app_with(|c| {
             c.hash_permits = 1;
             c.hash_queue = 1;
+            // Twelve concurrent logins of one account would otherwise meet its softlock.
+            c.auth.lockout.free_attempts = 100;
             c.hash = HashParams {
                 memory_kib: 19_456,
                 iterations: 2,
@@ -207,9 +210,10 @@ async fn a_login_whose_client_hangs_up_while_queued_costs_no_hash() {
     tokio::time::sleep(Duration::from_millis(200)).await; // hyper notices the hang-up
     assert!(hold.await.unwrap().is_ok(), "the hashing thread stopped");
     wait_for(|| hashing().abandoned() == 1 && hashing().queue_depth() == 0).await;
-    // The wrong password was never checked, so it counts against nobody.
+    // The wrong password was never checked, but the guess was reserved against the softlock
+    // before it queued (concurrent guesses must not outrun the policy), so it counts.
     let users = app.state.auth.store().list_users().unwrap();
-    assert_eq!(users[0].failed_logins, 0);
+    assert_eq!(users[0].failed_logins, 1);
     let metrics = tessera::http_client::send(app.metrics_addr, "GET", "/metrics", &[], None)
         .await
         .unwrap();
@@ -218,13 +222,101 @@ async fn a_login_whose_client_hangs_up_while_queued_costs_no_hash() {
     assert_eq!(app.login("kvothe", GOOD_PASSWORD).await.status, 200);
 }
 
-/// Polls `condition` until it holds; fails the test after 10 s.
-async fn wait_for(condition: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Sends `count` concurrent requests while the hashing threads are held, releasing them only
+/// once every request has either been refused or queued for its hash; returns the statuses.
+async fn concurrently_while_held<F>(
+    app: &Arc<TestApp>,
+    count: usize,
+    send: impl Fn(Arc<TestApp>) -> F,
+) -> Vec<u16>
+where
+    F: std::future::Future<Output = tessera::http_client::Reply> + Send + 'static,
+{
+    let held = app.state.auth.hashing().hold();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..count)
+        .map(|_| {
+            let (request, answered) = (send(app.clone()), answered.clone());
+            tokio::spawn(async move {
+                let reply = request.await;
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                reply.status
+            })
+        })
+        .collect();
+    let hashing = || app.state.auth.hashing();
+    wait_for(|| {
+        answered.load(std::sync::atomic::Ordering::SeqCst) + hashing().queue_depth() == count
+    })
+    .await;
+    drop(held);
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
     }
-    panic!("condition not reached within 10 s");
+    statuses
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// Finding 7: the softlock was checked before hashing and never reserved, so 14 simultaneous
+/// guesses were all evaluated where the policy allows one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_login_guesses_cannot_outrun_the_softlock() {
+    let app = Arc::new(spawn_app_with(|c| c.hash_queue = 64).await);
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let statuses =
+        concurrently_while_held(
+            &app,
+            20,
+            |app| async move { app.login("kvothe", WRONG).await },
+        )
+        .await;
+    // Five free attempts; every other guess refused before any hashing.
+    assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 15, "{statuses:?}");
+    let failed = app.state.auth.store().failed_logins("kvothe").unwrap();
+    assert_eq!(failed, Some(5));
+}
+
+/// Finding 7, through the password-change endpoint's `current_password`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_current_password_guesses_cannot_outrun_the_softlock() {
+    let app = Arc::new(spawn_app_with(|c| c.hash_queue = 64).await);
+    let token = app.user_with_token("kvothe").await;
+    let statuses = concurrently_while_held(&app, 20, move |app| {
+        let token = token.clone();
+        async move {
+            let body = serde_json::json!({
+                "current_password": WRONG,
+                "new_password": "an entirely different passphrase",
+            });
+            app.put_json("/v1/users/me/password", &token, &body).await
+        }
+    })
+    .await;
+    assert_eq!(count(&statuses, 403), 5, "{statuses:?}");
+    assert_eq!(count(&statuses, 429), 15, "{statuses:?}");
+}
+
+/// Finding 8: password changes drew from no per-IP budget, so one address could keep the
+/// hashing threads busy for everyone.
+#[tokio::test]
+async fn password_changes_and_deletions_draw_from_the_per_ip_budget() {
+    let app = spawn_app_with(|c| c.login_limit = (3, 0.01)).await;
+    let token = app.user_with_token("kvothe").await; // one login: one unit of the budget
+    let body = serde_json::json!({
+        "current_password": WRONG,
+        "new_password": "an entirely different passphrase",
+    });
+    assert_problem(
+        &app.put_json("/v1/users/me/password", &token, &body).await,
+        403,
+    );
+    assert_problem(&app.delete_account(&token, WRONG).await, 403);
+    let reply = app.put_json("/v1/users/me/password", &token, &body).await;
+    assert_problem(&reply, 429);
+    assert!(reply.header("retry-after").is_some());
 }

@@ -75,12 +75,7 @@ async fn deleting_the_account_kills_its_tokens_and_frees_the_name() {
     let app = spawn_app().await;
     let token = app.user_with_token("kvothe").await;
     let other = app.token("kvothe", GOOD_PASSWORD).await;
-    assert_eq!(
-        app.send("DELETE", "/v1/users/me", Some(&token))
-            .await
-            .status,
-        204
-    );
+    assert_eq!(app.delete_account(&token, GOOD_PASSWORD).await.status, 204);
     assert_problem(&app.me(&token).await, 401);
     assert_problem(&app.me(&other).await, 401);
     assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
@@ -117,4 +112,27 @@ async fn login_rehashes_when_the_configured_parameters_change() {
         stored(&app)
     );
     app.token("kvothe", GOOD_PASSWORD).await;
+}
+
+/// Finding 20: deletion needed only a token; it now re-authenticates with the password, and a
+/// wrong one counts for the softlock like any failed guess.
+#[tokio::test]
+async fn deleting_the_account_requires_the_password() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    assert_problem(&app.send("DELETE", "/v1/users/me", Some(&token)).await, 415);
+    let empty =
+        http_client::send_json(app.addr, "DELETE", "/v1/users/me", Some(&token), &json!({}))
+            .await
+            .unwrap();
+    assert_problem(&empty, 400);
+    assert_problem(
+        &app.delete_account(&token, "not my password at all").await,
+        403,
+    );
+    let failed = app.state.auth.store().failed_logins("kvothe").unwrap();
+    assert_eq!(failed, Some(1));
+    assert_eq!(app.me(&token).await.status, 200, "still there");
+    assert_eq!(app.delete_account(&token, GOOD_PASSWORD).await.status, 204);
+    assert_problem(&app.me(&token).await, 401);
 }

@@ -201,12 +201,7 @@ async fn deleted_users_and_old_generation_tokens_are_401() {
     assert_token_refused(&app, &old, "old generation").await;
 
     let doomed = app.user_with_token("doomed").await;
-    assert_eq!(
-        app.send("DELETE", "/v1/users/me", Some(&doomed))
-            .await
-            .status,
-        204
-    );
+    assert_eq!(app.delete_account(&doomed, GOOD_PASSWORD).await.status, 204);
     assert_token_refused(&app, &doomed, "deleted user").await;
     // Re-registering the name makes a new account: the old token still fails.
     app.register("doomed", GOOD_PASSWORD).await;

@@ -120,7 +120,7 @@ async fn acknowledged_writes_survive_sigkill() {
         "nothing happened before the kill"
     );
 
-    let store = tessera::store::Store::open(&dir.path().join("tessera.db")).unwrap();
+    let store = tessera::store::Store::open_for_serving(&dir.path().join("tessera.db")).unwrap();
     assert_eq!(store.integrity_check().unwrap(), ["ok"]);
     for user in &acked.users {
         assert!(

@@ -126,6 +126,20 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn put_json(&self, path: &str, token: &str, body: &Value) -> Reply {
+        http_client::send_json(self.addr, "PUT", path, Some(token), body)
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /v1/users/me`, re-authenticating with the password.
+    pub async fn delete_account(&self, token: &str, password: &str) -> Reply {
+        let body = json!({ "password": password });
+        http_client::send_json(self.addr, "DELETE", "/v1/users/me", Some(token), &body)
+            .await
+            .unwrap()
+    }
+
     pub async fn send(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
         let authorization = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = authorization

@@ -8,6 +8,8 @@ mod bad_input;
 mod crash;
 mod docs;
 mod helpers;
+mod integrity;
 mod operations;
+mod races;
 mod registration;
 mod sessions;

@@ -179,7 +179,7 @@ fn run_verify(
                 if !path.exists() {
                     return Err(format!("no database at {}", path.display()));
                 }
-                let store = Store::open(path).map_err(|e| e.to_string())?;
+                let store = Store::open_existing(path).map_err(|e| e.to_string())?;
                 let copy = claims.claims().clone();
                 match auth::check_revocation(&store, claims) {
                     Ok((_, false)) => Ok((copy, "active".to_owned())),

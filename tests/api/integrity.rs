@@ -1,0 +1,263 @@
+//! Revocation and data integrity under real operations: other processes on the database,
+//! pruned change logs, symbolic links, files deleted under the server (review findings 1, 2, 5,
+//! 6). Time is driven by a manual clock, never by sleeping.
+
+use crate::helpers::*;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tessera::clock::{Clock as _, ManualClock};
+use tessera::config::UserAction;
+
+/// `tessera user list --db PATH` as a separate process.
+fn admin_cli_lists_users(db: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["user", "list", "--db"])
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// A plain SQLite client in another process (Python's sqlite3 module): opens, reads, closes.
+fn plain_sqlite_reads(db: &Path) {
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1])\n\
+                  c.execute('SELECT count(*) FROM users').fetchone()\n\
+                  c.close()";
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(db)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Whether this process holds a POSIX lock on the file, per /proc/locks.
+fn this_process_locks(path: &Path) -> bool {
+    let inode = std::fs::metadata(path).unwrap().ino();
+    let pid = std::process::id().to_string();
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.contains(&pid.as_str())
+                && fields
+                    .iter()
+                    .any(|f| f.rsplit(':').next() == Some(&inode.to_string()))
+        })
+}
+
+fn sibling(db: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// Finding 1: the server's WAL watch closed a descriptor of the `-shm`, which dropped SQLite's
+/// shared lock on it; the next process to open the database truncated the `-shm` and the
+/// server died with SIGBUS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_processes_opening_the_database_under_load_leave_the_server_up() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    let shm = sibling(&app.db_path, "-shm");
+    assert!(
+        this_process_locks(&shm),
+        "SQLite's lock on the -shm is held"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served, token, addr) =
+                (stop.clone(), served.clone(), token.clone(), app.addr);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let auth = format!("Bearer {token}");
+                    let reply = tessera::http_client::send(
+                        addr,
+                        "GET",
+                        "/v1/users/me",
+                        &[("authorization", auth.as_str())],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(reply.status, 200);
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let db = app.db_path.clone();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..20 {
+            admin_cli_lists_users(&db);
+            plain_sqlite_reads(&db);
+        }
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(served.load(Ordering::Relaxed) > 0);
+    assert!(
+        this_process_locks(&shm),
+        "the -shm lock survives other processes"
+    );
+    assert_eq!(app.me(&token).await.status, 200);
+    // And a revocation by another process is still seen at once.
+    let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["user", "revoke", "kvothe", "--db"])
+        .arg(&app.db_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_problem(&app.me(&token).await, 401);
+}
+
+/// How a token can be revoked, each by a different path through the system.
+#[derive(Debug, Clone, Copy)]
+enum Revocation {
+    Logout,
+    LogoutEverywhere,
+    PasswordChange,
+    AccountDeletion,
+    AdminRevoke,
+}
+
+const EVERY_REVOCATION: [Revocation; 5] = [
+    Revocation::Logout,
+    Revocation::LogoutEverywhere,
+    Revocation::PasswordChange,
+    Revocation::AccountDeletion,
+    Revocation::AdminRevoke,
+];
+
+async fn revoke(app: &TestApp, token: &str, how: Revocation) {
+    let status = match how {
+        Revocation::Logout => {
+            app.send("DELETE", "/v1/sessions/current", Some(token))
+                .await
+                .status
+        }
+        Revocation::LogoutEverywhere => {
+            app.send("DELETE", "/v1/sessions", Some(token)).await.status
+        }
+        Revocation::PasswordChange => {
+            app.put_json(
+                "/v1/users/me/password",
+                token,
+                &serde_json::json!({
+                    "current_password": GOOD_PASSWORD,
+                    "new_password": "an entirely different passphrase",
+                }),
+            )
+            .await
+            .status
+        }
+        Revocation::AccountDeletion => app.delete_account(token, GOOD_PASSWORD).await.status,
+        Revocation::AdminRevoke => {
+            let action = UserAction::Revoke {
+                username: "kvothe".into(),
+            };
+            tessera::admin::user(&action, &app.db_path).unwrap();
+            204
+        }
+    };
+    assert!(matches!(status, 200 | 204), "{how:?}: {status}");
+}
+
+/// Finding 2: the change log was kept one hour whatever the token lifetime; once pruning
+/// emptied it, a revocation the view had not yet applied was forgotten and the token lived.
+#[tokio::test]
+async fn revocations_hold_after_the_change_log_is_pruned_with_long_token_lifetimes() {
+    for how in EVERY_REVOCATION {
+        let clock = ManualClock::starting_now();
+        let app = spawn_app_with(|c| {
+            c.auth.token_ttl = 86_400;
+            c.clock = clock.clone();
+        })
+        .await;
+        let token = app.user_with_token("kvothe").await;
+        assert_eq!(
+            app.me(&token).await.status,
+            200,
+            "{how:?}: view holds the user"
+        );
+        revoke(&app, &token, how).await;
+        // An hour and more without any token-affecting change, then the pruner runs.
+        clock.advance(3_700);
+        app.state.auth.prune(clock.now()).unwrap();
+        assert_problem(&app.me(&token).await, 401);
+    }
+}
+
+/// Finding 5: with `--db` a symbolic link and a stale `-shm` beside it, the server watched the
+/// wrong file and ignored every revocation.
+#[tokio::test]
+async fn a_symlinked_database_path_sees_every_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.db");
+    let link = dir.path().join("link.db");
+    std::fs::write(&real, b"").unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    std::fs::write(sibling(&link, "-shm"), vec![0u8; 32 * 1024]).unwrap();
+    let app = spawn_app_with(|c| c.db_path = link.clone()).await;
+    let first = app.user_with_token("kvothe").await;
+    let second = app.token("kvothe", GOOD_PASSWORD).await;
+    assert_eq!(app.me(&first).await.status, 200);
+    let action = UserAction::Revoke {
+        username: "kvothe".into(),
+    };
+    tessera::admin::user(&action, &link).unwrap();
+    assert_problem(&app.me(&first).await, 401);
+    assert_problem(&app.me(&second).await, 401);
+    let third = app.token("kvothe", GOOD_PASSWORD).await;
+    assert_eq!(app.me(&third).await.status, 200);
+    assert_eq!(
+        app.send("DELETE", "/v1/sessions/current", Some(&third))
+            .await
+            .status,
+        204
+    );
+    assert_problem(&app.me(&third).await, 401);
+}
+
+/// Finding 6: a deleted `-shm` went unnoticed; revocations committed by others would be
+/// invisible, so token checks must fail closed.
+#[tokio::test]
+async fn a_deleted_shm_fails_token_checks_and_readiness_closed() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    assert_eq!(app.me(&token).await.status, 200);
+    std::fs::remove_file(sibling(&app.db_path, "-shm")).unwrap();
+    let reply = app.me(&token).await;
+    assert_problem(&reply, 503);
+    assert!(reply.header("retry-after").is_some());
+    assert_problem(&app.send("GET", "/readyz", None).await, 503);
+}
+
+/// Finding 6: a deleted `-wal` lost acknowledged writes while `/readyz` stayed 200.
+#[tokio::test]
+async fn a_deleted_wal_fails_readiness_and_writes_are_not_acknowledged() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    std::fs::remove_file(sibling(&app.db_path, "-wal")).unwrap();
+    assert_problem(&app.send("GET", "/readyz", None).await, 503);
+    // A logout that would land in the orphaned WAL is not acknowledged...
+    assert_problem(
+        &app.send("DELETE", "/v1/sessions/current", Some(&token))
+            .await,
+        503,
+    );
+    // ...and from then on no token check answers 200.
+    assert_problem(&app.me(&token).await, 503);
+}
