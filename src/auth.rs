@@ -28,7 +28,8 @@ pub struct Registration {
 /// A field that failed validation, in the shape problem+json reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    pub field: &'static str,
+    /// The member's name: ours, or for an unknown or repeated member the client's (truncated).
+    pub field: std::borrow::Cow<'static, str>,
     pub code: &'static str,
     pub detail: String,
 }
@@ -441,7 +442,7 @@ fn judge(claims: VerifiedClaims, state: TokenState) -> Result<(Session, bool)> {
 
 fn field_error(field: &'static str, code: &'static str, detail: String) -> FieldError {
     FieldError {
-        field,
+        field: field.into(),
         code,
         detail,
     }

@@ -12,7 +12,7 @@ pub const MAX_PROFILE_TEXT_CHARS: usize = 256;
 
 pub fn clean(field: &'static str, raw: &str) -> Result<String, FieldError> {
     let error = |code, detail: &str| FieldError {
-        field,
+        field: field.into(),
         code,
         detail: detail.into(),
     };

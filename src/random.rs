@@ -28,6 +28,15 @@ pub fn base64url_id<const N: usize>() -> String {
     URL_SAFE_NO_PAD.encode(bytes::<N>())
 }
 
+/// A 16-character request id (96 bits) from the thread-local CSPRNG (ChaCha, seeded from the
+/// OS): unpredictable, but not meant for secrets — those come from [`bytes`].
+pub fn request_id() -> String {
+    use rand::Rng as _;
+    let mut buffer = [0u8; 12];
+    rand::rng().fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -40,5 +49,19 @@ mod tests {
             a.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
+    }
+
+    /// Finding 18: request ids were a per-process counter behind a fixed prefix.
+    #[test]
+    fn request_ids_share_no_prefix_and_do_not_count() {
+        let ids: Vec<String> = (0..64).map(|_| super::request_id()).collect();
+        assert!(ids.iter().all(|id| id.len() == 16));
+        let shared_prefix = ids.windows(2).all(|w| w[0].get(..4) == w[1].get(..4));
+        assert!(!shared_prefix);
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_ne!(sorted, ids, "not ordered");
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "distinct");
     }
 }

@@ -36,11 +36,16 @@ pub fn extract<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, ApiErro
     Ok(token)
 }
 
+/// Any spelling of `access_token` as a query key: percent-decoded (`access%5Ftoken`) and
+/// compared without regard to case (`ACCESS_TOKEN`), so no variant slips through to a handler.
 fn query_has_token(uri: &Uri) -> bool {
     uri.query().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|pair| pair.split('=').next() == Some("access_token"))
+        query.split(['&', ';']).any(|pair| {
+            let key = pair.split('=').next().unwrap_or_default().replace('+', " ");
+            percent_encoding::percent_decode_str(&key)
+                .decode_utf8_lossy()
+                .eq_ignore_ascii_case("access_token")
+        })
     })
 }
 
@@ -105,12 +110,28 @@ mod tests {
         }
     }
 
+    /// Finding 16: other spellings of the key reached the handler.
     #[test]
-    fn query_string_tokens_are_refused() {
+    fn query_string_tokens_are_refused_in_every_spelling() {
         let h = headers(&["Bearer a.b.c"]);
-        assert!(matches!(
-            problem(extract(&h, &uri("/v1/users/me?access_token=a.b.c"))),
-            BearerProblem::InvalidRequest(_)
-        ));
+        for query in [
+            "access_token=a.b.c",
+            "ACCESS_TOKEN=a.b.c",
+            "Access_Token=a.b.c",
+            "access%5Ftoken=a.b.c",
+            "access%5ftoken=a.b.c",
+            "%61ccess_token=a.b.c",
+            "x=1&access_token",
+            "x=1;access_token=a",
+        ] {
+            assert!(
+                matches!(
+                    problem(extract(&h, &uri(&format!("/v1/users/me?{query}")))),
+                    BearerProblem::InvalidRequest(_)
+                ),
+                "{query}"
+            );
+        }
+        assert!(extract(&h, &uri("/v1/users/me?access=1&token=2")).is_ok());
     }
 }

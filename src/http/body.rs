@@ -38,15 +38,22 @@ pub async fn read_object(
         Ok(Err(_)) => return Err(bad_request("The request body could not be read.")),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    let members = strict_json::parse_object(&bytes, MAX_BODY_DEPTH).map_err(|e| {
-        bad_request(match e {
-            ObjectError::InvalidUtf8 => "The body is not valid UTF-8.",
-            ObjectError::ByteOrderMark => "The body must not start with a byte order mark.",
-            ObjectError::NotAnObject => "The body must be a JSON object.",
-            ObjectError::Malformed => "The body is not well-formed JSON.",
-            ObjectError::TooDeep(_) => "The body is nested too deeply.",
-            ObjectError::DuplicateMember(_) => "The body repeats a member.",
-        })
+    let members = strict_json::parse_object(&bytes, MAX_BODY_DEPTH).map_err(|e| match e {
+        ObjectError::InvalidUtf8 => bad_request("The body is not valid UTF-8."),
+        ObjectError::ByteOrderMark => {
+            bad_request("The body must not start with a byte order mark.")
+        }
+        ObjectError::NotAnObject => bad_request("The body must be a JSON object."),
+        ObjectError::Malformed => bad_request("The body is not well-formed JSON."),
+        ObjectError::TooDeep(_) => bad_request("The body is nested too deeply."),
+        ObjectError::DuplicateMember(name) => ApiError::BadRequest {
+            detail: "The body repeats a member; see `errors`.".into(),
+            errors: vec![FieldError {
+                field: truncate(&name, 64).into(),
+                code: "duplicate_member",
+                detail: "appears more than once".into(),
+            }],
+        },
     })?;
     Ok(JsonObject {
         members,
@@ -115,9 +122,9 @@ impl JsonObject {
     pub fn finish(mut self) -> Result<(), ApiError> {
         for (name, _) in std::mem::take(&mut self.members) {
             self.errors.push(FieldError {
-                field: "(unknown)",
+                field: truncate(&name, 64).into(),
                 code: "unknown_field",
-                detail: format!("unknown field `{}`", truncate(&name, 64)),
+                detail: "is not a member of this request".into(),
             });
         }
         if self.errors.is_empty() {
@@ -131,7 +138,7 @@ impl JsonObject {
 
     fn error(&mut self, field: &'static str, code: &'static str, detail: &str) {
         self.errors.push(FieldError {
-            field,
+            field: field.into(),
             code,
             detail: format!("`{field}` {detail}"),
         });
@@ -196,14 +203,14 @@ mod tests {
         let Err(ApiError::BadRequest { errors, .. }) = object.finish() else {
             panic!()
         };
-        let codes: Vec<_> = errors.iter().map(|e| (e.field, e.code)).collect();
+        let codes: Vec<_> = errors.iter().map(|e| (e.field.as_ref(), e.code)).collect();
         assert_eq!(
             codes,
             [
                 ("a", "null"),
                 ("b", "wrong_type"),
                 ("d", "missing"),
-                ("(unknown)", "unknown_field")
+                ("zz", "unknown_field")
             ]
         );
     }

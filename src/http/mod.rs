@@ -21,8 +21,7 @@ use problem::ApiError;
 use response::HttpResponse;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -126,13 +125,11 @@ async fn dispatch(
     response
 }
 
-/// Unique per process and cheap: a random prefix drawn once, then a counter. (Drawing from the
-/// OS for every request cost a system call on the hot path.)
+/// 96 random bits, unguessable and unordered, so ids reveal nothing about request volume
+/// (a counter did). From the thread's userspace CSPRNG, seeded from the OS: a system call per
+/// request would cost more than the rest of the id.
 fn next_request_id() -> String {
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(crate::random::base64url_id::<6>);
-    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    crate::random::request_id()
 }
 
 fn header_bytes(request: &Request<Incoming>) -> usize {

@@ -71,7 +71,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
                 m,
                 &[(Method::GET, Route::Me), (Method::DELETE, Route::DeleteMe)],
             ),
-            "GET, DELETE",
+            "GET, HEAD, DELETE",
         ),
         ["v1", "users", "me", "password"] => {
             (pick(m, &[(Method::PUT, Route::ChangePassword)]), "PUT")
@@ -81,7 +81,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
                 .decode_utf8()
                 .map_err(|_| ApiError::NotFound)?
                 .into_owned();
-            (pick(m, &[(Method::GET, Route::UserByName(name))]), "GET")
+            (
+                pick(m, &[(Method::GET, Route::UserByName(name))]),
+                "GET, HEAD",
+            )
         }
         ["v1", "sessions"] => (
             pick(
@@ -96,15 +99,21 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["v1", "sessions", "current"] => {
             (pick(m, &[(Method::DELETE, Route::LogoutCurrent)]), "DELETE")
         }
-        ["healthz"] => (pick(m, &[(Method::GET, Route::Health)]), "GET"),
-        ["readyz"] => (pick(m, &[(Method::GET, Route::Ready)]), "GET"),
-        ["openapi.json"] => (pick(m, &[(Method::GET, Route::OpenApi)]), "GET"),
+        ["healthz"] => (pick(m, &[(Method::GET, Route::Health)]), "GET, HEAD"),
+        ["readyz"] => (pick(m, &[(Method::GET, Route::Ready)]), "GET, HEAD"),
+        ["openapi.json"] => (pick(m, &[(Method::GET, Route::OpenApi)]), "GET, HEAD"),
         _ => return Err(ApiError::NotFound),
     };
     route.ok_or(ApiError::MethodNotAllowed { allow })
 }
 
+/// HEAD is served wherever GET is (RFC 9110 §9.3.2); hyper sends the headers without the body.
 fn pick(method: &Method, candidates: &[(Method, Route)]) -> Option<Route> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     candidates
         .iter()
         .find(|(m, _)| m == method)
@@ -126,6 +135,12 @@ mod tests {
     }
 
     #[test]
+    fn head_routes_like_get() {
+        assert_eq!(route(&Method::HEAD, "/v1/users/me").unwrap(), Route::Me);
+        assert_eq!(route(&Method::HEAD, "/healthz").unwrap(), Route::Health);
+    }
+
+    #[test]
     fn usernames_in_paths_are_percent_decoded() {
         assert_eq!(
             route(&Method::GET, "/v1/users/%EF%BC%AB%EF%BC%B6").unwrap(),
@@ -136,9 +151,10 @@ mod tests {
     #[test]
     fn wrong_method_gives_405_with_allow() {
         for (method, path, allow) in [
-            (Method::PATCH, "/v1/users/me", "GET, DELETE"),
+            (Method::PATCH, "/v1/users/me", "GET, HEAD, DELETE"),
             (Method::TRACE, "/v1/sessions", "POST, DELETE"),
             (Method::GET, "/v1/users", "POST"),
+            (Method::HEAD, "/v1/sessions", "POST, DELETE"),
         ] {
             match route(&method, path) {
                 Err(ApiError::MethodNotAllowed { allow: a }) => assert_eq!(a, allow),

@@ -45,7 +45,7 @@ async fn wrong_types_missing_null_and_unknown_fields_are_400_naming_them() {
         [
             ("username".into(), "wrong_type".into()),
             ("password".into(), "null".into()),
-            ("(unknown)".into(), "unknown_field".into()),
+            ("admin".into(), "unknown_field".into()),
         ]
     );
     let reply = post_raw(&app, "/v1/sessions", br#"{"username":"kvothe"}"#).await;
@@ -57,7 +57,14 @@ async fn wrong_types_missing_null_and_unknown_fields_are_400_naming_them() {
 async fn duplicate_members_are_400() {
     let app = spawn_app().await;
     let body = br#"{"username":"a","username":"b","password":"x"}"#;
-    assert_problem(&post_raw(&app, "/v1/sessions", body).await, 400);
+    let reply = post_raw(&app, "/v1/sessions", body).await;
+    let problem = assert_problem(&reply, 400);
+    // The member is named (finding 19); its values are never echoed.
+    assert_eq!(
+        error_codes(&problem),
+        [("username".into(), "duplicate_member".into())]
+    );
+    assert!(!reply.body.windows(3).any(|w| w == b"\"b\""));
 }
 
 #[tokio::test]
@@ -126,9 +133,27 @@ async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
     assert_problem(&app.send("GET", "/v1/users/a/b", None).await, 404);
     let reply = app.send("PATCH", "/v1/users/me", None).await;
     assert_problem(&reply, 405);
-    assert_eq!(reply.header("allow"), Some("GET, DELETE"));
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, DELETE"));
     let reply = app.send("GET", "/v1/sessions", None).await;
     assert_eq!(reply.header("allow"), Some("POST, DELETE"));
+}
+
+/// Finding 17: HEAD answered 405 where GET works (RFC 9110 §9.3.2 expects it wherever GET is).
+#[tokio::test]
+async fn head_works_wherever_get_does() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    for (path, token) in [
+        ("/healthz", None),
+        ("/openapi.json", None),
+        ("/v1/users/me", Some(token.as_str())),
+        ("/v1/users/kvothe", Some(token.as_str())),
+    ] {
+        let reply = app.send("HEAD", path, token).await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert!(reply.body.is_empty(), "{path}: HEAD has no body");
+    }
+    assert_eq!(app.send("HEAD", "/v1/users/me", None).await.status, 401);
 }
 
 #[tokio::test]
