@@ -35,7 +35,7 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
         }
         KeysAction::Rotate => {
             let mut set = JwkSet::load(path)?;
-            let kid = set.rotate();
+            let kid = set.rotate(clock::now());
             Keyring::from_set(&set, path)?;
             set.save(path)?;
             Ok(format!(
@@ -57,9 +57,14 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             }
             Ok(out)
         }
-        KeysAction::Retire { kid } => {
+        KeysAction::Retire {
+            kid,
+            force,
+            token_ttl,
+            leeway,
+        } => {
             let mut set = JwkSet::load(path)?;
-            set.retire(kid)?;
+            set.retire(kid, clock::now(), token_ttl.saturating_add(*leeway), *force)?;
             set.save(path)?;
             Ok(format!(
                 "retired key {kid}; tokens it signed no longer verify\n"

@@ -33,13 +33,15 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+        /// JWK Set key file to manage (the same file `serve --keys` reads).
         #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH, global = true)]
         keys: PathBuf,
     },
-    /// Administer users directly in the database.
+    /// Administer users directly in the database (works while the server runs).
     User {
         #[command(subcommand)]
         action: UserAction,
+        /// SQLite database file; must already exist (only `serve` and `demo` create one).
         #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
@@ -47,6 +49,7 @@ pub enum Command {
     Db {
         #[command(subcommand)]
         action: DbAction,
+        /// SQLite database file; must already exist (only `serve` and `demo` create one).
         #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
@@ -69,8 +72,21 @@ pub enum KeysAction {
     Rotate,
     /// List key ids and which one signs (never the keys).
     List,
-    /// Remove a non-signing key once the longest token lifetime has passed since rotation.
-    Retire { kid: String },
+    /// Remove a non-signing key once one token lifetime has passed since the rotation that
+    /// ended its signing (refused before that unless --force).
+    Retire {
+        /// Key id to remove, as `keys list` prints it.
+        kid: String,
+        /// Retire even though tokens it signed may still be live (they stop verifying at once).
+        #[arg(long)]
+        force: bool,
+        /// Access-token lifetime in seconds: the server's `--token-ttl`.
+        #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = 3600)]
+        token_ttl: i64,
+        /// Clock skew tolerated in seconds: the server's `--leeway`.
+        #[arg(long, env = "TESSERA_LEEWAY", default_value_t = 30)]
+        leeway: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,9 +94,15 @@ pub enum UserAction {
     /// List users (never hashes).
     List,
     /// Revoke every token of a user (bumps the token generation).
-    Revoke { username: String },
+    Revoke {
+        /// The account's username (any case or width).
+        username: String,
+    },
     /// Clear a user's failed-login counter.
-    Unlock { username: String },
+    Unlock {
+        /// The account's username (any case or width).
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,18 +1,24 @@
 //! Passwords: one normalisation, argon2id hashing to PHC strings, verification and rehash.
 //!
-//! Normalisation is RFC 8265's OpaqueString profile (the PRECIS profile for passwords): non-ASCII
-//! spaces become U+0020, then NFC. NFC rather than NIST's suggested NFKC because NFKC folds
-//! distinct characters together (`ﬁ` → `fi`, `²` → `2`), silently shrinking the password space,
-//! while NFC only unifies different encodings of the *same* text — what a user typing on another
-//! keyboard produces. The same function runs at registration and at login.
+//! Normalisation follows RFC 8265's OpaqueString profile (the PRECIS profile for passwords):
+//! non-ASCII spaces become U+0020, then NFC. NFC rather than NIST's suggested NFKC because NFKC
+//! folds distinct characters together (`ﬁ` → `fi`, `²` → `2`), silently shrinking the password
+//! space, while NFC only unifies different encodings of the *same* text — what a user typing on
+//! another keyboard produces. The same function runs at registration and at login.
+//!
+//! Which characters are allowed is decided on a current Unicode table (`unicode-properties`),
+//! not PRECIS's: precis-core's tables stop at Unicode 6.3, which made every newer emoji
+//! "unassigned" — and NIST SP 800-63B §3.1.1.2 asks that all printing characters, emoji
+//! included, be accepted. Refused: controls, unassigned and private-use code points, and the
+//! line and paragraph separators; format characters stay (emoji sequences need U+200D).
 
 use crate::token::ct::constant_time_eq;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use precis_core::profile::Profile as _;
-use precis_profiles::OpaqueString;
 use std::cell::RefCell;
 use std::fmt;
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 
 /// A password after normalisation. Debug never shows it.
 #[derive(Clone)]
@@ -29,7 +35,7 @@ impl fmt::Debug for Password {
 pub enum NormalizationError {
     #[error("password must not be empty")]
     Empty,
-    #[error("password holds control or unassigned characters")]
+    #[error("password holds control, private-use or unassigned characters")]
     DisallowedCharacter,
 }
 
@@ -38,10 +44,23 @@ impl Password {
         if raw.is_empty() {
             return Err(NormalizationError::Empty);
         }
-        OpaqueString::new()
-            .enforce(raw)
-            .map(|normalized| Self(normalized.into_owned()))
-            .map_err(|_| NormalizationError::DisallowedCharacter)
+        let mut mapped = String::with_capacity(raw.len());
+        for c in raw.chars() {
+            match c.general_category() {
+                GeneralCategory::Control
+                | GeneralCategory::Unassigned
+                | GeneralCategory::PrivateUse
+                | GeneralCategory::Surrogate
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator => {
+                    return Err(NormalizationError::DisallowedCharacter);
+                }
+                // RFC 8265 §4.2.1: non-ASCII spaces map to U+0020.
+                GeneralCategory::SpaceSeparator => mapped.push(' '),
+                _ => mapped.push(c),
+            }
+        }
+        Ok(Self(mapped.nfc().collect()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -326,6 +345,33 @@ mod tests {
             Err(NormalizationError::Empty)
         ));
         assert!(Password::normalize("a\u{0}b").is_err());
+    }
+
+    /// Finding 13: emoji newer than Unicode 6.3 were refused as "unassigned".
+    #[test]
+    fn every_assigned_printable_character_is_accepted_emoji_included() {
+        for raw in [
+            "correct-horse-battery-🦄🦄",
+            "🛸🧊🪐🔥",
+            "👩\u{200D}💻 family 👨\u{200D}👩\u{200D}👧",
+            "Thats Sir Terry to you!",
+        ] {
+            assert!(Password::normalize(raw).is_ok(), "{raw}");
+        }
+        assert_eq!(Password::normalize("a\u{3000}b").unwrap().as_str(), "a b");
+        for raw in [
+            "tab\there",
+            "nul\0",
+            "private\u{E000}",
+            "unassigned\u{0378}",
+            "line\u{2028}",
+        ] {
+            assert_eq!(
+                Password::normalize(raw).unwrap_err(),
+                NormalizationError::DisallowedCharacter,
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,10 @@ use precis_profiles::UsernameCaseMapped;
 /// RFC 8265 leaves length to the application; 64 code points is ample and bounds index size.
 pub const MAX_USERNAME_CHARS: usize = 64;
 
+/// Canonical names that would collide with a route: `/v1/users/me` is the caller's own
+/// account, so an account *named* `me` would get a `Location` that means someone else.
+const RESERVED: &[&str] = &["me"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username {
     as_typed: String,
@@ -23,9 +27,11 @@ pub enum UsernameError {
     #[error("username must be at most {MAX_USERNAME_CHARS} characters")]
     TooLong,
     #[error(
-        "username may hold letters, digits and punctuation, but no spaces, control or invisible characters"
+        "username may hold letters, digits and punctuation, but no spaces, symbols or emoji, control or invisible characters"
     )]
     DisallowedCharacter,
+    #[error("that username is reserved")]
+    Reserved,
 }
 
 impl UsernameError {
@@ -35,6 +41,7 @@ impl UsernameError {
             Self::Empty => "empty",
             Self::TooLong => "too_long",
             Self::DisallowedCharacter => "disallowed_character",
+            Self::Reserved => "reserved",
         }
     }
 }
@@ -54,6 +61,9 @@ impl Username {
             .into_owned();
         if canonical.chars().count() > MAX_USERNAME_CHARS {
             return Err(UsernameError::TooLong);
+        }
+        if RESERVED.contains(&canonical.as_str()) {
+            return Err(UsernameError::Reserved);
         }
         Ok(Self {
             as_typed: raw.to_owned(),
@@ -75,6 +85,19 @@ impl Username {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Finding 14: `me` could be registered, and its `Location` was the caller's own account.
+    #[test]
+    fn names_that_collide_with_routes_are_reserved_in_every_case_and_width() {
+        for name in ["me", "ME", "Me", "ｍｅ", "ＭＥ"] {
+            assert_eq!(
+                Username::parse(name),
+                Err(UsernameError::Reserved),
+                "{name}"
+            );
+        }
+        assert!(Username::parse("meg").is_ok());
+    }
 
     #[test]
     fn case_and_width_variants_share_one_canonical_form() {

@@ -35,6 +35,10 @@ pub struct Jwk {
     pub use_: String,
     /// The key bytes, base64url without padding (RFC 7518 §6.4.1).
     pub k: String,
+    /// When the key was added by a rotation (Unix seconds; a private JWK member, RFC 7517 §4).
+    /// The key behind it stopped signing at that moment, which is what `retire` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
 }
 
 impl fmt::Debug for Jwk {
@@ -79,6 +83,14 @@ pub enum KeyError {
     UnknownKid { kid: String },
     #[error("key {kid:?} is the signing key; rotate first, then retire it")]
     RetiringSigningKey { kid: String },
+    #[error(
+        "key {kid:?} stopped signing less than one token lifetime ago; tokens it signed are still live. Retry in {wait} s, or pass --force to kill them now"
+    )]
+    RetiringTooSoon { kid: String, wait: i64 },
+    #[error(
+        "cannot tell when key {kid:?} stopped signing (the key after it has no `iat`); pass --force once the longest token lifetime has passed since that rotation"
+    )]
+    RetiringUnknownAge { kid: String },
 }
 
 /// Summary of a key for `tessera keys list`: never the key itself.
@@ -115,24 +127,44 @@ impl JwkSet {
 
     /// A set holding one fresh signing key.
     pub fn generate() -> Self {
-        let mut set = Self::default();
-        set.rotate();
-        set
+        Self {
+            keys: vec![new_jwk(None)],
+        }
     }
 
-    /// Adds a fresh key in front, so it signs from now on; returns its kid.
-    pub fn rotate(&mut self) -> String {
-        let key = new_jwk();
+    /// Adds a fresh key in front, so it signs from `now` on; returns its kid.
+    pub fn rotate(&mut self, now: i64) -> String {
+        let key = new_jwk(Some(now));
         let kid = key.kid.clone();
         self.keys.insert(0, key);
         kid
     }
 
-    /// Removes a key that no longer signs. Tokens it signed stop verifying at once.
-    pub fn retire(&mut self, kid: &str) -> Result<(), KeyError> {
+    /// Removes a key that no longer signs; tokens it signed stop verifying at once. Unless
+    /// `force`, refuses while tokens it signed may still be live: until `token_lifetime` has
+    /// passed since the rotation that ended its signing (or when that moment is unknown).
+    pub fn retire(
+        &mut self,
+        kid: &str,
+        now: i64,
+        token_lifetime: i64,
+        force: bool,
+    ) -> Result<(), KeyError> {
         let index = self.position(kid)?;
-        if index == 0 {
+        let Some(successor) = index.checked_sub(1).and_then(|i| self.keys.get(i)) else {
             return Err(KeyError::RetiringSigningKey { kid: kid.into() });
+        };
+        if !force {
+            let Some(stopped_signing) = successor.iat else {
+                return Err(KeyError::RetiringUnknownAge { kid: kid.into() });
+            };
+            let safe_from = stopped_signing.saturating_add(token_lifetime);
+            if now < safe_from {
+                return Err(KeyError::RetiringTooSoon {
+                    kid: kid.into(),
+                    wait: safe_from - now,
+                });
+            }
         }
         self.keys.remove(index);
         Ok(())
@@ -195,13 +227,14 @@ impl JwkSet {
     }
 }
 
-fn new_jwk() -> Jwk {
+fn new_jwk(iat: Option<i64>) -> Jwk {
     Jwk {
         kty: "oct".into(),
         kid: random::base64url_id::<9>(),
         alg: "HS256".into(),
         use_: "sig".into(),
         k: URL_SAFE_NO_PAD.encode(random::bytes::<NEW_KEY_BYTES>()),
+        iat,
     }
 }
 
@@ -285,6 +318,7 @@ impl Keyring {
             alg: "HS256".into(),
             use_: "sig".into(),
             k: URL_SAFE_NO_PAD.encode(secret),
+            iat: None,
         };
         Self::from_set(&JwkSet { keys: vec![jwk] }, Path::new("<in-memory key>"))
     }
@@ -340,7 +374,7 @@ mod tests {
     fn generated_keys_are_256_bit_and_first_signs() {
         let mut set = JwkSet::generate();
         let first = set.keys[0].kid.clone();
-        let second = set.rotate();
+        let second = set.rotate(1_000);
         let info = set.list();
         assert_eq!(info.len(), 2);
         assert_eq!(info[0].kid, second);
@@ -402,15 +436,37 @@ mod tests {
         let mut set = JwkSet::generate();
         let old = set.keys[0].kid.clone();
         assert!(matches!(
-            set.retire(&old),
+            set.retire(&old, 0, 3600, false),
             Err(KeyError::RetiringSigningKey { .. })
         ));
-        set.rotate();
-        set.retire(&old).unwrap();
+        set.rotate(1_000);
+        set.retire(&old, 1_000 + 3600, 3600, false).unwrap();
         assert_eq!(set.keys.len(), 1);
         assert!(matches!(
-            set.retire("nope"),
+            set.retire("nope", 0, 3600, true),
             Err(KeyError::UnknownKid { .. })
+        ));
+    }
+
+    /// Finding 21: retiring right after a rotation went through and killed every live token.
+    #[test]
+    fn retire_waits_one_token_lifetime_after_the_rotation_unless_forced() {
+        let mut set = JwkSet::generate();
+        let old = set.keys[0].kid.clone();
+        set.rotate(1_000);
+        assert!(matches!(
+            set.retire(&old, 1_001, 3600, false),
+            Err(KeyError::RetiringTooSoon { wait: 3599, .. })
+        ));
+        set.retire(&old, 1_001, 3600, true).unwrap();
+        // A rotation from before keys carried `iat`: the age is unknown, so only --force.
+        let mut set = JwkSet::generate();
+        let old = set.keys[0].kid.clone();
+        set.rotate(1_000);
+        set.keys[0].iat = None;
+        assert!(matches!(
+            set.retire(&old, i64::MAX, 3600, false),
+            Err(KeyError::RetiringUnknownAge { .. })
         ));
     }
 

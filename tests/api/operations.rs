@@ -135,8 +135,17 @@ async fn key_rotation_keeps_old_tokens_valid_until_retired() {
     );
     let new_token = app.token("kvothe", GOOD_PASSWORD).await;
     assert_ne!(app.claims_of(&new_token).jti, "");
-    let retire = KeysAction::Retire { kid: old_kid };
-    tessera::admin::keys(&retire, &app.keys_path).unwrap();
+    // Right after the rotation, tokens the old key signed are live: refused without --force.
+    let retire = |force| KeysAction::Retire {
+        kid: old_kid.clone(),
+        force,
+        token_ttl: 3600,
+        leeway: 30,
+    };
+    let refused = tessera::admin::keys(&retire(false), &app.keys_path).unwrap_err();
+    assert!(refused.to_string().contains("--force"), "{refused}");
+    assert_eq!(app.me(&old_token).await.status, 200);
+    tessera::admin::keys(&retire(true), &app.keys_path).unwrap();
     let app = app.restart(|_| {}).await;
     assert_problem(&app.me(&old_token).await, 401);
     assert_eq!(app.me(&new_token).await.status, 200);
@@ -230,4 +239,56 @@ async fn metrics_count_requests_logins_and_tokens_on_their_own_port() {
     ));
     // Not on the API port.
     assert_problem(&app.send("GET", "/metrics", None).await, 404);
+}
+
+/// Finding 15: `tessera user list --db typo.db` created an empty database and exited 0. Only
+/// `serve` and `demo` may create one; every other command refuses a missing file.
+#[test]
+fn admin_commands_refuse_a_database_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.db");
+    for args in [
+        &["user", "list"][..],
+        &["user", "revoke", "kvothe"],
+        &["user", "unlock", "kvothe"],
+        &["db", "dump"],
+        &["db", "check"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .arg("--db")
+            .arg(&typo)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("no database at"), "{args:?}: {stderr}");
+        assert!(!typo.exists(), "{args:?} created the file");
+    }
+}
+
+/// Finding 21: every admin argument has a help line.
+#[test]
+fn every_admin_argument_has_a_help_line() {
+    for args in [
+        &["keys", "retire", "--help"][..],
+        &["user", "revoke", "--help"],
+        &["user", "unlock", "--help"],
+        &["db", "dump", "--help"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        for line in help.lines() {
+            let trimmed = line.trim_start();
+            let is_argument = trimmed.starts_with("--") || trimmed.starts_with('<');
+            if is_argument && !trimmed.starts_with("-h") {
+                let described = trimmed.split("  ").filter(|p| !p.trim().is_empty()).count() > 1;
+                assert!(described, "{args:?}: {line:?} has no help text");
+            }
+        }
+    }
 }

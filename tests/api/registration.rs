@@ -168,3 +168,26 @@ async fn passwords_are_stored_only_as_argon2id_phc_strings() {
     assert!(!dump.contains(GOOD_PASSWORD));
     assert!(dump.contains("$argon2id$v=19$m=256,t=1,p=1$"));
 }
+
+/// Finding 14, over HTTP: the name is refused with a reason, not created.
+#[tokio::test]
+async fn the_name_me_cannot_be_registered() {
+    let app = spawn_app().await;
+    for name in ["me", "ME", "ｍｅ"] {
+        let body = assert_problem(&app.register(name, GOOD_PASSWORD).await, 422);
+        assert_eq!(
+            error_codes(&body),
+            [("username".into(), "reserved".into())],
+            "{name}"
+        );
+    }
+}
+
+/// Finding 13, over HTTP: a password of new emoji registers and logs in.
+#[tokio::test]
+async fn passwords_with_new_emoji_are_accepted() {
+    let app = spawn_app().await;
+    let password = "correct-horse-battery-🦄🦄";
+    assert_eq!(app.register("kvothe", password).await.status, 201);
+    app.token("kvothe", password).await;
+}
