@@ -25,6 +25,11 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 type Job = Box<dyn FnOnce(&Hasher) + Send>;
 
@@ -47,6 +52,10 @@ pub struct HashPool {
     in_flight: Arc<AtomicUsize>,
     /// Jobs skipped because their requester had gone (a metric).
     abandoned: Arc<AtomicU64>,
+    /// Nanoseconds the latest verification with the configured parameters took.
+    current_cost: Arc<AtomicU64>,
+    /// Verifications padded to `current_cost` (a metric).
+    padded: Arc<AtomicU64>,
     threads: usize,
 }
 
@@ -171,6 +180,8 @@ impl HashPool {
             jobs,
             in_flight: Arc::new(AtomicUsize::new(0)),
             abandoned: Arc::new(AtomicU64::new(0)),
+            current_cost: Arc::new(AtomicU64::new(0)),
+            padded: Arc::new(AtomicU64::new(0)),
             threads,
         })
     }
@@ -219,12 +230,41 @@ impl HashPool {
             .map_err(PoolError::from)
     }
 
+    /// Verifies against a stored hash. A hash with older, cheaper parameters is checked faster
+    /// than an unknown name's dummy hash, and that difference would tell a guesser which
+    /// accounts exist; so such a verification holds its thread until it has taken as long as
+    /// the latest verification with the configured parameters.
     pub fn verify(&self, password: Password, phc: String) -> Result<Verification, PoolError> {
-        self.run(move |hasher| hasher.verify(&password, &phc))
+        let (current_cost, padded) = (self.current_cost.clone(), self.padded.clone());
+        self.run(move |hasher| {
+            let started = Instant::now();
+            let outcome = hasher.verify(&password, &phc);
+            let took = started.elapsed();
+            if hasher.has_current_params(&phc) {
+                current_cost.store(nanos(took), Ordering::Relaxed);
+            } else {
+                let target = Duration::from_nanos(current_cost.load(Ordering::Relaxed));
+                if let Some(rest) = target.checked_sub(took) {
+                    padded.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(rest);
+                }
+            }
+            outcome
+        })
     }
 
     pub fn verify_dummy(&self, raw_password: String) -> Result<(), PoolError> {
-        self.run(move |hasher| hasher.verify_dummy(&raw_password))
+        let current_cost = self.current_cost.clone();
+        self.run(move |hasher| {
+            let started = Instant::now();
+            hasher.verify_dummy(&raw_password);
+            current_cost.store(nanos(started.elapsed()), Ordering::Relaxed);
+        })
+    }
+
+    /// Verifications padded to the configured parameters' cost so far (a metric).
+    pub fn padded(&self) -> u64 {
+        self.padded.load(Ordering::Relaxed)
     }
 
     /// Runs `work` on a hashing thread and waits for its result; skips it if the current

@@ -219,6 +219,12 @@ impl Hasher {
         let _ = self.verify(&Password(raw_password.to_owned()), &self.dummy_hash);
     }
 
+    /// Whether `phc` was made with exactly the configured parameters (so verifying it costs
+    /// what verifying the dummy hash costs). False for anything unparsable.
+    pub fn has_current_params(&self, phc: &str) -> bool {
+        PasswordHash::new(phc).is_ok_and(|stored| !self.needs_rehash(&stored))
+    }
+
     fn needs_rehash(&self, stored: &PasswordHash) -> bool {
         let same_algorithm = stored.algorithm == argon2::ARGON2ID_IDENT
             && stored.version == Some(Version::V0x13.into());

@@ -118,7 +118,12 @@ impl Metrics {
     }
 
     /// The exposition text; the hashing pool's figures are sampled by the caller.
-    pub fn render(&self, hash_queue_depth: usize, hashes_abandoned: u64) -> String {
+    pub fn render(&self, hashing: HashingStats) -> String {
+        let HashingStats {
+            queue_depth: hash_queue_depth,
+            abandoned: hashes_abandoned,
+            padded: hashes_padded,
+        } = hashing;
         let mut out = String::new();
         out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE tessera_http_requests_total counter\n");
@@ -183,8 +188,22 @@ impl Metrics {
              # TYPE tessera_argon2_abandoned_total counter\n\
              tessera_argon2_abandoned_total {hashes_abandoned}"
         );
+        let _ = writeln!(
+            out,
+            "# HELP tessera_argon2_padded_total Verifications of old-parameter hashes padded to the current cost.\n\
+             # TYPE tessera_argon2_padded_total counter\n\
+             tessera_argon2_padded_total {hashes_padded}"
+        );
         out
     }
+}
+
+/// What the hashing threads report to `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashingStats {
+    pub queue_depth: usize,
+    pub abandoned: u64,
+    pub padded: u64,
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
@@ -244,9 +263,11 @@ pub async fn serve_metrics(
             } else {
                 let body = {
                     let hashing = state.auth.hashing();
-                    state
-                        .metrics
-                        .render(hashing.queue_depth(), hashing.abandoned())
+                    state.metrics.render(HashingStats {
+                        queue_depth: hashing.queue_depth(),
+                        abandoned: hashing.abandoned(),
+                        padded: hashing.padded(),
+                    })
                 };
                 response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
             };
@@ -268,7 +289,11 @@ mod tests {
         metrics.observe_request("GET /v1/users/me", 200, Duration::from_millis(30));
         metrics.observe_request("GET /v1/users/me", 401, Duration::from_secs(3));
         metrics.login(LoginOutcome::Throttled);
-        let text = metrics.render(4, 2);
+        let text = metrics.render(HashingStats {
+            queue_depth: 4,
+            abandoned: 2,
+            padded: 3,
+        });
         assert!(
             text.contains(
                 "tessera_http_requests_total{route=\"GET /v1/users/me\",status=\"200\"} 2"
@@ -280,5 +305,6 @@ mod tests {
         assert!(text.contains("tessera_logins_total{outcome=\"throttled\"} 1"));
         assert!(text.contains("tessera_argon2_queue_depth 4"));
         assert!(text.contains("tessera_argon2_abandoned_total 2"));
+        assert!(text.contains("tessera_argon2_padded_total 3"));
     }
 }

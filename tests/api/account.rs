@@ -136,3 +136,27 @@ async fn deleting_the_account_requires_the_password() {
     assert_eq!(app.delete_account(&token, GOOD_PASSWORD).await.status, 204);
     assert_problem(&app.me(&token).await, 401);
 }
+
+/// Finding 12: after raising argon2 parameters, a wrong password for an account with an old
+/// hash answered much faster than an unknown name. Such verifications are now padded to the
+/// configured parameters' cost on the hashing thread (the timings are in BENCHMARKS.md; no
+/// timing is asserted here).
+#[tokio::test]
+async fn verifying_an_old_parameter_hash_is_padded_to_the_current_cost() {
+    let app = spawn_app().await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let app = app
+        .restart(|c| {
+            c.hash = HashParams {
+                memory_kib: 2048,
+                iterations: 2,
+                parallelism: 1,
+            };
+        })
+        .await;
+    // An unknown name first: it measures what a current-parameter verification costs.
+    assert_problem(&app.login("nobody", "a wrong password here").await, 401);
+    assert_eq!(app.state.auth.hashing().padded(), 0);
+    assert_problem(&app.login("kvothe", "a wrong password here").await, 401);
+    assert_eq!(app.state.auth.hashing().padded(), 1);
+}
