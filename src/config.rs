@@ -195,9 +195,16 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 16 * 1024)]
     pub body_limit: usize,
-    /// Simultaneous connections.
+    /// Simultaneous connections; at the cap, idle keep-alive connections are closed first.
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Simultaneous connections from one client address (IPv6: per /64).
+    #[arg(
+        long,
+        env = "TESSERA_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 128
+    )]
+    pub max_connections_per_client: usize,
     /// Seconds a client gets to send the request line and headers (slowloris guard).
     #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout: u64,
@@ -271,6 +278,7 @@ impl ServeArgs {
             http: HttpSettings {
                 body_limit: self.body_limit,
                 max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
                 header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
                 request_timeout: Duration::from_secs(self.request_timeout.max(1)),
                 body_timeout: Duration::from_secs(self.request_timeout.clamp(1, 10)),

@@ -42,8 +42,12 @@ pub struct HttpSettings {
     /// Total header bytes we answer (431 problem+json beyond). hyper itself drops the
     /// connection with a bare 431 past `HARD_HEADER_LIMIT`.
     pub max_header_bytes: usize,
-    /// Simultaneous connections; further clients wait in the kernel's accept backlog.
+    /// Simultaneous connections; at the cap an idle keep-alive connection is closed to make
+    /// room, and when none is idle further clients wait in the kernel's accept backlog.
     pub max_connections: usize,
+    /// Simultaneous connections from one client (IPv4 address or IPv6 /64); beyond it a new
+    /// connection is closed at once.
+    pub max_connections_per_client: usize,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
 }
@@ -57,6 +61,7 @@ impl Default for HttpSettings {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
+            max_connections_per_client: 128,
             shutdown_grace: Duration::from_secs(10),
         }
     }

@@ -8,13 +8,17 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::sync::Semaphore;
 
 /// Headers beyond this never reach a handler: hyper answers a bare 431 and closes. Large
@@ -44,14 +48,23 @@ where
         // small, and with the default vectored writes (head and body as separate slices)
         // `/me` measured 2–4% fewer requests/s (BENCHMARKS.md, section 2).
         .writev(false);
-    let graceful = GracefulShutdown::new();
     let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let table = Arc::new(ConnectionTable::default());
+    let (stopping, stop_requested) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
-        let slot = tokio::select! {
-            slot = connection_slots.clone().acquire_owned() => slot,
-            () = &mut shutdown => break,
+        let slot = match connection_slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            Err(_) => {
+                // At the cap: an idle keep-alive connection goes first, so a client holding
+                // many idle connections cannot keep everyone else waiting.
+                table.evict_one_idle();
+                tokio::select! {
+                    slot = connection_slots.clone().acquire_owned() => slot,
+                    () = &mut shutdown => break,
+                }
+            }
         };
         let Ok(slot) = slot else { break };
         let (stream, peer) = tokio::select! {
@@ -66,16 +79,43 @@ where
             },
             () = &mut shutdown => break,
         };
+        let Some(connection_state) = table.admit(peer.ip(), settings.max_connections_per_client)
+        else {
+            tracing::info!("connection refused: this client holds its connection limit");
+            continue; // dropping the stream closes it; the slot is returned
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let in_service = connection_state.clone();
         let service = service_fn(move |request| {
+            let busy = Busy::start(&in_service);
             let response = handler(peer, request);
-            async move { Ok::<_, Infallible>(response.await) }
+            async move {
+                let response = response.await;
+                drop(busy);
+                Ok::<_, Infallible>(response)
+            }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let (table, mut stop_requested) = (table.clone(), stop_requested.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(error) = connection.await {
+            let _registered = Registered(table, connection_state.clone());
+            tokio::pin!(connection);
+            let finished = tokio::select! {
+                result = connection.as_mut() => Some(result),
+                () = connection_state.evict.notified() => None,
+                _ = stop_requested.wait_for(|stop| *stop) => None,
+            };
+            let result = match finished {
+                Some(result) => result,
+                None => {
+                    // Finish a request in progress, then close; an idle one closes at once.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
@@ -83,11 +123,133 @@ where
 
     drop(listener);
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    let _ = stopping.send(true);
+    let all_slots = u32::try_from(settings.max_connections.max(1)).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = connection_slots.acquire_many(all_slots) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
     }
     Ok(())
+}
+
+/// Who holds which connection: counts per client (IPv4 address, or IPv6 /64), and for each
+/// connection whether a request is in progress, so the accept loop can cap connections per
+/// client and evict an idle keep-alive connection when the global cap is reached.
+#[derive(Debug, Default)]
+struct ConnectionTable {
+    inner: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    per_client: HashMap<ClientKey, usize>,
+    connections: HashMap<u64, Arc<ConnectionState>>,
+}
+
+/// One connection, as the accept loop sees it.
+#[derive(Debug)]
+struct ConnectionState {
+    id: u64,
+    client: ClientKey,
+    /// Requests being served on it right now; zero means idle (between requests or before the
+    /// first one).
+    in_flight: AtomicUsize,
+    evict: Notify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ClientKey(u128);
+
+impl ClientKey {
+    /// An IPv4 address, or an IPv6 /64 (one host usually holds a whole /64).
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self(u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(u128::from(u32::from(v4))),
+                None => Self(u128::from(v6) & !u128::from(u64::MAX)),
+            },
+        }
+    }
+}
+
+impl ConnectionTable {
+    /// Registers a connection from `ip`, unless that client already holds `per_client_cap`.
+    fn admit(&self, ip: IpAddr, per_client_cap: usize) -> Option<Arc<ConnectionState>> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let client = ClientKey::of(ip);
+        let mut table = self.lock();
+        let held = table.per_client.entry(client).or_insert(0);
+        if *held >= per_client_cap.max(1) {
+            return None;
+        }
+        *held += 1;
+        let state = Arc::new(ConnectionState {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            client,
+            in_flight: AtomicUsize::new(0),
+            evict: Notify::new(),
+        });
+        table.connections.insert(state.id, state.clone());
+        Some(state)
+    }
+
+    fn remove(&self, state: &ConnectionState) {
+        let mut table = self.lock();
+        table.connections.remove(&state.id);
+        if let Some(held) = table.per_client.get_mut(&state.client) {
+            *held -= 1;
+            if *held == 0 {
+                table.per_client.remove(&state.client);
+            }
+        }
+    }
+
+    /// Asks one idle connection to close: from the client holding the most connections, the
+    /// oldest first. Runs only when the server is at its cap.
+    fn evict_one_idle(&self) {
+        let table = self.lock();
+        let victim = table
+            .connections
+            .values()
+            .filter(|c| c.in_flight.load(Ordering::SeqCst) == 0)
+            .max_by_key(|c| {
+                let held = table.per_client.get(&c.client).copied().unwrap_or(0);
+                (held, std::cmp::Reverse(c.id))
+            });
+        if let Some(victim) = victim {
+            victim.evict.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Unregisters a connection when its task ends, however it ends.
+struct Registered(Arc<ConnectionTable>, Arc<ConnectionState>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
+/// Marks a connection busy for the life of one request.
+struct Busy(Arc<ConnectionState>);
+
+impl Busy {
+    fn start(state: &Arc<ConnectionState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(state.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }

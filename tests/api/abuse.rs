@@ -153,24 +153,91 @@ async fn a_body_that_never_arrives_gets_408() {
     assert!(answer.contains("application/problem+json"), "{answer}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+/// A keep-alive connection from `source` that has been served one request and now sits idle.
+async fn idle_keep_alive(app: &TestApp, source: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("\"ok\"}") {
+        let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer)
+            .await
+            .unwrap();
+        assert!(read > 0, "closed before answering");
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    stream
+}
+
+/// Whether the server has closed `stream` (EOF within a generous bound).
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(stream, &mut buffer),
+    )
+    .await;
+    matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+/// `GET /healthz` from `source`, with a bound so a server that never answers fails the test.
+async fn healthz_from(app: &TestApp, source: &str) -> Option<String> {
+    let attempt = async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut stream = socket.connect(app.addr).await.ok()?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer).await;
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Finding 9: one client's idle keep-alive connections held every slot, and others waited for
+/// the header timeout. At the cap an idle connection now makes room.
+#[tokio::test]
+async fn at_the_connection_cap_idle_keep_alive_connections_make_room() {
     let app = spawn_app_with(|c| {
-        c.http.max_connections = 1;
-        c.http.header_read_timeout = std::time::Duration::from_secs(30);
+        c.http.max_connections = 4;
+        c.http.header_read_timeout = Duration::from_secs(60);
     })
     .await;
-    // An idle connection holds the only slot.
-    let idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let waiting = tokio::spawn({
-        let addr = app.addr;
-        async move { tessera::http_client::send(addr, "GET", "/healthz", &[], None).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "served beyond the connection limit");
-    drop(idle);
-    assert_eq!(waiting.await.unwrap().unwrap().status, 200);
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(idle_keep_alive(&app, "127.0.0.1").await);
+    }
+    let answer = healthz_from(&app, "127.0.0.2").await.expect("served");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The oldest idle connection of the client holding the most was the one closed.
+    assert!(closed_by_server(&mut idle[0]).await);
+}
+
+/// Finding 9: one client address may hold only so many connections; others are unaffected.
+#[tokio::test]
+async fn one_client_cannot_hold_more_than_its_share_of_connections() {
+    let app = spawn_app_with(|c| c.http.max_connections_per_client = 2).await;
+    let _held = [
+        idle_keep_alive(&app, "127.0.0.1").await,
+        idle_keep_alive(&app, "127.0.0.1").await,
+    ];
+    let refused = healthz_from(&app, "127.0.0.1")
+        .await
+        .expect("closed, not hung");
+    assert!(refused.is_empty(), "closed without an answer: {refused}");
+    let other = healthz_from(&app, "127.0.0.3").await.expect("served");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
 }
 
 /// A verification that keeps a hashing thread busy for about a second (t=100 passes over
