@@ -153,10 +153,7 @@ async fn change_password(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = authenticate(state, &request).await?;
-    // Every endpoint that hashes a password draws from the same per-IP budget as login.
-    state.login_limiter.check(peer.ip(), Instant::now())?;
-    let mut body = read_body(state, request).await?;
+    let (session, mut body) = reauthentication(state, peer, request).await?;
     let current = body.string("current_password");
     let new = body.string("new_password");
     body.finish()?;
@@ -167,15 +164,26 @@ async fn change_password(
     Ok(token_response(&issued))
 }
 
+/// The start of every request that re-checks the password: the token, then the per-IP budget
+/// that every endpoint hashing a password draws from (the same as login's), then the body.
+async fn reauthentication(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<(Session, body::JsonObject), ApiError> {
+    let session = authenticate(state, &request).await?;
+    state.login_limiter.check(peer.ip(), Instant::now())?;
+    let body = read_body(state, request).await?;
+    Ok((session, body))
+}
+
 /// Account deletion re-authenticates: `{"password": "…"}` in the body (ASVS 5.0).
 async fn delete_account(
     state: &Arc<AppState>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = authenticate(state, &request).await?;
-    state.login_limiter.check(peer.ip(), Instant::now())?;
-    let mut body = read_body(state, request).await?;
+    let (session, mut body) = reauthentication(state, peer, request).await?;
     let password = body.string("password");
     body.finish()?;
     let auth = state.auth.clone();

@@ -3,7 +3,6 @@
 use crate::helpers::*;
 use serde_json::json;
 use tessera::http_client;
-use tessera::password::HashParams;
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
@@ -96,15 +95,7 @@ async fn login_rehashes_when_the_configured_parameters_change() {
             .password_hash
     };
     assert!(stored(&app).starts_with("$argon2id$v=19$m=256,t=1,p=1$"));
-    let app = app
-        .restart(|config| {
-            config.hash = HashParams {
-                memory_kib: 512,
-                iterations: 2,
-                parallelism: 1,
-            }
-        })
-        .await;
+    let app = app.restart_with_hash(512, 2).await;
     app.token("kvothe", GOOD_PASSWORD).await;
     assert!(
         stored(&app).starts_with("$argon2id$v=19$m=512,t=2,p=1$"),
@@ -145,15 +136,7 @@ async fn deleting_the_account_requires_the_password() {
 async fn verifying_an_old_parameter_hash_is_padded_to_the_current_cost() {
     let app = spawn_app().await;
     app.register("kvothe", GOOD_PASSWORD).await;
-    let app = app
-        .restart(|c| {
-            c.hash = HashParams {
-                memory_kib: 2048,
-                iterations: 2,
-                parallelism: 1,
-            };
-        })
-        .await;
+    let app = app.restart_with_hash(2048, 2).await;
     // An unknown name first: it measures what a current-parameter verification costs.
     assert_problem(&app.login("nobody", "a wrong password here").await, 401);
     assert_eq!(app.state.auth.hashing().padded(), 0);

@@ -111,6 +111,18 @@ impl TestApp {
         start(config, self._dir.clone()).await
     }
 
+    /// Restarts with other argon2 parameters, so hashes stored so far become outdated.
+    pub async fn restart_with_hash(self, memory_kib: u32, iterations: u32) -> TestApp {
+        self.restart(|config| {
+            config.hash = HashParams {
+                memory_kib,
+                iterations,
+                parallelism: 1,
+            };
+        })
+        .await
+    }
+
     pub async fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use std::time::Duration;
-use tessera::password::{HashParams, Hasher, Password};
+use tessera::password::{Hasher, Password};
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
@@ -56,15 +56,7 @@ async fn a_login_in_flight_during_a_password_change_gets_no_token() {
 async fn a_rehashing_login_cannot_undo_a_password_change() {
     let app = spawn_app_with(|c| c.hash_permits = 1).await;
     app.register("kvothe", GOOD_PASSWORD).await;
-    let app = app
-        .restart(|c| {
-            c.hash = HashParams {
-                memory_kib: 512,
-                iterations: 1,
-                parallelism: 1,
-            };
-        })
-        .await;
+    let app = app.restart_with_hash(512, 1).await;
     let reply = login_racing_a_password_change(&app).await;
     assert_problem(&reply, 401);
     assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
