@@ -207,7 +207,7 @@ async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// Bearer token → session, checked against revocation: in memory on the reactor when the
-/// token-state view has the user (the common case), otherwise on the blocking pool.
+/// revocation view is current and has the user (the common case), otherwise on the blocking pool.
 async fn authenticate(
     state: &Arc<AppState>,
     request: &Request<Incoming>,

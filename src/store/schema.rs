@@ -49,7 +49,7 @@ const MIGRATIONS: &[&str] = &[
           AND t.generation = u.token_generation
           AND t.jti NOT IN (SELECT jti FROM revoked_tokens);
     ",
-    // 2: the change log that keeps the in-memory token-state view exact (store/cache.rs).
+    // 2: the change log that keeps the in-memory revocation view exact (store/revocation.rs).
     r"
     CREATE TABLE token_changes (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
