@@ -29,15 +29,17 @@ pub struct RateLimiter {
     buckets: Mutex<Generations>,
 }
 
+/// Who a request comes from, for per-client limits (buckets here, connection caps in
+/// `server.rs`): an IPv4 address, or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum ClientKey {
+pub(super) enum ClientKey {
     V4(u32),
     /// The /64 prefix.
     V6(u64),
 }
 
 impl ClientKey {
-    fn of(ip: IpAddr) -> Self {
+    pub(super) fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => Self::V4(v4.into()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -2,6 +2,7 @@
 //! back-off on accept errors, graceful shutdown.
 
 use super::HttpSettings;
+use super::limits::ClientKey;
 use super::response::HttpResponse;
 use hyper::Request;
 use hyper::body::Incoming;
@@ -157,22 +158,6 @@ struct ConnectionState {
     /// first one).
     in_flight: AtomicUsize,
     evict: Notify,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ClientKey(u128);
-
-impl ClientKey {
-    /// An IPv4 address, or an IPv6 /64 (one host usually holds a whole /64).
-    fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self(u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(u128::from(u32::from(v4))),
-                None => Self(u128::from(v6) & !u128::from(u64::MAX)),
-            },
-        }
-    }
 }
 
 impl ConnectionTable {

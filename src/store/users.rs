@@ -165,7 +165,7 @@ impl Store {
         })
     }
 
-    /// The failed-login counter and when the last guess was reserved (tests, `user list`).
+    /// The failed-login counter: guesses reserved and not yet forgiven by a successful login.
     pub fn failed_logins(&self, username_canonical: &str) -> Result<Option<u32>> {
         self.with_conn(|conn| {
             Ok(conn
