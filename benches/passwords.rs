@@ -5,12 +5,13 @@
 use criterion::Criterion;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use tessera::auth::{Auth, AuthSettings, Registration};
-use tessera::hash_pool::HashPool;
-use tessera::lockout::LockoutPolicy;
-use tessera::password::{HashParams, Hasher, Password};
-use tessera::password_policy::PasswordPolicy;
-use tessera::store::Store;
+use tessera::auth::hash_pool::HashPool;
+use tessera::auth::{Auth, AuthSettings, Cancellation};
+use tessera::domain::lockout::LockoutPolicy;
+use tessera::domain::password::{HashParams, Hasher, Password};
+use tessera::domain::password_policy::PasswordPolicy;
+use tessera::domain::secret::SecretString;
+use tessera::domain::user::{NewUser, RegistrationForm};
 use tessera::token::{Codec, Keyring, ValidationPolicy};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -31,7 +32,7 @@ fn bench_argon2(c: &mut Criterion) {
 }
 
 fn auth(dir: &std::path::Path) -> Auth {
-    let store = Store::open_for_serving(&dir.join("bench.db")).unwrap();
+    let store = tessera::store::open_for_serving(&dir.join("bench.db")).unwrap();
     let policy = ValidationPolicy {
         issuer: "tessera".into(),
         audience: "tessera-api".into(),
@@ -65,20 +66,26 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 fn enumeration_medians() {
     let dir = tempfile::tempdir().unwrap();
     let auth = auth(dir.path());
-    let registration = Registration {
+    let form = RegistrationForm {
         username: "kvothe".into(),
         full_name: "Patrick Rothfuss".into(),
         password: PASSWORD.into(),
         mothers_favorite_search_engine: "Duck Duck Go".into(),
     };
-    auth.register(&registration, tessera::clock::now()).unwrap();
+    let user = NewUser::parse(form, &PasswordPolicy::default())
+        .map_err(|_| "invalid")
+        .unwrap();
+    let never = Cancellation::never();
+    let now = tessera::support::clock::now;
+    auth.register(user, now(), &never).unwrap();
+    let wrong_password = SecretString::from("a wrong password here");
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
     for _ in 0..60 {
         let started = Instant::now();
-        let _ = auth.login("nobody", "a wrong password here", tessera::clock::now());
+        let _ = auth.login("nobody", &wrong_password, now(), &never);
         unknown.push(started.elapsed());
         let started = Instant::now();
-        let _ = auth.login("kvothe", "a wrong password here", tessera::clock::now());
+        let _ = auth.login("kvothe", &wrong_password, now(), &never);
         wrong.push(started.elapsed());
     }
     let (unknown, wrong) = (median(unknown), median(wrong));

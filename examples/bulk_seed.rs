@@ -4,19 +4,18 @@
 //! The first user is `user0` with password "correct horse battery staple".
 
 use rusqlite::params;
-use tessera::password::{HashParams, Hasher, Password};
-use tessera::store::Store;
+use tessera::domain::password::{HashParams, Hasher, Password};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let db = args.next().ok_or("usage: bulk_seed DB USERS DENYLIST")?;
     let users: u64 = args.next().ok_or("USERS")?.parse()?;
     let denylist: u64 = args.next().ok_or("DENYLIST")?.parse()?;
-    drop(Store::open_for_serving(std::path::Path::new(&db))?); // creates and migrates
+    drop(tessera::store::open_for_serving(std::path::Path::new(&db))?); // creates and migrates
     let hasher = Hasher::new(HashParams::default())?;
     let phc = hasher.hash(&Password::normalize("correct horse battery staple")?)?;
     let mut conn = rusqlite::Connection::open(&db)?;
-    let now = tessera::clock::now();
+    let now = tessera::support::clock::now();
     let tx = conn.transaction()?;
     {
         let mut user = tx.prepare(

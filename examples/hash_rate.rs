@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tessera::password::{HashParams, Hasher, Password};
+use tessera::domain::password::{HashParams, Hasher, Password};
 
 fn main() {
     let mut args = std::env::args().skip(1);

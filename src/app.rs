@@ -2,13 +2,13 @@
 //! server with its background pruning and signal handling.
 
 use crate::auth::Auth;
+use crate::auth::hash_pool::HashPool;
 use crate::config::Config;
-use crate::hash_pool::HashPool;
+use crate::domain::password::{HashError, Hasher};
 use crate::http::limits::RateLimiter;
 use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
-use crate::password::{HashError, Hasher};
-use crate::store::{Store, StoreError};
+use crate::store::{self, StoreError};
 use crate::token::{Codec, JwkSet, KeyError, Keyring, ValidationPolicy};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ pub enum StartupError {
 /// Builds everything a request needs. Fails closed on any key or storage problem.
 pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
     let keyring = load_or_create_keys(config)?;
-    let store = Store::open_for_serving(&config.db_path)?;
+    let store = store::open_for_serving(&config.db_path)?;
     let hashing = HashPool::new(
         Hasher::new(config.hash)?,
         config.hash_permits,
@@ -104,7 +104,7 @@ pub async fn run(
         let _ = server.await;
     }
     let auth = state.auth.clone();
-    let checkpoint = tokio::task::spawn_blocking(move || auth.store().checkpoint()).await;
+    let checkpoint = tokio::task::spawn_blocking(move || auth.checkpoint()).await;
     if let Ok(Err(error)) = checkpoint {
         tracing::warn!(%error, "WAL checkpoint on shutdown failed");
     }

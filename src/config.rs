@@ -1,228 +1,36 @@
-//! The command line: every tunable with its default, as a flag and a `TESSERA_*` variable.
-//!
-//! Defaults follow the standards cited next to each; `tessera serve --help` prints them all.
+//! Everything the service needs to start, independent of how it was configured, and the
+//! defaults — shared by the command line (`cli::args`), `tessera-token` and the tests.
 
 use crate::auth::AuthSettings;
-use crate::clock::Clock;
+use crate::domain::lockout::LockoutPolicy;
+use crate::domain::password::HashParams;
+use crate::domain::password_policy::PasswordPolicy;
 use crate::http::HttpSettings;
-use crate::lockout::LockoutPolicy;
-use crate::password::HashParams;
-use crate::password_policy::{ABSOLUTE_MIN_CHARS, PasswordPolicy};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use crate::support::clock::{self, Clock};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the keyring lives unless told otherwise; only this default is created on demand.
 pub const DEFAULT_KEYS_PATH: &str = "keys/jwks.json";
 pub const DEFAULT_DB_PATH: &str = "data/tessera.db";
+/// Token issuer (`iss`) and audience (`aud`).
+pub const DEFAULT_ISSUER: &str = "tessera";
+pub const DEFAULT_AUDIENCE: &str = "tessera-api";
+/// Access-token lifetime in seconds; also the longest lifetime the codec accepts.
+pub const DEFAULT_TOKEN_TTL: i64 = 3600;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const DEFAULT_LEEWAY: i64 = 30;
+/// Requests allowed to wait for a hashing thread before 503.
+pub const DEFAULT_HASH_QUEUE: usize = 64;
+/// Nice value of the hashing threads: token checks preempt hashing.
+pub const DEFAULT_HASH_NICE: i32 = 19;
+/// Per-client-IP token buckets: (burst, sustained per second).
+pub const DEFAULT_LOGIN_LIMIT: (u32, f64) = (20, 2.0);
+pub const DEFAULT_REGISTER_LIMIT: (u32, f64) = (10, 0.2);
+/// Seconds between sweeps of expired denylist and ledger rows.
+pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 60;
 
-#[derive(Debug, Parser)]
-#[command(name = "tessera", version, about = "A small authentication service")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the HTTP API.
-    Serve(Box<ServeArgs>),
-    /// Manage the signing keys (JWK Set file).
-    Keys {
-        #[command(subcommand)]
-        action: KeysAction,
-        /// JWK Set key file to manage (the same file `serve --keys` reads).
-        #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH, global = true)]
-        keys: PathBuf,
-    },
-    /// Administer users directly in the database (works while the server runs).
-    User {
-        #[command(subcommand)]
-        action: UserAction,
-        /// SQLite database file; must already exist (only `serve` and `demo` create one).
-        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
-        db: PathBuf,
-    },
-    /// Inspect the database.
-    Db {
-        #[command(subcommand)]
-        action: DbAction,
-        /// SQLite database file; must already exist (only `serve` and `demo` create one).
-        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
-        db: PathBuf,
-    },
-    /// Regenerate data/: load the seed users through the real HTTP API, log two in, dump.
-    Demo {
-        /// The brief's CSV of users.
-        #[arg(long, default_value = "data/seed-users.csv")]
-        seed: PathBuf,
-        /// Where the dump goes.
-        #[arg(long, default_value = "data/tessera-dump.sql")]
-        out: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysAction {
-    /// Create a new key file with one signing key (refuses to overwrite).
-    Generate,
-    /// Add a new signing key in front; older keys keep verifying.
-    Rotate,
-    /// List key ids and which one signs (never the keys).
-    List,
-    /// Remove a non-signing key once one token lifetime has passed since the rotation that
-    /// ended its signing (refused before that unless --force).
-    Retire {
-        /// Key id to remove, as `keys list` prints it.
-        kid: String,
-        /// Retire even though tokens it signed may still be live (they stop verifying at once).
-        #[arg(long)]
-        force: bool,
-        /// Access-token lifetime in seconds: the server's `--token-ttl`.
-        #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = 3600)]
-        token_ttl: i64,
-        /// Clock skew tolerated in seconds: the server's `--leeway`.
-        #[arg(long, env = "TESSERA_LEEWAY", default_value_t = 30)]
-        leeway: i64,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum UserAction {
-    /// List users (never hashes).
-    List,
-    /// Revoke every token of a user (bumps the token generation).
-    Revoke {
-        /// The account's username (any case or width).
-        username: String,
-    },
-    /// Clear a user's failed-login counter.
-    Unlock {
-        /// The account's username (any case or width).
-        username: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DbAction {
-    /// Print a plain-text SQL dump to stdout.
-    Dump,
-    /// Run SQLite's integrity check.
-    Check,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Address for Prometheus metrics (`GET /metrics`); off unless given. Keep it private.
-    #[arg(long, env = "TESSERA_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// SQLite database file (created with mode 0600 if missing).
-    #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
-    pub db: PathBuf,
-    /// JWK Set key file. When not given, keys/jwks.json is used and created if missing (dev
-    /// setup); a path given explicitly must already exist.
-    #[arg(long, env = "TESSERA_KEYS")]
-    pub keys: Option<PathBuf>,
-    /// Token issuer (`iss`).
-    #[arg(long, env = "TESSERA_ISSUER", default_value = "tessera")]
-    pub issuer: String,
-    /// Token audience (`aud`).
-    #[arg(long, env = "TESSERA_AUDIENCE", default_value = "tessera-api")]
-    pub audience: String,
-    /// Access-token lifetime in seconds; also the longest lifetime accepted.
-    #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(60..=86_400))]
-    pub token_ttl: i64,
-    /// Clock skew tolerated on exp/nbf/iat, in seconds.
-    #[arg(long, env = "TESSERA_LEEWAY", default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=300))]
-    pub leeway: i64,
-    /// argon2id memory in KiB (OWASP minimum 19456).
-    #[arg(long, env = "TESSERA_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
-    pub argon2_memory_kib: u32,
-    /// argon2id iterations (OWASP minimum 2 at 19 MiB).
-    #[arg(long, env = "TESSERA_ARGON2_ITERATIONS", default_value_t = 2)]
-    pub argon2_iterations: u32,
-    /// argon2id lanes.
-    #[arg(long, env = "TESSERA_ARGON2_PARALLELISM", default_value_t = 1)]
-    pub argon2_parallelism: u32,
-    /// Minimum password length in code points (NIST: 15 single-factor; never below 8).
-    #[arg(long, env = "TESSERA_PASSWORD_MIN_CHARS", default_value_t = 15, value_parser = clap::value_parser!(u16).range(ABSOLUTE_MIN_CHARS as i64..=64))]
-    pub password_min_chars: u16,
-    /// Maximum password length in code points.
-    #[arg(long, env = "TESSERA_PASSWORD_MAX_CHARS", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(64..=4096))]
-    pub password_max_chars: u16,
-    /// Consecutive failed logins before the account softlock starts delaying attempts.
-    #[arg(long, env = "TESSERA_LOCKOUT_FREE_ATTEMPTS", default_value_t = 5)]
-    pub lockout_free_attempts: u32,
-    /// First softlock delay in seconds; doubles per further failure.
-    #[arg(long, env = "TESSERA_LOCKOUT_BASE_DELAY", default_value_t = 2)]
-    pub lockout_base_delay: u64,
-    /// Longest softlock delay in seconds.
-    #[arg(long, env = "TESSERA_LOCKOUT_MAX_DELAY", default_value_t = 900)]
-    pub lockout_max_delay: u64,
-    /// Concurrent argon2 computations (default: number of CPUs).
-    #[arg(long, env = "TESSERA_HASH_PERMITS")]
-    pub hash_permits: Option<usize>,
-    /// Requests allowed to wait for an argon2 slot before 503.
-    #[arg(long, env = "TESSERA_HASH_QUEUE", default_value_t = 64)]
-    pub hash_queue: usize,
-    /// Nice value of the argon2 threads (0–19): token checks preempt hashing (0 disables).
-    #[arg(long, env = "TESSERA_HASH_NICE", default_value_t = 19,
-          value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub hash_nice: i32,
-    /// Login attempts per client IP in a burst.
-    #[arg(long, env = "TESSERA_LOGIN_BURST", default_value_t = 20)]
-    pub login_burst: u32,
-    /// Login attempts per client IP per second, sustained (0 disables).
-    #[arg(long, env = "TESSERA_LOGIN_RATE", default_value_t = 2.0)]
-    pub login_rate: f64,
-    /// Registrations per client IP in a burst.
-    #[arg(long, env = "TESSERA_REGISTER_BURST", default_value_t = 10)]
-    pub register_burst: u32,
-    /// Registrations per client IP per second, sustained (0 disables).
-    #[arg(long, env = "TESSERA_REGISTER_RATE", default_value_t = 0.2)]
-    pub register_rate: f64,
-    /// Largest request body in bytes.
-    #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 16 * 1024)]
-    pub body_limit: usize,
-    /// Simultaneous connections; at the cap, idle keep-alive connections are closed first.
-    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Simultaneous connections from one client address (IPv6: per /64).
-    #[arg(
-        long,
-        env = "TESSERA_MAX_CONNECTIONS_PER_CLIENT",
-        default_value_t = 128
-    )]
-    pub max_connections_per_client: usize,
-    /// Seconds a client gets to send the request line and headers (slowloris guard).
-    #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", default_value_t = 10)]
-    pub header_read_timeout: u64,
-    /// Seconds a whole request may take, body included.
-    #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value_t = 30)]
-    pub request_timeout: u64,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "TESSERA_SHUTDOWN_GRACE", default_value_t = 10)]
-    pub shutdown_grace: u64,
-    /// Seconds between sweeps of expired denylist and ledger rows.
-    #[arg(long, env = "TESSERA_PRUNE_INTERVAL", default_value_t = 60)]
-    pub prune_interval: u64,
-    /// Log format.
-    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
-
-/// Everything the service needs to start, independent of how it was configured.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub db_path: PathBuf,
@@ -245,102 +53,36 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
 }
 
-impl ServeArgs {
-    pub fn to_config(&self) -> Config {
-        let keys_path = self
-            .keys
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYS_PATH));
-        Config {
-            db_path: self.db.clone(),
-            keys_path,
-            create_missing_keys: self.keys.is_none(),
-            issuer: self.issuer.clone(),
-            audience: self.audience.clone(),
-            leeway: self.leeway,
-            hash: HashParams {
-                memory_kib: self.argon2_memory_kib,
-                iterations: self.argon2_iterations,
-                parallelism: self.argon2_parallelism,
-            },
+impl Config {
+    /// Every default, with this database and key file (which must exist: only the default key
+    /// path is created on demand).
+    pub fn for_paths(db: &Path, keys: &Path) -> Self {
+        Self {
+            db_path: db.into(),
+            keys_path: keys.into(),
+            create_missing_keys: false,
+            issuer: DEFAULT_ISSUER.into(),
+            audience: DEFAULT_AUDIENCE.into(),
+            leeway: DEFAULT_LEEWAY,
+            hash: HashParams::default(),
             auth: AuthSettings {
-                token_ttl: self.token_ttl,
-                password_policy: PasswordPolicy {
-                    min_chars: usize::from(self.password_min_chars),
-                    max_chars: usize::from(self.password_max_chars),
-                },
-                lockout: LockoutPolicy {
-                    free_attempts: self.lockout_free_attempts,
-                    base_delay: self.lockout_base_delay,
-                    max_delay: self.lockout_max_delay,
-                },
+                token_ttl: DEFAULT_TOKEN_TTL,
+                password_policy: PasswordPolicy::default(),
+                lockout: LockoutPolicy::default(),
             },
-            http: HttpSettings {
-                body_limit: self.body_limit,
-                max_connections: self.max_connections,
-                max_connections_per_client: self.max_connections_per_client,
-                header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
-                request_timeout: Duration::from_secs(self.request_timeout.max(1)),
-                body_timeout: Duration::from_secs(self.request_timeout.clamp(1, 10)),
-                shutdown_grace: Duration::from_secs(self.shutdown_grace),
-                ..HttpSettings::default()
-            },
-            hash_permits: self.hash_permits.unwrap_or_else(default_permits),
-            hash_queue: self.hash_queue,
-            hash_nice: self.hash_nice,
-            login_limit: (self.login_burst, self.login_rate),
-            register_limit: (self.register_burst, self.register_rate),
-            prune_interval: Duration::from_secs(self.prune_interval.max(1)),
-            clock: crate::clock::system(),
+            http: HttpSettings::default(),
+            hash_permits: default_hash_permits(),
+            hash_queue: DEFAULT_HASH_QUEUE,
+            hash_nice: DEFAULT_HASH_NICE,
+            login_limit: DEFAULT_LOGIN_LIMIT,
+            register_limit: DEFAULT_REGISTER_LIMIT,
+            prune_interval: Duration::from_secs(DEFAULT_PRUNE_INTERVAL_SECS),
+            clock: clock::system(),
         }
     }
 }
 
-fn default_permits() -> usize {
+/// One hashing thread per CPU: argon2 is memory-bandwidth bound, more only queue.
+pub fn default_hash_permits() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_match_the_documented_standards() {
-        let cli = Cli::try_parse_from(["tessera", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!()
-        };
-        let config = args.to_config();
-        assert_eq!(config.auth.token_ttl, 3600);
-        assert_eq!(config.auth.password_policy, PasswordPolicy::default());
-        assert_eq!(config.hash, HashParams::default());
-        assert!(config.create_missing_keys);
-        assert_eq!(config.keys_path, PathBuf::from(DEFAULT_KEYS_PATH));
-        assert_eq!(config.hash_nice, 19);
-    }
-
-    #[test]
-    fn hash_nice_is_a_nice_value_that_only_lowers_priority() {
-        for bad in ["-1", "20"] {
-            assert!(Cli::try_parse_from(["tessera", "serve", "--hash-nice", bad]).is_err());
-        }
-        for good in ["0", "19"] {
-            assert!(Cli::try_parse_from(["tessera", "serve", "--hash-nice", good]).is_ok());
-        }
-    }
-
-    #[test]
-    fn password_minimum_cannot_go_below_eight() {
-        assert!(Cli::try_parse_from(["tessera", "serve", "--password-min-chars", "7"]).is_err());
-        assert!(Cli::try_parse_from(["tessera", "serve", "--password-min-chars", "8"]).is_ok());
-    }
-
-    #[test]
-    fn an_explicit_key_path_is_never_created() {
-        let cli = Cli::try_parse_from(["tessera", "serve", "--keys", "/etc/k.json"]).unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!()
-        };
-        assert!(!args.to_config().create_missing_keys);
-    }
 }

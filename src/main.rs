@@ -3,8 +3,9 @@
 use clap::Parser as _;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use tessera::config::{Cli, Command, LogFormat};
-use tessera::{admin, app, demo};
+use tessera::app;
+use tessera::cli::admin;
+use tessera::cli::args::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,7 +19,6 @@ fn main() -> ExitCode {
         Command::Keys { action, keys } => print(admin::keys(&action, &keys)),
         Command::User { action, db } => print(admin::user(&action, &db)),
         Command::Db { action, db } => print(admin::db(&action, &db)),
-        Command::Demo { seed, out } => print(demo::regenerate(&seed, &out)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: &tessera::config::ServeArgs) -> Result<(), String> {
+fn serve(args: &tessera::cli::args::ServeArgs) -> Result<(), String> {
     let config = args.to_config();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime

@@ -2,8 +2,9 @@
 //! errors that name the field — never serde's messages, which can echo the submitted value.
 
 use super::problem::ApiError;
-use crate::auth::FieldError;
-use crate::strict_json::{self, Member, ObjectError};
+use crate::domain::secret::SecretString;
+use crate::domain::validation::FieldError;
+use crate::support::strict_json::{self, Member, ObjectError};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -90,8 +91,7 @@ fn bad_request(detail: &str) -> ApiError {
 }
 
 /// A parsed body from which handlers take typed fields; every problem is collected and
-/// reported together by [`JsonObject::finish`].
-#[derive(Debug)]
+/// reported together by [`JsonObject::finish`]. It may hold passwords, so no `Debug`.
 pub struct JsonObject {
     members: Vec<Member>,
     errors: Vec<FieldError>,
@@ -116,6 +116,12 @@ impl JsonObject {
                 String::new()
             }
         }
+    }
+
+    /// Takes a required string field that is a secret: moved, not copied, into a
+    /// [`SecretString`] that wipes it on drop.
+    pub fn secret(&mut self, field: &'static str) -> SecretString {
+        SecretString::new(self.string(field))
     }
 
     /// Fails with 400 if any field was missing or mistyped, or any unknown field remains.

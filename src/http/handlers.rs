@@ -6,12 +6,11 @@ use super::problem::ApiError;
 use super::response::{self, HttpResponse};
 use super::router::Route;
 use super::{AppState, bearer};
-use crate::auth::{AuthError, Registration, Session, TokenRejection};
-use crate::clock;
-use crate::hash_pool::Requester;
-use crate::store::UserProfile;
+use crate::auth::{AuthError, Cancellation, Requester, Session, TokenRejection};
+use crate::domain::user::{NewUser, RegistrationForm, UserProfile};
+use crate::domain::username::Username;
+use crate::support::clock;
 use crate::token::IssuedToken;
-use crate::username::Username;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Request, StatusCode};
@@ -53,7 +52,7 @@ pub async fn handle(
         Route::LogoutEverywhere => {
             let session = authenticate(state, &request).await?;
             let auth = state.auth.clone();
-            blocking(move || auth.logout_everywhere(&session)).await?;
+            blocking(move |_| auth.logout_everywhere(&session)).await?;
             state.metrics.logout(true);
             Ok(response::no_content())
         }
@@ -76,20 +75,26 @@ async fn register(
 ) -> Result<HttpResponse, ApiError> {
     state.register_limiter.check(peer.ip(), Instant::now())?;
     let mut body = read_body(state, request).await?;
-    let registration = Registration {
+    let form = RegistrationForm {
         username: body.string("username"),
         full_name: body.string("full_name"),
-        password: body.string("password"),
+        password: body.secret("password"),
         mothers_favorite_search_engine: body.string("mothers_favorite_search_engine"),
     };
     body.finish()?;
+    let policy = state.auth.settings().password_policy;
+    // The policy's guessability estimate is CPU work; it runs off the reactor with the rest.
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let profile = blocking(move || auth.register(&registration, now)).await?;
+    let profile = blocking(move |cancel| {
+        let user = NewUser::parse(form, &policy).map_err(AuthError::Validation)?;
+        auth.register(user, now, &cancel)
+    })
+    .await?;
     let mut response = user_view(StatusCode::CREATED, &profile);
     let location = format!(
         "/v1/users/{}",
-        utf8_percent_encode(&profile.username, PATH_SEGMENT)
+        utf8_percent_encode(profile.username.as_typed(), PATH_SEGMENT)
     );
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(LOCATION, value);
@@ -105,11 +110,11 @@ async fn login(
     state.login_limiter.check(peer.ip(), Instant::now())?;
     let mut body = read_body(state, request).await?;
     let username = body.string("username");
-    let password = body.string("password");
+    let password = body.secret("password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let result = blocking(move || auth.login(&username, &password, now)).await;
+    let result = blocking(move |cancel| auth.login(&username, &password, now, &cancel)).await;
     let outcome = match &result {
         Ok(_) => LoginOutcome::Succeeded,
         Err(ApiError::TooManyRequests { .. }) => LoginOutcome::Throttled,
@@ -129,8 +134,7 @@ async fn user_by_name(
     let session = authenticate(state, request).await?;
     // 403 for anyone else, whether or not they exist: the answer must not reveal accounts.
     let requested = Username::parse(name).map_err(|_| ApiError::Forbidden)?;
-    let own = Username::parse(&session.profile.username).map_err(|_| ApiError::Forbidden)?;
-    if requested.canonical() != own.canonical() {
+    if requested.canonical() != session.profile.username.canonical() {
         return Err(ApiError::Forbidden);
     }
     Ok(user_view(StatusCode::OK, &session.profile))
@@ -143,7 +147,7 @@ async fn logout_current(
     let token = bearer::extract(request.headers(), request.uri())?.to_owned();
     let auth = state.auth.clone();
     let now = state.clock.now();
-    blocking(move || auth.logout(&token, now)).await?;
+    blocking(move |_| auth.logout(&token, now)).await?;
     state.metrics.logout(false);
     Ok(response::no_content())
 }
@@ -154,12 +158,14 @@ async fn change_password(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let (session, mut body) = reauthentication(state, peer, request).await?;
-    let current = body.string("current_password");
-    let new = body.string("new_password");
+    let current = body.secret("current_password");
+    let new = body.secret("new_password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let issued = blocking(move || auth.change_password(&session, &current, &new, now)).await?;
+    let issued =
+        blocking(move |cancel| auth.change_password(&session, &current, &new, now, &cancel))
+            .await?;
     state.metrics.token_issued();
     Ok(token_response(&issued))
 }
@@ -184,17 +190,17 @@ async fn delete_account(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let (session, mut body) = reauthentication(state, peer, request).await?;
-    let password = body.string("password");
+    let password = body.secret("password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    blocking(move || auth.delete_account(&session, &password, now)).await?;
+    blocking(move |cancel| auth.delete_account(&session, &password, now, &cancel)).await?;
     Ok(response::no_content())
 }
 
 async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
     let auth = state.auth.clone();
-    let ping = tokio::task::spawn_blocking(move || auth.store().ping().map_err(|e| e.to_string()))
+    let ping = tokio::task::spawn_blocking(move || auth.ready().map_err(|e| e.to_string()))
         .await
         .unwrap_or_else(|join_error| Err(join_error.to_string()));
     match ping {
@@ -224,7 +230,7 @@ async fn authenticate(
     }
     let token = token.to_owned();
     let auth = state.auth.clone();
-    blocking(move || auth.authenticate(&token, now)).await
+    blocking(move |_| auth.authenticate(&token, now)).await
 }
 
 async fn read_body(
@@ -239,15 +245,16 @@ async fn read_body(
     .await
 }
 
-/// Runs a use case on the blocking pool (argon2 and SQLite must not stall the reactor) and
-/// logs what the client will not be told. If the client hangs up, hyper drops this future and
-/// with it `requester`, so hashes the use case still has queued are skipped.
+/// Runs a use case on the blocking pool (argon2 and storage must not stall the reactor) and
+/// logs what the client will not be told. The use case gets this request's [`Cancellation`]: if
+/// the client hangs up, hyper drops this future and with it `requester`, so hashes the use case
+/// still has queued are skipped.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+    work: impl FnOnce(Cancellation) -> Result<T, AuthError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let requester = Requester::new();
-    let waiting = requester.waiting();
-    match tokio::task::spawn_blocking(move || waiting.run(work)).await {
+    let cancel = requester.cancellation();
+    match tokio::task::spawn_blocking(move || work(cancel)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             log_auth_error(&error);
@@ -287,9 +294,9 @@ struct UserView<'a> {
 fn user_view(status: StatusCode, profile: &UserProfile) -> HttpResponse {
     let view = UserView {
         created_at: clock::rfc3339(profile.created_at),
-        full_name: &profile.full_name,
-        mothers_favorite_search_engine: &profile.mothers_favorite_search_engine,
-        username: &profile.username,
+        full_name: profile.full_name.as_str(),
+        mothers_favorite_search_engine: profile.mothers_favorite_search_engine.as_str(),
+        username: profile.username.as_typed(),
     };
     response::serialized(status, &view)
 }

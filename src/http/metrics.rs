@@ -6,6 +6,7 @@ use super::problem::ApiError;
 use super::response;
 use super::router::ROUTES;
 use super::{AppState, HttpSettings, server};
+use crate::auth::HashingStats;
 use hyper::{Method, StatusCode};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,6 +54,18 @@ pub struct Metrics {
     tokens_issued: AtomicU64,
     logouts: AtomicU64,
     logouts_everywhere: AtomicU64,
+    requests_in_flight: AtomicU64,
+}
+
+/// A request being served; dropping it (the response went out, or the client hung up and
+/// hyper dropped the request's future) takes it off the in-flight gauge.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Metrics {
@@ -68,6 +81,7 @@ impl Default for Metrics {
             tokens_issued: AtomicU64::new(0),
             logouts: AtomicU64::new(0),
             logouts_everywhere: AtomicU64::new(0),
+            requests_in_flight: AtomicU64::new(0),
         }
     }
 }
@@ -98,6 +112,17 @@ impl Metrics {
         stats.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         stats.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn request_started(&self) -> InFlight<'_> {
+        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.requests_in_flight)
+    }
+
+    /// Requests being served right now.
+    pub fn requests_in_flight(&self) -> u64 {
+        self.requests_in_flight.load(Ordering::Relaxed)
     }
 
     pub fn login(&self, outcome: LoginOutcome) {
@@ -179,6 +204,13 @@ impl Metrics {
             "Log-out-everywhere generation bumps.",
             &self.logouts_everywhere,
         );
+        let _ = writeln!(
+            out,
+            "# HELP tessera_http_requests_in_flight Requests being served.\n\
+             # TYPE tessera_http_requests_in_flight gauge\n\
+             tessera_http_requests_in_flight {}",
+            self.requests_in_flight()
+        );
         out.push_str("# HELP tessera_argon2_queue_depth Requests waiting for an argon2 slot.\n");
         out.push_str("# TYPE tessera_argon2_queue_depth gauge\n");
         let _ = writeln!(out, "tessera_argon2_queue_depth {hash_queue_depth}");
@@ -199,13 +231,6 @@ impl Metrics {
 }
 
 /// What the hashing threads report to `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HashingStats {
-    pub queue_depth: usize,
-    pub abandoned: u64,
-    pub padded: u64,
-}
-
 fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
     let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
@@ -261,14 +286,7 @@ pub async fn serve_metrics(
             } else if request.method() != Method::GET {
                 ApiError::MethodNotAllowed { allow: "GET" }.into_response()
             } else {
-                let body = {
-                    let hashing = state.auth.hashing();
-                    state.metrics.render(HashingStats {
-                        queue_depth: hashing.queue_depth(),
-                        abandoned: hashing.abandoned(),
-                        padded: hashing.padded(),
-                    })
-                };
+                let body = state.metrics.render(state.auth.hashing_stats());
                 response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
             };
             response::add_standard_headers(&mut response, "metrics");

@@ -76,7 +76,7 @@ pub struct AppState {
     pub register_limiter: RateLimiter,
     pub metrics: Metrics,
     /// The one source of "now" for every request.
-    pub clock: Arc<dyn crate::clock::Clock>,
+    pub clock: Arc<dyn crate::support::clock::Clock>,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting and gives
@@ -101,6 +101,7 @@ async fn dispatch(
     request: Request<Incoming>,
 ) -> HttpResponse {
     let started = Instant::now();
+    let _in_flight = state.metrics.request_started();
     let request_id = next_request_id();
     let method = request.method().clone();
     let (route_name, result) = match router::route(&method, request.uri().path()) {
@@ -134,7 +135,7 @@ async fn dispatch(
 /// (a counter did). From the thread's userspace CSPRNG, seeded from the OS: a system call per
 /// request would cost more than the rest of the id.
 fn next_request_id() -> String {
-    crate::random::request_id()
+    crate::crypto::random::request_id()
 }
 
 fn header_bytes(request: &Request<Incoming>) -> usize {

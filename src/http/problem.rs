@@ -6,7 +6,8 @@
 //! one response whether the user exists or not.
 
 use super::response::{self, HttpResponse};
-use crate::auth::{AuthError, FieldError};
+use crate::auth::AuthError;
+use crate::domain::validation::FieldError;
 use hyper::StatusCode;
 use hyper::header::{ALLOW, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Value, json};

@@ -1,242 +1,126 @@
-//! Persistence: SQLite through rusqlite, and nothing else in the crate touches SQL.
+//! The storage seam: everything above `store/` reaches storage through the [`Store`] trait, and
+//! learns nothing of which database runs behind it. SQLite ([`sqlite`]) is the one backend
+//! today; a PostgreSQL backend for several replicas implements the same trait in its own folder.
 //!
-//! Everything here is synchronous and meant to run off the async reactor (the HTTP layer calls it
-//! from `spawn_blocking`). The public surface is plain Rust types, so a PostgreSQL backend for
-//! multi-replica deployments can implement the same methods later.
+//! Why a trait object rather than an enum over backends: a backend is then one folder and one
+//! `impl`, added without editing a `match` in every method here, and `auth` holds an
+//! `Arc<dyn Store>` it cannot look behind. The price, one indirect call per storage operation,
+//! is invisible next to a hash-map lookup, let alone a query.
 //!
-//! Connection settings, and why:
-//! - `journal_mode=WAL`: readers never block the writer or each other, which is the request mix
-//!   here (one token check per request, writes only on register/login/logout).
-//! - `synchronous=FULL`: every commit is fsynced. NORMAL would be durable across a process crash
-//!   but can lose the last commits on power loss — and a lost logout means a revoked token lives
-//!   again. Writes already sit behind a ~20 ms argon2 hash or are rare, so the fsync is affordable.
-//! - `foreign_keys=ON`: deleting a user removes its ledger and denylist rows.
-//! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
+//! Every method is synchronous and may block (SQL, file checks): call it off the async reactor —
+//! except [`Store::cached_token_state`], which never blocks.
 
-mod dump;
-mod revocation;
-mod schema;
-mod sessions;
-mod users;
+mod error;
+mod records;
+mod sqlite;
 
-pub use sessions::{IssuedTokenRecord, TokenState};
-pub use users::{Credentials, NewUser, UserProfile, UserSummary};
+pub use error::{Result, StoreError};
+pub use records::{Credentials, IssuedTokenRecord, NewAccount, TokenState, UserSummary};
+pub use sqlite::SqliteStore;
 
-use rusqlite::{Connection, OpenFlags};
-use std::fs;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use crate::domain::ids::{TokenId, UserId};
+use crate::domain::lockout::LockoutPolicy;
+use crate::domain::user::UserProfile;
+use crate::domain::username::Username;
+use std::path::Path;
+use std::sync::Arc;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("cannot create database file {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("that username is taken")]
-    UsernameTaken,
-    #[error("the password or token generation changed while the login was checked")]
-    CredentialsChanged,
-    #[error("database schema version {found} is newer than this build knows ({known})")]
-    SchemaTooNew { found: i64, known: i64 },
-    #[error("database file {0} is missing or was replaced since it was opened")]
-    FileReplaced(PathBuf),
-    #[error("no database at {0} (only `tessera serve` and `tessera demo` create one)")]
-    Missing(PathBuf),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the database files changed under the server; revocation state cannot be proven")]
-    Unprovable,
+/// What the service needs from storage.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // Accounts.
+
+    /// Inserts a user. Of any number of concurrent registrations of one name, exactly one
+    /// commits; the others get [`StoreError::UsernameTaken`].
+    fn create_user(&self, user: &NewAccount<'_>) -> Result<UserProfile>;
+
+    /// The hash and the generation of a user, read together.
+    fn find_credentials(&self, username: &Username) -> Result<Option<Credentials>>;
+
+    /// Reserves one password guess against the softlock, atomically, before any hashing:
+    /// counted as a failure now and forgiven by a successful login. `Ok(Err(seconds))` when the
+    /// guess is refused; a user deleted meanwhile is `Ok(Ok(()))` (the guess then fails).
+    fn reserve_attempt(
+        &self,
+        user: &UserId,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<std::result::Result<(), u64>>;
+
+    /// A successful login: records the token, clears the failure counter and optionally stores
+    /// a rehashed password, in one transaction — only if the hash and generation are still
+    /// `verified`; otherwise [`StoreError::CredentialsChanged`] and the token must not go out.
+    fn record_login(
+        &self,
+        token: &IssuedTokenRecord<'_>,
+        verified: &Credentials,
+        rehashed_password: Option<&str>,
+    ) -> Result<()>;
+
+    /// Replaces the hash and bumps the generation, only if the stored hash is still
+    /// `verified_hash`. The new generation, or `None` if it changed meanwhile or the user is gone.
+    fn change_password(
+        &self,
+        user: &UserId,
+        verified_hash: &str,
+        new_hash: &str,
+    ) -> Result<Option<u64>>;
+
+    /// Deletes a user with its ledger and denylist rows. True if one was deleted.
+    fn delete_user(&self, user: &UserId) -> Result<bool>;
+
+    // Token state: the revocation view.
+
+    /// The token's user, current generation and whether `jti` is denylisted — exact, whatever
+    /// other processes committed. `None` when the user no longer exists. Blocking.
+    fn token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>>;
+
+    /// The same from memory only, never blocking: `Ok(None)` when the backend cannot answer
+    /// without I/O (the caller then uses [`Store::token_state`] on the blocking pool); an error
+    /// when it cannot prove its memory current.
+    fn cached_token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>>;
+
+    /// Denylists one token until `expires_at`. Idempotent.
+    fn revoke_token(&self, jti: &TokenId, user: &UserId, expires_at: i64) -> Result<()>;
+
+    /// Revokes every token the user holds. The new generation, or `None` if no such user.
+    fn bump_generation(&self, user: &UserId) -> Result<Option<u64>>;
+
+    /// Drops rows of tokens expired before `cutoff`; keeps change history for at least
+    /// `longest_token_lifetime`. Returns how many denylist and ledger rows went.
+    fn prune_expired(&self, cutoff: i64, longest_token_lifetime: i64) -> Result<usize>;
+
+    // Operators.
+
+    /// `tessera user revoke`: bumps the generation by username.
+    fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>>;
+    /// `tessera user unlock`: clears the failure counter. False if no such user.
+    fn unlock_user(&self, username: &Username) -> Result<bool>;
+    /// Guesses reserved and not yet forgiven.
+    fn failed_logins(&self, username: &Username) -> Result<Option<u32>>;
+    fn list_users(&self) -> Result<Vec<UserSummary>>;
+    /// Rows on the denylist (for metrics and tests).
+    fn denylist_len(&self) -> Result<u64>;
+
+    // Maintenance.
+
+    /// Whether storage answers and is still the one opened (readiness).
+    fn ping(&self) -> Result<()>;
+    /// The backend's integrity check: `["ok"]` or the problems found.
+    fn integrity_check(&self) -> Result<Vec<String>>;
+    /// Makes the store complete on its own before shutdown.
+    fn checkpoint(&self) -> Result<()>;
+    /// A plain-text dump: schema, then every row, in a stable order.
+    fn dump(&self) -> Result<String>;
 }
 
-impl StoreError {
-    /// The database cannot be trusted right now (files replaced, or unreachable): answer 503,
-    /// never 200 from state that cannot be proven current.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::FileReplaced(_) | Self::Unprovable | Self::Io { .. }
-        )
-    }
+/// The server's store at `location`: created and migrated if missing, with the in-memory
+/// revocation view.
+pub fn open_for_serving(location: &Path) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(SqliteStore::open_for_serving(location)?))
 }
 
-pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// Idle connections kept for reuse; more are opened on demand under load.
-const MAX_IDLE_CONNECTIONS: usize = 16;
-
-/// A handle on the database: a small pool of connections to one file and, for the server, the
-/// in-memory revocation view that keeps per-request token checks off SQLite.
-#[derive(Debug)]
-pub struct Store {
-    path: PathBuf,
-    /// The file opened, as (device, inode): our connections keep writing to that file even if
-    /// the path is deleted or replaced, so readiness checks the path still names it.
-    identity: (u64, u64),
-    // Field order is drop order: connections close before the view's `-shm` descriptor.
-    idle: Mutex<Vec<Connection>>,
-    view: Option<revocation::RevocationView>,
+/// An operator's store (admin CLI, `tessera-token verify --db`): it must exist, and every read
+/// goes to the database.
+pub fn open_existing(location: &Path) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(SqliteStore::open_existing(location)?))
 }
-
-impl Store {
-    /// The server's store: creates the database (mode 0600) if missing, migrates it, and builds
-    /// the revocation view.
-    pub fn open_for_serving(path: &Path) -> Result<Self> {
-        create_private_file(path)?;
-        let mut store = Self::open_unwatched(path)?;
-        let view = store.with_conn(|conn| revocation::RevocationView::open(conn))?;
-        store.path = view.db_path().to_path_buf();
-        store.view = Some(view);
-        Ok(store)
-    }
-
-    /// An operator's store (admin CLI, `tessera-token verify --db`): the database must exist,
-    /// and every token check reads SQLite directly — exact, and nothing held open for long.
-    pub fn open_existing(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(StoreError::Missing(path.into()));
-        }
-        Self::open_unwatched(path)
-    }
-
-    fn open_unwatched(path: &Path) -> Result<Self> {
-        let mut conn = connect(path)?;
-        schema::migrate(&mut conn)?;
-        let identity = file_identity(path).ok_or_else(|| StoreError::FileReplaced(path.into()))?;
-        Ok(Self {
-            path: path.into(),
-            identity,
-            idle: Mutex::new(vec![conn]),
-            view: None,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs `f` on a pooled connection.
-    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = match self.lock_idle().pop() {
-            Some(conn) => conn,
-            None => connect(&self.path)?,
-        };
-        let result = f(&mut conn);
-        let mut idle = self.lock_idle();
-        if idle.len() < MAX_IDLE_CONNECTIONS {
-            idle.push(conn);
-        }
-        result
-    }
-
-    /// Runs a write on a pooled connection, then checks the files are still the ones at their
-    /// paths: a commit into a deleted `-wal` would be lost at the next start, so it must not
-    /// be acknowledged.
-    pub(crate) fn with_write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let value = self.with_conn(f)?;
-        self.verify_files()?;
-        Ok(value)
-    }
-
-    fn verify_files(&self) -> Result<()> {
-        if file_identity(&self.path) != Some(self.identity) {
-            return Err(StoreError::FileReplaced(self.path.clone()));
-        }
-        match &self.view {
-            Some(view) => view.verify_files(),
-            None => Ok(()),
-        }
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
-        // A panic while holding this lock cannot leave the Vec inconsistent.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// `PRAGMA integrity_check`: "ok" or the problems found.
-    pub fn integrity_check(&self) -> Result<Vec<String>> {
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-            let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-    }
-
-    /// Folds the WAL back into the main file (on shutdown, so the file alone is complete).
-    pub fn checkpoint(&self) -> Result<()> {
-        self.with_conn(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
-    }
-
-    /// A plain-text SQL dump: schema, then every row, in a stable order.
-    pub fn dump(&self) -> Result<String> {
-        self.with_conn(|conn| dump::dump(conn))
-    }
-
-    /// Answers whether the database can be queried (for readiness checks): the path still names
-    /// the file we opened — a deleted or swapped file would otherwise go unnoticed, as open
-    /// connections keep working on the unlinked inode — and a query succeeds.
-    pub fn ping(&self) -> Result<()> {
-        self.verify_files()?;
-        self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
-    }
-}
-
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
-}
-
-/// Creates the database file with mode 0600 before SQLite opens it, so it is never readable by
-/// others, even briefly; SQLite gives its -wal and -shm files the same mode.
-fn create_private_file(path: &Path) -> Result<()> {
-    let error = |source| StoreError::Create {
-        path: path.into(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(error)?;
-    }
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(error(e)),
-    }
-}
-
-/// SQLite keeps integers as i64; generations are u64 in tokens. Both stay far below 2^63.
-pub(crate) fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,7 +1,8 @@
 //! The claim set we issue and the rules a verified token's claims must meet (RFC 7519 §4.1, RFC 8725 §3.8–3.10).
 
 use super::TokenError;
-use crate::strict_json::ObjectError;
+use crate::domain::ids::{TokenId, UserId};
+use crate::support::strict_json::ObjectError;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -15,7 +16,7 @@ pub struct Claims {
     /// Audience: the single service that accepts it (§4.1.3). Only a string; we never issue arrays.
     pub aud: String,
     /// Subject: the user's stable opaque id, never the username (usernames can be freed and reused).
-    pub sub: String,
+    pub sub: UserId,
     /// Issued at, Unix seconds.
     pub iat: i64,
     /// Not before, Unix seconds.
@@ -23,7 +24,7 @@ pub struct Claims {
     /// Expiry, Unix seconds.
     pub exp: i64,
     /// Token id: 128 random bits, base64url. The denylist key.
-    pub jti: String,
+    pub jti: TokenId,
     /// The user's token generation at issue; bumping it revokes every earlier token.
     pub r#gen: u64,
 }
@@ -149,11 +150,11 @@ impl ClaimsBuilder {
         Ok(Claims {
             iss: self.iss.ok_or(TokenError::MissingClaim("iss"))?,
             aud: self.aud.ok_or(TokenError::MissingClaim("aud"))?,
-            sub: self.sub.ok_or(TokenError::MissingClaim("sub"))?,
+            sub: UserId::from_string(self.sub.ok_or(TokenError::MissingClaim("sub"))?),
             iat: self.iat.ok_or(TokenError::MissingClaim("iat"))?,
             nbf: self.nbf.ok_or(TokenError::MissingClaim("nbf"))?,
             exp: self.exp.ok_or(TokenError::MissingClaim("exp"))?,
-            jti: self.jti.ok_or(TokenError::MissingClaim("jti"))?,
+            jti: TokenId::from_string(self.jti.ok_or(TokenError::MissingClaim("jti"))?),
             r#gen: self.r#gen.ok_or(TokenError::MissingClaim("gen"))?,
         })
     }

@@ -5,7 +5,7 @@
 //! longest token lifetime has passed, `keys retire OLD_KID`. Keys are looked up by `kid` in memory
 //! only — a `kid` never reaches a path, a query or a URL (RFC 8725 §3.10).
 
-use crate::random;
+use crate::crypto::random;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit};

@@ -12,15 +12,15 @@
 //! ever reaches the parser once it is known to be ours.
 
 mod claims;
-pub mod ct;
+
 pub mod inspect;
 pub mod keys;
 
 pub use claims::{Claims, ValidationPolicy};
 pub use keys::{JwkSet, KeyError, KeyInfo, Keyring};
 
-use crate::random;
-use crate::strict_json::{self, ObjectError};
+use crate::domain::ids::{TokenId, UserId};
+use crate::support::strict_json::{self, ObjectError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::Mac as _;
@@ -112,11 +112,21 @@ impl VerifiedClaims {
     }
 }
 
-/// A token just minted, with the claims it carries.
-#[derive(Debug, Clone)]
+/// A token just minted, with the claims it carries. The token is a bearer credential, so
+/// Debug shows only the claims.
+#[derive(Clone)]
 pub struct IssuedToken {
     pub token: String,
     pub claims: Claims,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("claims", &self.claims)
+            .finish()
+    }
 }
 
 /// Signs and verifies tokens with a keyring under a validation policy.
@@ -141,15 +151,15 @@ impl Codec {
 
     /// Mints a token for `subject` at `generation`, valid from `now` for `lifetime` seconds,
     /// with a fresh 128-bit `jti`.
-    pub fn issue(&self, subject: &str, generation: u64, now: i64, lifetime: i64) -> IssuedToken {
+    pub fn issue(&self, subject: &UserId, generation: u64, now: i64, lifetime: i64) -> IssuedToken {
         let claims = Claims {
             iss: self.policy.issuer.clone(),
             aud: self.policy.audience.clone(),
-            sub: subject.into(),
+            sub: subject.clone(),
             iat: now,
             nbf: now,
             exp: now.saturating_add(lifetime),
-            jti: random::base64url_id::<16>(),
+            jti: TokenId::random(),
             r#gen: generation,
         };
         IssuedToken {
@@ -315,7 +325,7 @@ fn check_signature(key: &KeyEntry, segments: &Segments<'_>) -> Result<(), TokenE
         _ => return Err(TokenError::NonCanonicalBase64),
     }
     let expected = mac(key, segments.signing_input().as_bytes());
-    if ct::constant_time_eq(&expected, &presented) {
+    if crate::crypto::ct::constant_time_eq(&expected, &presented) {
         Ok(())
     } else {
         Err(TokenError::BadSignature)

@@ -5,6 +5,10 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+fn uid(id: &str) -> UserId {
+    UserId::from_string(id.into())
+}
+
 const SECRET: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 const KID: &str = "test-key";
 const NOW: i64 = 1_764_000_000;
@@ -62,16 +66,20 @@ fn verify(token: &str) -> Result<VerifiedClaims, TokenError> {
 #[test]
 fn issued_token_verifies_and_carries_its_claims() {
     let codec = codec();
-    let issued = codec.issue("user-1", 7, NOW, HOUR);
+    let issued = codec.issue(&uid("user-1"), 7, NOW, HOUR);
     let verified = codec.verify(&issued.token, NOW + 1).unwrap();
     assert_eq!(verified.claims(), &issued.claims);
     assert_eq!(verified.claims().r#gen, 7);
-    assert_eq!(verified.claims().jti.len(), 22, "128-bit jti, base64url");
+    assert_eq!(
+        verified.claims().jti.as_str().len(),
+        22,
+        "128-bit jti, base64url"
+    );
 }
 
 #[test]
 fn encoder_writes_the_pinned_header_in_canonical_order() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     let header = token.split('.').next().unwrap();
     let decoded = URL_SAFE_NO_PAD.decode(header).unwrap();
     assert_eq!(
@@ -83,8 +91,8 @@ fn encoder_writes_the_pinned_header_in_canonical_order() {
 #[test]
 fn each_jti_is_fresh() {
     let codec = codec();
-    let a = codec.issue("u", 0, NOW, HOUR).claims.jti;
-    let b = codec.issue("u", 0, NOW, HOUR).claims.jti;
+    let a = codec.issue(&uid("u"), 0, NOW, HOUR).claims.jti;
+    let b = codec.issue(&uid("u"), 0, NOW, HOUR).claims.jti;
     assert_ne!(a, b);
 }
 
@@ -104,7 +112,7 @@ fn token_over_the_size_cap_is_rejected_before_decoding() {
 
 #[test]
 fn wrong_segment_counts_are_rejected() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     let two: Vec<_> = token.split('.').take(2).collect();
     assert_eq!(verify(&two.join(".")), Err(TokenError::SegmentCount));
     assert_eq!(verify(&format!("{token}.x")), Err(TokenError::SegmentCount));
@@ -113,14 +121,14 @@ fn wrong_segment_counts_are_rejected() {
 
 #[test]
 fn empty_signature_is_rejected() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     let stripped = &token[..token.rfind('.').unwrap() + 1];
     assert_eq!(verify(stripped), Err(TokenError::EmptySignature));
 }
 
 #[test]
 fn stripped_signature_segment_is_rejected() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     let stripped = &token[..token.rfind('.').unwrap()];
     assert_eq!(verify(stripped), Err(TokenError::SegmentCount));
 }
@@ -132,7 +140,7 @@ fn empty_header_or_payload_is_rejected() {
 
 #[test]
 fn characters_outside_base64url_are_rejected() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     assert_eq!(
         verify(&token.replacen('A', "+", 1)),
         Err(TokenError::InvalidCharacter)
@@ -149,13 +157,13 @@ fn characters_outside_base64url_are_rejected() {
 
 #[test]
 fn padding_is_rejected() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     assert_eq!(verify(&format!("{token}=")), Err(TokenError::Padding));
 }
 
 #[test]
 fn whitespace_and_line_breaks_are_rejected() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     for ws in [" ", "\t", "\r", "\n", "\r\n"] {
         assert_eq!(verify(&format!("{token}{ws}")), Err(TokenError::Whitespace));
         let (head, tail) = token.split_at(10);
@@ -170,7 +178,7 @@ fn whitespace_and_line_breaks_are_rejected() {
 fn non_canonical_base64_trailing_bits_are_rejected() {
     // A 32-byte MAC is 43 characters whose last one carries 2 unused bits; setting them
     // decodes to the same bytes in a lenient decoder, so it must be refused.
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     let tampered = flip_trailing_bits(&token, 2);
     assert_ne!(tampered, token);
     assert_eq!(verify(&tampered), Err(TokenError::NonCanonicalBase64));
@@ -178,7 +186,7 @@ fn non_canonical_base64_trailing_bits_are_rejected() {
 
 #[test]
 fn signature_of_the_wrong_length_is_rejected() {
-    let token = codec().issue("u", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
     assert_eq!(
         verify(&format!("{token}AAAA")),
         Err(TokenError::SignatureLength)
@@ -295,7 +303,7 @@ fn mac_from_another_key_is_rejected() {
 
 #[test]
 fn tampered_claims_fail_the_mac() {
-    let token = codec().issue("user-1", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     for (name, value) in [
         ("sub", json!("admin")),
@@ -461,7 +469,7 @@ fn wrong_issuer_or_audience_is_rejected() {
 #[test]
 fn expired_token_is_rejected_after_the_leeway() {
     let codec = codec();
-    let token = codec.issue("u", 0, NOW, HOUR).token;
+    let token = codec.issue(&uid("u"), 0, NOW, HOUR).token;
     let exp = NOW + HOUR;
     assert!(
         codec.verify(&token, exp + 29).is_ok(),
@@ -483,7 +491,7 @@ fn token_not_yet_valid_is_rejected() {
 #[test]
 fn token_issued_in_the_future_is_rejected() {
     let codec = codec();
-    let token = codec.issue("u", 0, NOW + 600, 60).token;
+    let token = codec.issue(&uid("u"), 0, NOW + 600, 60).token;
     assert_eq!(codec.verify(&token, NOW), Err(TokenError::IssuedInFuture));
 }
 
@@ -564,7 +572,7 @@ fn jsonwebtoken_verifies_our_tokens() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let issued = codec().issue("user-1", 3, now, HOUR);
+    let issued = codec().issue(&uid("user-1"), 3, now, HOUR);
     let decoded = jsonwebtoken::decode::<InteropClaims>(
         &issued.token,
         &jsonwebtoken::DecodingKey::from_secret(SECRET),
@@ -572,7 +580,7 @@ fn jsonwebtoken_verifies_our_tokens() {
     )
     .unwrap();
     assert_eq!(decoded.header.kid.as_deref(), Some(KID));
-    assert_eq!(decoded.claims.jti, issued.claims.jti);
+    assert_eq!(decoded.claims.jti, issued.claims.jti.as_str());
     assert_eq!(decoded.claims.r#gen, 3);
 }
 
@@ -606,7 +614,7 @@ fn we_verify_jsonwebtoken_tokens() {
 
 #[test]
 fn inspect_decodes_without_a_key_and_lists_problems() {
-    let token = codec().issue("user-1", 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
     let fine = inspect::inspect(&token, NOW + 1, &policy());
     assert!(fine.problems.is_empty());
     assert_eq!(fine.claims.unwrap()["sub"], "user-1");
@@ -663,16 +671,16 @@ proptest! {
         lifetime in 1i64..=HOUR,
     ) {
         let codec = codec();
-        let issued = codec.issue(&sub, generation, now, lifetime);
+        let issued = codec.issue(&uid(&sub), generation, now, lifetime);
         let verified = codec.verify(&issued.token, now).unwrap();
         prop_assert_eq!(verified.claims(), &issued.claims);
-        prop_assert_eq!(&verified.claims().sub, &sub);
+        prop_assert_eq!(verified.claims().sub.as_str(), sub.as_str());
         prop_assert_eq!(verified.claims().r#gen, generation);
     }
 
     #[test]
     fn changing_any_single_byte_is_rejected(index in any::<prop::sample::Index>(), replacement in any::<u8>()) {
-        let token = codec().issue("user-1", 0, NOW, HOUR).token;
+        let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
         let mut bytes = token.clone().into_bytes();
         let i = index.index(bytes.len());
         prop_assume!(bytes[i] != replacement);
@@ -701,7 +709,7 @@ proptest! {
 
     #[test]
     fn non_canonical_reencodings_never_verify(segment in 0usize..3) {
-        let token = codec().issue("user-1", 0, NOW, HOUR).token;
+        let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
         let parts: Vec<&str> = token.split('.').collect();
         for variant in segment_variants(parts[segment]) {
             let mut changed: Vec<String> = parts.iter().map(|s| s.to_string()).collect();

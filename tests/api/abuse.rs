@@ -1,10 +1,10 @@
 //! Brute force, rate limits and overload.
 
 use crate::helpers::*;
-use crate::races::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera::password::HashParams;
+use tessera::domain::password::HashParams;
+use tessera::support::clock::ManualClock;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
@@ -26,15 +26,19 @@ async fn softlock_refuses_even_the_right_password_inside_the_window() {
 
 #[tokio::test]
 async fn softlock_survives_a_restart_and_ends() {
-    let app = spawn_app().await;
+    let clock = ManualClock::starting_now();
+    let app = spawn_app_with(|c| c.clock = clock.clone()).await;
     app.register("kvothe", GOOD_PASSWORD).await;
     for _ in 0..5 {
         app.login("kvothe", WRONG).await;
     }
     let app = app.restart(|_| {}).await;
     assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 429);
-    // The delay after 5 failures is the base, 2 s; then the account opens again.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // The delay after 5 failures is the base, 2 s; a second short of it, still locked...
+    clock.advance(1);
+    assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 429);
+    // ...and then the account opens again.
+    clock.advance(1);
     app.token("kvothe", GOOD_PASSWORD).await;
     // Success reset the counter: one more failure is free again.
     assert_problem(&app.login("kvothe", WRONG).await, 401);
@@ -64,10 +68,10 @@ async fn admin_unlock_clears_the_softlock() {
         app.login("kvothe", WRONG).await;
     }
     assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 429);
-    let action = tessera::config::UserAction::Unlock {
+    let action = tessera::cli::args::UserAction::Unlock {
         username: "KVOTHE".into(),
     };
-    tessera::admin::user(&action, &app.db_path).unwrap();
+    tessera::cli::admin::user(&action, &app.db_path).unwrap();
     app.token("kvothe", GOOD_PASSWORD).await;
 }
 
@@ -240,10 +244,6 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
     assert!(other.starts_with("HTTP/1.1 200"), "{other}");
 }
 
-/// A verification that keeps a hashing thread busy for about a second (t=100 passes over
-/// 19 MiB); it never matches.
-const SLOW_PHC: &str = "$argon2id$v=19$m=19456,t=100,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_whose_client_hangs_up_while_queued_costs_no_hash() {
     let app = Arc::new(
@@ -254,16 +254,9 @@ async fn a_login_whose_client_hangs_up_while_queued_costs_no_hash() {
         .await,
     );
     app.register("kvothe", GOOD_PASSWORD).await;
-    let hashing = || app.state.auth.hashing();
+    let hashing = || app.state.auth.hashing_stats();
     // Occupy the only hashing thread.
-    let hold = {
-        let app = app.clone();
-        tokio::task::spawn_blocking(move || {
-            let password = tessera::password::Password::normalize("anything").unwrap();
-            app.state.auth.hashing().verify(password, SLOW_PHC.into())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = app.state.auth.hold_hashing();
     // A login (with a wrong password) queues behind it, then its client hangs up.
     let body = format!(r#"{{"username":"kvothe","password":"{WRONG}"}}"#);
     let request = format!(
@@ -272,16 +265,17 @@ async fn a_login_whose_client_hangs_up_while_queued_costs_no_hash() {
     );
     let mut client = TcpStream::connect(app.addr).await.unwrap();
     client.write_all(request.as_bytes()).await.unwrap();
-    wait_for(|| hashing().queue_depth() == 1).await;
+    wait_for(|| hashing().queue_depth == 1).await;
     drop(client);
-    tokio::time::sleep(Duration::from_millis(200)).await; // hyper notices the hang-up
-    assert!(hold.await.unwrap().is_ok(), "the hashing thread stopped");
-    wait_for(|| hashing().abandoned() == 1 && hashing().queue_depth() == 0).await;
+    // hyper notices the hang-up and drops the request, with the handle its hash carries.
+    wait_for(|| app.state.metrics.requests_in_flight() == 0).await;
+    drop(held);
+    wait_for(|| hashing().abandoned == 1 && hashing().queue_depth == 0).await;
     // The wrong password was never checked, but the guess was reserved against the softlock
     // before it queued (concurrent guesses must not outrun the policy), so it counts.
-    let users = app.state.auth.store().list_users().unwrap();
+    let users = app.store().list_users().unwrap();
     assert_eq!(users[0].failed_logins, 1);
-    let metrics = tessera::http_client::send(app.metrics_addr, "GET", "/metrics", &[], None)
+    let metrics = crate::http_client::send(app.metrics_addr, "GET", "/metrics", &[], None)
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&metrics.body).contains("tessera_argon2_abandoned_total 1"));
@@ -297,9 +291,9 @@ async fn concurrently_while_held<F>(
     send: impl Fn(Arc<TestApp>) -> F,
 ) -> Vec<u16>
 where
-    F: std::future::Future<Output = tessera::http_client::Reply> + Send + 'static,
+    F: std::future::Future<Output = crate::http_client::Reply> + Send + 'static,
 {
-    let held = app.state.auth.hashing().hold();
+    let held = app.state.auth.hold_hashing();
     let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..count)
         .map(|_| {
@@ -311,9 +305,9 @@ where
             })
         })
         .collect();
-    let hashing = || app.state.auth.hashing();
+    let hashing = || app.state.auth.hashing_stats();
     wait_for(|| {
-        answered.load(std::sync::atomic::Ordering::SeqCst) + hashing().queue_depth() == count
+        answered.load(std::sync::atomic::Ordering::SeqCst) + hashing().queue_depth == count
     })
     .await;
     drop(held);
@@ -344,7 +338,10 @@ async fn concurrent_login_guesses_cannot_outrun_the_softlock() {
     // Five free attempts; every other guess refused before any hashing.
     assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 15, "{statuses:?}");
-    let failed = app.state.auth.store().failed_logins("kvothe").unwrap();
+    let failed = app
+        .store()
+        .failed_logins(&tessera::domain::username::Username::parse("kvothe").unwrap())
+        .unwrap();
     assert_eq!(failed, Some(5));
 }
 

@@ -1,8 +1,8 @@
 //! Account operations: password change (ASVS 6.2.2) and deletion; rehash on login.
 
 use crate::helpers::*;
+use crate::http_client;
 use serde_json::json;
-use tessera::http_client;
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
@@ -86,10 +86,8 @@ async fn login_rehashes_when_the_configured_parameters_change() {
     let app = spawn_app().await;
     app.register("kvothe", GOOD_PASSWORD).await;
     let stored = |app: &TestApp| {
-        app.state
-            .auth
-            .store()
-            .find_credentials("kvothe")
+        app.store()
+            .find_credentials(&tessera::domain::username::Username::parse("kvothe").unwrap())
             .unwrap()
             .unwrap()
             .password_hash
@@ -121,7 +119,10 @@ async fn deleting_the_account_requires_the_password() {
         &app.delete_account(&token, "not my password at all").await,
         403,
     );
-    let failed = app.state.auth.store().failed_logins("kvothe").unwrap();
+    let failed = app
+        .store()
+        .failed_logins(&tessera::domain::username::Username::parse("kvothe").unwrap())
+        .unwrap();
     assert_eq!(failed, Some(1));
     assert_eq!(app.me(&token).await.status, 200, "still there");
     assert_eq!(app.delete_account(&token, GOOD_PASSWORD).await.status, 204);
@@ -139,7 +140,7 @@ async fn verifying_an_old_parameter_hash_is_padded_to_the_current_cost() {
     let app = app.restart_with_hash(2048, 2).await;
     // An unknown name first: it measures what a current-parameter verification costs.
     assert_problem(&app.login("nobody", "a wrong password here").await, 401);
-    assert_eq!(app.state.auth.hashing().padded(), 0);
+    assert_eq!(app.state.auth.hashing_stats().padded, 0);
     assert_problem(&app.login("kvothe", "a wrong password here").await, 401);
-    assert_eq!(app.state.auth.hashing().padded(), 1);
+    assert_eq!(app.state.auth.hashing_stats().padded, 1);
 }

@@ -130,7 +130,7 @@ async fn forged_and_tampered_tokens_are_all_401() {
         );
         cases.push((format!("tampered {claim}"), token));
     }
-    let now = tessera::clock::now();
+    let now = tessera::support::clock::now();
     for (name, claim, value) in [
         ("expired", "exp", json!(now - 120)),
         ("nbf in the future", "nbf", json!(now + 600)),
@@ -151,7 +151,7 @@ async fn forged_and_tampered_tokens_are_all_401() {
     }
     // Scanners replay a valid token after tampered ones: nothing above revoked or locked it.
     assert_eq!(app.me(&valid).await.status, 200);
-    assert_eq!(app.state.auth.store().denylist_len().unwrap(), 0);
+    assert_eq!(app.store().denylist_len().unwrap(), 0);
 }
 
 fn split3(token: &str) -> (&str, &str, &str) {
@@ -274,7 +274,7 @@ async fn sql_injection_in_username_fields_is_just_data() {
     assert_eq!(app.register(name, GOOD_PASSWORD).await.status, 201);
     app.token(name, GOOD_PASSWORD).await;
     assert_problem(&app.login("' OR 1=1 --", "x").await, 401);
-    assert_eq!(app.state.auth.store().list_users().unwrap().len(), 1);
+    assert_eq!(app.store().list_users().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use crate::helpers::*;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
-async fn post_raw(app: &TestApp, path: &str, body: &[u8]) -> tessera::http_client::Reply {
+async fn post_raw(app: &TestApp, path: &str, body: &[u8]) -> crate::http_client::Reply {
     app.with_headers("POST", path, &[JSON], Some(body)).await
 }
 

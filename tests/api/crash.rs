@@ -1,7 +1,8 @@
 //! Crash safety: SIGKILL the real binary in the middle of concurrent writes, restart it on the
 //! same database, and check that everything it acknowledged is still there.
 
-use crate::helpers::GOOD_PASSWORD;
+use crate::helpers::{GOOD_PASSWORD, wait_for};
+use crate::http_client;
 use serde_json::json;
 use std::io::BufRead as _;
 use std::net::SocketAddr;
@@ -9,7 +10,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tessera::http_client;
 
 /// Starts `tessera serve` on an ephemeral port with JSON logs; returns it and its address.
 fn start_binary(dir: &Path) -> (Child, SocketAddr) {
@@ -106,7 +106,12 @@ async fn acknowledged_writes_survive_sigkill() {
     let workers: Vec<_> = (0..8)
         .map(|w| tokio::spawn(churn(addr, w, acked.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Kill once a good number of writes were acknowledged (and more are in flight).
+    let enough = || {
+        let acked = acked.lock().unwrap();
+        acked.users.len() >= 40 && acked.revoked_tokens.len() >= 20
+    };
+    wait_for(enough).await;
     child.kill().unwrap(); // SIGKILL: no shutdown hook, no checkpoint.
     child.wait().unwrap();
     for worker in workers {
@@ -120,11 +125,14 @@ async fn acknowledged_writes_survive_sigkill() {
         "nothing happened before the kill"
     );
 
-    let store = tessera::store::Store::open_for_serving(&dir.path().join("tessera.db")).unwrap();
+    let store = tessera::store::open_existing(&dir.path().join("tessera.db")).unwrap();
     assert_eq!(store.integrity_check().unwrap(), ["ok"]);
     for user in &acked.users {
         assert!(
-            store.find_credentials(user).unwrap().is_some(),
+            store
+                .find_credentials(&tessera::domain::username::Username::parse(user).unwrap())
+                .unwrap()
+                .is_some(),
             "user {user} was lost"
         );
     }

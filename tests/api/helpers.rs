@@ -1,17 +1,17 @@
 //! `spawn_app()`: the real server on an ephemeral port with a fresh database and fresh keys in
 //! a temporary directory, and a small client to talk to it over real HTTP.
 
-use clap::Parser as _;
+use crate::http_client::{self, Reply};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera::config::{Cli, Command, Config};
+use tessera::config::Config;
+use tessera::domain::password::HashParams;
 use tessera::http::AppState;
-use tessera::http_client::{self, Reply};
-use tessera::password::HashParams;
-use tessera::token::{Claims, JwkSet};
+use tessera::store::Store;
+use tessera::token::{Claims, Codec, JwkSet, Keyring, ValidationPolicy};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -35,19 +35,7 @@ pub struct TestApp {
 pub fn test_config(dir: &std::path::Path) -> Config {
     let db = dir.join("tessera.db");
     let keys = dir.join("jwks.json");
-    let cli = Cli::try_parse_from([
-        "tessera",
-        "serve",
-        "--db",
-        db.to_str().unwrap(),
-        "--keys",
-        keys.to_str().unwrap(),
-    ])
-    .unwrap();
-    let Command::Serve(args) = cli.command else {
-        unreachable!()
-    };
-    let mut config = args.to_config();
+    let mut config = Config::for_paths(&db, &keys);
     config.hash = HashParams {
         memory_kib: 256,
         iterations: 1,
@@ -103,6 +91,11 @@ pub async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
 }
 
 impl TestApp {
+    /// The database as an operator sees it: a store of its own, reading the files directly.
+    pub fn store(&self) -> Arc<dyn Store> {
+        tessera::store::open_existing(&self.db_path).unwrap()
+    }
+
     /// Stops this server and starts another on the same database and keys.
     pub async fn restart(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
         self.shutdown().await;
@@ -214,12 +207,21 @@ impl TestApp {
         self.send("GET", "/v1/users/me", Some(token)).await
     }
 
+    /// A codec with this server's keys and validation policy.
+    pub fn codec(&self) -> Codec {
+        let policy = ValidationPolicy {
+            issuer: self.config.issuer.clone(),
+            audience: self.config.audience.clone(),
+            leeway: self.config.leeway,
+            max_lifetime: self.config.auth.token_ttl,
+        };
+        Codec::new(Keyring::load(&self.keys_path).unwrap(), policy)
+    }
+
     /// The claims a valid token of this server carries.
     pub fn claims_of(&self, token: &str) -> Claims {
-        self.state
-            .auth
-            .codec()
-            .verify(token, tessera::clock::now())
+        self.codec()
+            .verify(token, self.config.clock.now())
             .unwrap()
             .claims()
             .clone()
@@ -276,4 +278,15 @@ pub fn error_codes(body: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Polls `condition` until it holds; fails the test after 10 s.
+pub async fn wait_for(condition: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 10 s");
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use tessera::clock::{Clock as _, ManualClock};
-use tessera::config::UserAction;
+use tessera::cli::args::UserAction;
+use tessera::support::clock::{Clock as _, ManualClock};
 
 /// `tessera user list --db PATH` as a separate process.
 fn admin_cli_lists_users(db: &Path) {
@@ -79,7 +79,7 @@ async fn other_processes_opening_the_database_under_load_leave_the_server_up() {
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let auth = format!("Bearer {token}");
-                    let reply = tessera::http_client::send(
+                    let reply = crate::http_client::send(
                         addr,
                         "GET",
                         "/v1/users/me",
@@ -168,7 +168,7 @@ async fn revoke(app: &TestApp, token: &str, how: Revocation) {
             let action = UserAction::Revoke {
                 username: "kvothe".into(),
             };
-            tessera::admin::user(&action, &app.db_path).unwrap();
+            tessera::cli::admin::user(&action, &app.db_path).unwrap();
             204
         }
     };
@@ -217,7 +217,7 @@ async fn a_symlinked_database_path_sees_every_revocation() {
     let action = UserAction::Revoke {
         username: "kvothe".into(),
     };
-    tessera::admin::user(&action, &link).unwrap();
+    tessera::cli::admin::user(&action, &link).unwrap();
     assert_problem(&app.me(&first).await, 401);
     assert_problem(&app.me(&second).await, 401);
     let third = app.token("kvothe", GOOD_PASSWORD).await;

@@ -1,5 +1,6 @@
 //! Real-HTTP integration tests, compiled into one binary (each `tests/*.rs` file would be its
 //! own binary and its own link).
+#![allow(clippy::indexing_slicing)] // test code: a bad index is a failed test
 
 mod abuse;
 mod account;
@@ -8,6 +9,7 @@ mod bad_input;
 mod crash;
 mod docs;
 mod helpers;
+mod http_client;
 mod integrity;
 mod operations;
 mod races;

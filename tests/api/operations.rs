@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
-use tessera::config::{DbAction, KeysAction, UserAction};
-use tessera::password::HashParams;
+use tessera::cli::args::{DbAction, KeysAction, UserAction};
+use tessera::domain::password::HashParams;
 
 #[tokio::test]
 async fn health_and_readiness_answer_200() {
@@ -72,7 +72,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     app.register("kvothe", GOOD_PASSWORD).await;
     let addr = app.addr;
     let in_flight = tokio::spawn(async move {
-        tessera::http_client::send_json(
+        crate::http_client::send_json(
             addr,
             "POST",
             "/v1/sessions",
@@ -81,7 +81,8 @@ async fn shutdown_lets_in_flight_requests_finish() {
         )
         .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Shut down only once the login is being served.
+    wait_for(|| app.state.metrics.requests_in_flight() == 1).await;
     app.shutdown().await;
     assert_eq!(in_flight.await.unwrap().unwrap().status, 200);
     assert!(
@@ -94,23 +95,23 @@ async fn shutdown_lets_in_flight_requests_finish() {
 async fn admin_user_commands_list_revoke_and_check() {
     let app = spawn_app().await;
     let token = app.user_with_token("kvothe").await;
-    let list = tessera::admin::user(&UserAction::List, &app.db_path).unwrap();
+    let list = tessera::cli::admin::user(&UserAction::List, &app.db_path).unwrap();
     assert!(list.contains("kvothe\t"), "{list}");
     assert!(!list.contains("argon2"), "never hashes");
     let revoke = UserAction::Revoke {
         username: "Kvothe".into(),
     };
-    tessera::admin::user(&revoke, &app.db_path).unwrap();
+    tessera::cli::admin::user(&revoke, &app.db_path).unwrap();
     assert_problem(&app.me(&token).await, 401);
     let missing = UserAction::Revoke {
         username: "nobody".into(),
     };
-    assert!(tessera::admin::user(&missing, &app.db_path).is_err());
+    assert!(tessera::cli::admin::user(&missing, &app.db_path).is_err());
     assert_eq!(
-        tessera::admin::db(&DbAction::Check, &app.db_path).unwrap(),
+        tessera::cli::admin::db(&DbAction::Check, &app.db_path).unwrap(),
         "ok\n"
     );
-    let dump = tessera::admin::db(&DbAction::Dump, &app.db_path).unwrap();
+    let dump = tessera::cli::admin::db(&DbAction::Dump, &app.db_path).unwrap();
     assert!(dump.contains("INSERT INTO \"users\""));
     assert!(!dump.contains(&token));
 }
@@ -122,8 +123,8 @@ async fn key_rotation_keeps_old_tokens_valid_until_retired() {
     let old_kid = tessera::token::JwkSet::load(&app.keys_path).unwrap().keys[0]
         .kid
         .clone();
-    tessera::admin::keys(&KeysAction::Rotate, &app.keys_path).unwrap();
-    let listed = tessera::admin::keys(&KeysAction::List, &app.keys_path).unwrap();
+    tessera::cli::admin::keys(&KeysAction::Rotate, &app.keys_path).unwrap();
+    let listed = tessera::cli::admin::keys(&KeysAction::List, &app.keys_path).unwrap();
     assert_eq!(listed.lines().count(), 2);
     assert!(listed.lines().nth(1).unwrap().starts_with(&old_kid));
 
@@ -142,10 +143,10 @@ async fn key_rotation_keeps_old_tokens_valid_until_retired() {
         token_ttl: 3600,
         leeway: 30,
     };
-    let refused = tessera::admin::keys(&retire(false), &app.keys_path).unwrap_err();
+    let refused = tessera::cli::admin::keys(&retire(false), &app.keys_path).unwrap_err();
     assert!(refused.to_string().contains("--force"), "{refused}");
     assert_eq!(app.me(&old_token).await.status, 200);
-    tessera::admin::keys(&retire(true), &app.keys_path).unwrap();
+    tessera::cli::admin::keys(&retire(true), &app.keys_path).unwrap();
     let app = app.restart(|_| {}).await;
     assert_problem(&app.me(&old_token).await, 401);
     assert_eq!(app.me(&new_token).await.status, 200);
@@ -214,7 +215,7 @@ async fn metrics_count_requests_logins_and_tokens_on_their_own_port() {
     app.me(&token).await;
     app.send("DELETE", "/v1/sessions/current", Some(&token))
         .await;
-    let reply = tessera::http_client::send(app.metrics_addr, "GET", "/metrics", &[], None)
+    let reply = crate::http_client::send(app.metrics_addr, "GET", "/metrics", &[], None)
         .await
         .unwrap();
     assert_eq!(reply.status, 200);
@@ -242,7 +243,7 @@ async fn metrics_count_requests_logins_and_tokens_on_their_own_port() {
 }
 
 /// Finding 15: `tessera user list --db typo.db` created an empty database and exited 0. Only
-/// `serve` and `demo` may create one; every other command refuses a missing file.
+/// Only `serve` may create one; every other command refuses a missing file.
 #[test]
 fn admin_commands_refuse_a_database_that_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,28 +3,30 @@
 //! sleep — while the password changes underneath it.
 
 use crate::helpers::*;
-use std::time::Duration;
-use tessera::password::{Hasher, Password};
+use tessera::domain::password::{Hasher, Password};
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
 /// Starts a login with the old password, waits until it is queued for hashing behind the held
 /// threads, changes the password in the store, then lets the login finish.
-async fn login_racing_a_password_change(app: &TestApp) -> tessera::http_client::Reply {
-    let hashing = || app.state.auth.hashing();
-    let held = hashing().hold();
+async fn login_racing_a_password_change(app: &TestApp) -> crate::http_client::Reply {
+    let hashing = || app.state.auth.hashing_stats();
+    let held = app.state.auth.hold_hashing();
     let login = {
         let addr = app.addr;
         tokio::spawn(async move {
             let body = serde_json::json!({"username": "kvothe", "password": GOOD_PASSWORD});
-            tessera::http_client::send_json(addr, "POST", "/v1/sessions", None, &body)
+            crate::http_client::send_json(addr, "POST", "/v1/sessions", None, &body)
                 .await
                 .unwrap()
         })
     };
-    wait_for(|| hashing().queue_depth() == 1).await;
-    let store = app.state.auth.store();
-    let before = store.find_credentials("kvothe").unwrap().unwrap();
+    wait_for(|| hashing().queue_depth == 1).await;
+    let store = app.store();
+    let before = store
+        .find_credentials(&tessera::domain::username::Username::parse("kvothe").unwrap())
+        .unwrap()
+        .unwrap();
     let new_hash = Hasher::new(app.config.hash)
         .unwrap()
         .hash(&Password::normalize(NEW_PASSWORD).unwrap())
@@ -61,15 +63,4 @@ async fn a_rehashing_login_cannot_undo_a_password_change() {
     assert_problem(&reply, 401);
     assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
     app.token("kvothe", NEW_PASSWORD).await;
-}
-
-/// Polls `condition` until it holds; fails the test after 10 s.
-pub async fn wait_for(condition: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached within 10 s");
 }

@@ -1,5 +1,5 @@
 use crate::helpers::*;
-use tessera::http_client::Reply;
+use crate::http_client::Reply;
 
 #[tokio::test]
 async fn login_returns_a_bearer_token_that_must_not_be_cached() {
@@ -95,7 +95,7 @@ async fn logout_current_is_idempotent_for_a_genuine_token() {
             204
         );
     }
-    assert_eq!(app.state.auth.store().denylist_len().unwrap(), 1);
+    assert_eq!(app.store().denylist_len().unwrap(), 1);
 }
 
 #[tokio::test]
@@ -148,7 +148,7 @@ async fn expired_denylist_rows_are_pruned() {
     let token = app.user_with_token("kvothe").await;
     app.send("DELETE", "/v1/sessions/current", Some(&token))
         .await;
-    let store = app.state.auth.store();
+    let store = app.store();
     assert_eq!(store.denylist_len().unwrap(), 1);
     let exp = app.claims_of(&token).exp;
     app.state.auth.prune(exp - 1).unwrap();

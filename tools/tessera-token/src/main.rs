@@ -1,6 +1,8 @@
 //! `tessera-token`: look inside a Tessera access token, or verify one exactly as the server does.
 //!
 //! Pass `-` to read the token from stdin: a token typed as an argument lands in shell history.
+//! Paths, issuer, audience, leeway and lifetime default to the server's, and read the same
+//! `TESSERA_*` variables, so on the server's host it needs no flags.
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -8,8 +10,11 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tessera::auth::{self, AuthError, TokenRejection};
-use tessera::clock;
-use tessera::store::Store;
+use tessera::config::{
+    DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEYS_PATH, DEFAULT_LEEWAY, DEFAULT_TOKEN_TTL,
+};
+use tessera::store;
+use tessera::support::clock;
 use tessera::token::inspect::inspect;
 use tessera::token::{Codec, Keyring, ValidationPolicy};
 
@@ -39,10 +44,11 @@ enum Command {
         /// The token, or `-` to read it from stdin.
         token: String,
         /// JWK Set file holding the server's keys.
-        #[arg(long, default_value = "keys/jwks.json")]
+        #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH)]
         keys: PathBuf,
-        /// Also check revocation (logged out, stale generation, user deleted) in this database.
-        #[arg(long)]
+        /// Also check revocation (logged out, stale generation, user deleted) in this database;
+        /// the server's own is the default when TESSERA_DB is set.
+        #[arg(long, env = "TESSERA_DB")]
         db: Option<PathBuf>,
         #[command(flatten)]
         options: Options,
@@ -52,16 +58,16 @@ enum Command {
 #[derive(Debug, Args)]
 struct Options {
     /// Expected issuer.
-    #[arg(long, default_value = "tessera")]
+    #[arg(long, env = "TESSERA_ISSUER", default_value = DEFAULT_ISSUER)]
     issuer: String,
     /// Expected audience.
-    #[arg(long, default_value = "tessera-api")]
+    #[arg(long, env = "TESSERA_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     audience: String,
     /// Clock-skew leeway in seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "TESSERA_LEEWAY", default_value_t = DEFAULT_LEEWAY)]
     leeway: i64,
     /// Longest accepted lifetime (exp - iat) in seconds: the server's --token-ttl.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = DEFAULT_TOKEN_TTL)]
     max_lifetime: i64,
     /// Machine-readable output.
     #[arg(long)]
@@ -179,9 +185,9 @@ fn run_verify(
                 if !path.exists() {
                     return Err(format!("no database at {}", path.display()));
                 }
-                let store = Store::open_existing(path).map_err(|e| e.to_string())?;
+                let store = store::open_existing(path).map_err(|e| e.to_string())?;
                 let copy = claims.claims().clone();
-                match auth::check_revocation(&store, claims) {
+                match auth::check_revocation(store.as_ref(), claims) {
                     Ok((_, false)) => Ok((copy, "active".to_owned())),
                     Ok((_, true)) => Err(TokenRejection::Revoked.to_string()),
                     Err(AuthError::InvalidToken(rejection)) => Err(rejection.to_string()),

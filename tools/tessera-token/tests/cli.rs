@@ -1,10 +1,17 @@
 //! `tessera-token` against tokens from a real running server.
 
+#[path = "../../../tests/api/http_client.rs"]
+#[allow(dead_code)] // the API tests use more of it
+mod http_client;
+
+fn uid(id: &str) -> tessera::domain::ids::UserId {
+    tessera::domain::ids::UserId::from_string(id.into())
+}
+
 use serde_json::{Value, json};
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use tessera::http_client;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -32,7 +39,7 @@ fn stdout(output: &Output) -> String {
 /// Starts the server on a temp dir, registers and logs in one user; returns the token.
 async fn server_and_token(dir: &Path) -> (std::net::SocketAddr, String) {
     use clap::Parser as _;
-    let cli = tessera::config::Cli::try_parse_from([
+    let cli = tessera::cli::args::Cli::try_parse_from([
         "tessera",
         "serve",
         "--db",
@@ -45,7 +52,7 @@ async fn server_and_token(dir: &Path) -> (std::net::SocketAddr, String) {
         "1",
     ])
     .unwrap();
-    let tessera::config::Command::Serve(args) = cli.command else {
+    let tessera::cli::args::Command::Serve(args) = cli.command else {
         unreachable!()
     };
     tessera::token::JwkSet::create(&dir.join("jwks.json")).unwrap();
@@ -177,7 +184,7 @@ fn verify_with_the_wrong_key_fails_with_the_reason() {
         max_lifetime: 3600,
     };
     let token = tessera::token::Codec::new(other, policy)
-        .issue("user", 0, tessera::clock::now(), 3600)
+        .issue(&uid("user"), 0, tessera::support::clock::now(), 3600)
         .token;
     let output = run(&["verify", "--keys", keys.to_str().unwrap(), "-"], &token);
     assert!(!output.status.success());

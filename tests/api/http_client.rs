@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.1 client over hyper's connection API, for `tessera demo` and the tests:
+//! A minimal HTTP/1.1 client over hyper's connection API, for the tests and `tessera-demo`:
 //! one request per connection, whole bodies, nothing clever.
 
 use bytes::Bytes;

@@ -6,8 +6,10 @@
 //! at, and any token below the current one is dead — one UPDATE, however many tokens exist.
 
 use super::revocation::Lookup;
-use super::users::{PROFILE_COLUMNS, UserProfile, profile_from_row};
-use super::{Credentials, Result, Store, StoreError, to_u64};
+use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS, profile_from_row};
+use super::{Result, SqliteStore, StoreError, to_u64};
+use crate::domain::ids::{TokenId, UserId};
+use crate::store::{Credentials, IssuedTokenRecord, TokenState};
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 use std::sync::Arc;
 
@@ -16,32 +18,13 @@ use std::sync::Arc;
 /// that was idle that long still catches up by applying the log rather than rebuilding.
 const MIN_CHANGE_LOG_RETENTION: i64 = 3600;
 
-/// The user behind a token, with what is needed to decide whether the token still stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenState {
-    /// Shared with the in-memory view: a hit costs a reference count, not five string copies.
-    pub profile: Arc<UserProfile>,
-    pub current_generation: u64,
-    pub revoked: bool,
-}
-
-/// One row of the login ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuedTokenRecord<'a> {
-    pub jti: &'a str,
-    pub user_id: &'a str,
-    pub generation: u64,
-    pub issued_at: i64,
-    pub expires_at: i64,
-}
-
-impl Store {
+impl SqliteStore {
     /// A successful login: record the token in the ledger, clear the failure counter and
     /// optionally store a rehashed password — one transaction, and only if the password hash
     /// and generation are still the ones the login verified (`verified`). Otherwise the
     /// password changed or every token was revoked while the login was being checked, and
     /// [`StoreError::CredentialsChanged`] says so: the token must not be handed out.
-    pub fn record_login(
+    pub(super) fn record_issued(
         &self,
         token: &IssuedTokenRecord<'_>,
         verified: &Credentials,
@@ -54,7 +37,7 @@ impl Store {
                      password_hash = coalesce(?4, password_hash)
                  WHERE id = ?1 AND password_hash = ?2 AND token_generation = ?3",
                 params![
-                    verified.user_id,
+                    verified.user_id.as_str(),
                     verified.password_hash,
                     i64::try_from(verified.token_generation).unwrap_or(i64::MAX),
                     rehashed_password
@@ -67,8 +50,8 @@ impl Store {
                 "INSERT INTO issued_tokens (jti, user_id, generation, issued_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
-                    token.jti,
-                    token.user_id,
+                    token.jti.as_str(),
+                    token.user_id.as_str(),
                     i64::try_from(token.generation).unwrap_or(i64::MAX),
                     token.issued_at,
                     token.expires_at
@@ -83,7 +66,11 @@ impl Store {
     /// revocation view when it has the user (catching it up first if anything was committed),
     /// otherwise with one indexed read that then fills the view. `None` when the user no longer
     /// exists. Blocking: runs SQL whenever the view is stale.
-    pub fn token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
+    pub(super) fn exact_token_state(
+        &self,
+        user_id: &UserId,
+        jti: &TokenId,
+    ) -> Result<Option<TokenState>> {
         let Some(view) = &self.view else {
             return self.load_token_state(user_id, jti);
         };
@@ -109,7 +96,11 @@ impl Store {
     /// The same from memory only, with no SQL and no blocking: `Ok(None)` when the view is
     /// stale or lacks the user, and the caller must use [`Store::token_state`] off the async
     /// reactor. An error when the view cannot prove it is current.
-    pub fn cached_token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
+    pub(super) fn in_memory_token_state(
+        &self,
+        user_id: &UserId,
+        jti: &TokenId,
+    ) -> Result<Option<TokenState>> {
         let Some(view) = &self.view else {
             return Ok(None);
         };
@@ -119,7 +110,7 @@ impl Store {
         })
     }
 
-    fn load_token_state(&self, user_id: &str, jti: &str) -> Result<Option<TokenState>> {
+    fn load_token_state(&self, user_id: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
         self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {PROFILE_COLUMNS}, token_generation,
@@ -128,40 +119,33 @@ impl Store {
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             Ok(stmt
-                .query_row(params![user_id, jti], |row| {
+                .query_row(params![user_id.as_str(), jti.as_str()], |row| {
                     Ok(TokenState {
                         profile: Arc::new(profile_from_row(row)?),
-                        current_generation: to_u64(row.get(5)?),
-                        revoked: row.get(6)?,
+                        current_generation: to_u64(row.get(PROFILE_COLUMN_COUNT)?),
+                        revoked: row.get(PROFILE_COLUMN_COUNT + 1)?,
                     })
                 })
                 .optional()?)
         })
     }
 
-    /// Denylists one token until `expires_at`. Idempotent.
-    pub fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64) -> Result<()> {
+    pub(super) fn denylist(&self, jti: &TokenId, user_id: &UserId, expires_at: i64) -> Result<()> {
         self.with_write(|conn| {
             conn.execute(
                 "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at) VALUES (?1, ?2, ?3)",
-                params![jti, user_id, expires_at],
+                params![jti.as_str(), user_id.as_str(), expires_at],
             )?;
             Ok(())
         })
     }
 
-    /// Revokes every token the user holds. Returns the new generation, or `None` if no such user.
-    pub fn bump_generation(&self, user_id: &str) -> Result<Option<u64>> {
-        self.bump_generation_where("id", user_id)
-    }
-
-    /// The same, by username (`tessera user revoke`).
-    pub fn bump_generation_by_username(&self, username_canonical: &str) -> Result<Option<u64>> {
-        self.bump_generation_where("username_canonical", username_canonical)
-    }
-
     /// `column` is one of the two fixed names above, never input.
-    fn bump_generation_where(&self, column: &'static str, value: &str) -> Result<Option<u64>> {
+    pub(super) fn bump_generation_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<u64>> {
         self.with_write(|conn| {
             let sql = format!(
                 "UPDATE users SET token_generation = token_generation + 1
@@ -178,7 +162,7 @@ impl Store {
     /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway;
     /// `longest_token_lifetime` sets how much change-log history is kept. Returns how many
     /// denylist and ledger rows went.
-    pub fn prune_expired(&self, now: i64, longest_token_lifetime: i64) -> Result<usize> {
+    pub(super) fn prune(&self, now: i64, longest_token_lifetime: i64) -> Result<usize> {
         let pruned = self.with_conn(|conn| {
             let revoked =
                 conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
@@ -196,8 +180,7 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Rows on the denylist (for metrics and tests).
-    pub fn denylist_len(&self) -> Result<u64> {
+    pub(super) fn count_denylisted(&self) -> Result<u64> {
         self.with_conn(|conn| {
             Ok(to_u64(conn.query_row(
                 "SELECT count(*) FROM revoked_tokens",

@@ -12,17 +12,18 @@
 //! included, be accepted. Refused: controls, unassigned and private-use code points, and the
 //! line and paragraph separators; format characters stay (emoji sequences need U+200D).
 
-use crate::token::ct::constant_time_eq;
+use crate::crypto::ct::constant_time_eq;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::cell::RefCell;
 use std::fmt;
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+use zeroize::Zeroizing;
 
-/// A password after normalisation. Debug never shows it.
+/// A password after normalisation: zeroed on drop, and Debug never shows it.
 #[derive(Clone)]
-pub struct Password(String);
+pub struct Password(Zeroizing<String>);
 
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,7 +61,10 @@ impl Password {
                 _ => mapped.push(c),
             }
         }
-        Ok(Self(mapped.nfc().collect()))
+        let normalized = Zeroizing::new(mapped.nfc().collect::<String>());
+        // The unnormalised copy is a secret too.
+        drop(Zeroizing::new(mapped));
+        Ok(Self(normalized))
     }
 
     pub fn as_str(&self) -> &str {
@@ -166,7 +170,7 @@ impl Hasher {
             params,
             dummy_hash: String::new(),
         };
-        let dummy = Password(crate::random::base64url_id::<16>());
+        let dummy = Password(Zeroizing::new(crate::crypto::random::base64url_id::<16>()));
         hasher.dummy_hash = hasher.hash(&dummy)?;
         // The constructing thread hashes nothing else: give its working memory back.
         BLOCKS.with_borrow_mut(|blocks| *blocks = Vec::new());
@@ -175,7 +179,7 @@ impl Hasher {
 
     /// A PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a fresh 128-bit salt.
     pub fn hash(&self, password: &Password) -> Result<String, HashError> {
-        let salt = crate::random::bytes::<16>();
+        let salt = crate::crypto::random::bytes::<16>();
         let mut out = [0u8; HASH_BYTES];
         compute(&self.argon2, password.as_str().as_bytes(), &salt, &mut out)
             .map_err(HashError::Params)?;
@@ -216,7 +220,10 @@ impl Hasher {
     /// Spends one verification's worth of work and always fails: for unknown users and
     /// passwords that could not even be normalised.
     pub fn verify_dummy(&self, raw_password: &str) {
-        let _ = self.verify(&Password(raw_password.to_owned()), &self.dummy_hash);
+        let _ = self.verify(
+            &Password(Zeroizing::new(raw_password.to_owned())),
+            &self.dummy_hash,
+        );
     }
 
     /// Whether `phc` was made with exactly the configured parameters (so verifying it costs

@@ -1,4 +1,4 @@
-//! `tessera demo`: rebuild `data/tessera-dump.sql` from the brief's seed users, through the
+//! `tessera-demo`: rebuild `data/tessera-dump.sql` from the brief's seed users, through the
 //! real HTTP API of a real server (fresh database and keys in a temporary directory, default
 //! settings), so the dump shows exactly what the service does with that data.
 //!
@@ -6,45 +6,68 @@
 //! the policy); log kvothe in a second time and log that session out, so the denylist holds a
 //! row; dump. Tokens and keys never leave the temporary directory.
 
-use crate::config::{Cli, Command};
-use crate::http_client::{self, Reply};
-use clap::Parser as _;
+// The tests' HTTP client, shared rather than copied: one request per connection, whole bodies.
+#[path = "../../../tests/api/http_client.rs"]
+#[allow(dead_code)] // the tests use more of it than the demo
+mod http_client;
+
+use http_client::Reply;
 use serde::Deserialize;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::ExitCode;
+use tessera::config::Config;
 
 /// One row of the brief's CSV, verbatim (no trimming: what the service does with the values
 /// is the point).
 #[derive(Debug, Clone, Deserialize)]
-pub struct SeedUser {
-    pub username: String,
-    pub full_name: String,
-    pub password: String,
-    pub mothers_favorite_search_engine: String,
+struct SeedUser {
+    username: String,
+    full_name: String,
+    password: String,
+    mothers_favorite_search_engine: String,
 }
 
 /// The users the demo logs in.
-pub const LOGGED_IN: [&str; 2] = ["kvothe", "tpratchett"];
+const LOGGED_IN: [&str; 2] = ["kvothe", "tpratchett"];
 
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+enum DemoError {
     #[error("cannot read {path}: {reason}")]
     Seed { path: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("server: {0}")]
-    Startup(#[from] crate::app::StartupError),
+    Startup(#[from] tessera::app::StartupError),
     #[error("http: {0}")]
     Client(#[from] http_client::ClientError),
     #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] tessera::store::StoreError),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
 }
 
-pub fn read_seed(path: &Path) -> Result<Vec<SeedUser>, DemoError> {
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let seed = args.next().unwrap_or_else(|| "data/seed-users.csv".into());
+    let out = args
+        .next()
+        .unwrap_or_else(|| "data/tessera-dump.sql".into());
+    match regenerate(Path::new(&seed), Path::new(&out)) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tessera-demo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_seed(path: &Path) -> Result<Vec<SeedUser>, DemoError> {
     let seed_error = |reason: String| DemoError::Seed {
         path: path.display().to_string(),
         reason,
@@ -60,33 +83,21 @@ pub fn read_seed(path: &Path) -> Result<Vec<SeedUser>, DemoError> {
 }
 
 /// Regenerates the dump at `out` from the CSV at `seed`; returns a report of what happened.
-pub fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
+fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
     let users = read_seed(seed)?;
     let workdir = tempfile::tempdir()?;
     let db = workdir.path().join("tessera.db");
     let keys = workdir.path().join("jwks.json");
-    let cli = Cli::try_parse_from([
-        "tessera",
-        "serve",
-        "--db",
-        &db.to_string_lossy(),
-        "--keys",
-        &keys.to_string_lossy(),
-    ])
-    .map_err(|e| DemoError::Unexpected(e.to_string()))?;
-    let Command::Serve(args) = cli.command else {
-        return Err(DemoError::Unexpected("not a serve command".into()));
-    };
-    crate::token::JwkSet::create(&keys).map_err(crate::app::StartupError::from)?;
-    let config = args.to_config();
+    tessera::token::JwkSet::create(&keys).map_err(tessera::app::StartupError::from)?;
+    let config = Config::for_paths(&db, &keys);
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let (report, state) = runtime.block_on(async {
-        let state = crate::app::build_state(&config)?;
+    let report = runtime.block_on(async {
+        let state = tessera::app::build_state(&config)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::app::run(
+        let server = tokio::spawn(tessera::app::run(
             listener,
             None,
             state.clone(),
@@ -98,10 +109,11 @@ pub fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
         let report = drive(addr, &users).await;
         let _ = stop.send(());
         let _ = server.await;
-        Ok::<_, DemoError>((report?, state))
+        Ok::<_, DemoError>(report?)
     })?;
 
-    let dump = state.auth.store().dump()?;
+    // Read back as an operator would, after the server stopped and checkpointed.
+    let dump = tessera::store::open_existing(&db)?.dump()?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

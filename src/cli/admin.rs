@@ -1,11 +1,11 @@
 //! Operator commands: keys, users and the database, straight on the files (no server needed).
 //! Each returns the text to print, so tests can check it.
 
-use crate::clock;
-use crate::config::{DbAction, KeysAction, UserAction};
-use crate::store::{Store, StoreError};
+use crate::cli::args::{DbAction, KeysAction, UserAction};
+use crate::domain::username::{Username, UsernameError};
+use crate::store::{self, StoreError};
+use crate::support::clock;
 use crate::token::{JwkSet, KeyError, Keyring};
-use crate::username::{Username, UsernameError};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -74,7 +74,7 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
 }
 
 pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
-    let store = Store::open_existing(db)?;
+    let store = store::open_existing(db)?;
     match action {
         UserAction::List => {
             let mut out = String::from("username\tcreated_at\ttoken_generation\tfailed_logins\n");
@@ -93,7 +93,7 @@ pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
         UserAction::Revoke { username } => {
             let name = Username::parse(username)?;
             let generation = store
-                .bump_generation_by_username(name.canonical())?
+                .revoke_all_of(&name)?
                 .ok_or_else(|| AdminError::NoSuchUser(username.clone()))?;
             Ok(format!(
                 "revoked every token of {username} (token generation is now {generation})\n"
@@ -101,7 +101,7 @@ pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
         }
         UserAction::Unlock { username } => {
             let name = Username::parse(username)?;
-            if !store.unlock_user(name.canonical())? {
+            if !store.unlock_user(&name)? {
                 return Err(AdminError::NoSuchUser(username.clone()));
             }
             Ok(format!("cleared failed logins of {username}\n"))
@@ -110,7 +110,7 @@ pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
 }
 
 pub fn db(action: &DbAction, db: &Path) -> Result<String, AdminError> {
-    let store = Store::open_existing(db)?;
+    let store = store::open_existing(db)?;
     match action {
         DbAction::Dump => Ok(store.dump()?),
         DbAction::Check => {

@@ -6,7 +6,9 @@
 //! service's name, or nothing but their words repeated. Containing a name word is fine:
 //! "Thats Sir Terry to you!" for Terry Pratchett is a good password.
 
-use crate::password::Password;
+use super::password::{NormalizationError, Password};
+use super::secret::SecretString;
+use super::validation::FieldError;
 
 /// How strong a password must be, with the context it must not be built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,29 @@ impl PolicyViolation {
 }
 
 impl PasswordPolicy {
+    /// Turns a client's password into an acceptable [`Password`], reporting the failure against
+    /// `field`. Length is checked on the raw input first, so an over-long password is refused
+    /// before any normalisation or estimation work.
+    pub fn accept(
+        &self,
+        field: &'static str,
+        raw: &SecretString,
+        context: &[&str],
+    ) -> Result<Password, FieldError> {
+        let violation = |v: PolicyViolation| FieldError::new(field, v.code(), v.to_string());
+        self.check_length(raw.expose().chars().count())
+            .map_err(violation)?;
+        let password = Password::normalize(raw.expose()).map_err(|e| {
+            let code = match e {
+                NormalizationError::Empty => "too_short",
+                NormalizationError::DisallowedCharacter => "disallowed_character",
+            };
+            FieldError::new(field, code, e.to_string())
+        })?;
+        self.check(&password, context).map_err(violation)?;
+        Ok(password)
+    }
+
     /// Checks length first (cheap, and the only check for an over-long password), then
     /// context, then guessability. `context` holds the username, full name and so on.
     pub fn check(&self, password: &Password, context: &[&str]) -> Result<(), PolicyViolation> {

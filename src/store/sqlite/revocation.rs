@@ -27,8 +27,9 @@
 //! the server, other processes no longer share our WAL index, and revocations they commit
 //! would be invisible. Once that is seen, every check answers [`StoreError::Unprovable`].
 
-use super::users::UserProfile;
 use super::{Result, StoreError, TokenState};
+use crate::domain::ids::{TokenId, UserId};
+use crate::domain::user::UserProfile;
 use rusqlite::Connection;
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,9 +65,9 @@ struct CachedUser {
 
 #[derive(Debug, Default)]
 struct View {
-    users: HashMap<String, CachedUser>,
+    users: HashMap<UserId, CachedUser>,
     /// Denylisted `jti` → its token's expiry.
-    denylist: HashMap<String, i64>,
+    denylist: HashMap<TokenId, i64>,
     /// Sequence number of the last `token_changes` row applied.
     last_seq: i64,
     /// Bumped whenever anything is applied, so a user loaded before can be told apart.
@@ -105,7 +106,7 @@ impl RevocationView {
     }
 
     /// No SQL, no blocking: a `pread` and an `fstat` on the `-shm`, then a hash-map lookup.
-    pub(super) fn lookup(&self, user_id: &str, jti: &str) -> Result<Lookup> {
+    pub(super) fn lookup(&self, user_id: &UserId, jti: &TokenId) -> Result<Lookup> {
         let header = self.header()?;
         let view = self.read();
         if header.is_none() || view.synced != header {
@@ -226,10 +227,10 @@ impl RevocationView {
         for (seq, user_id, jti, expires_at) in changes {
             match (jti, expires_at) {
                 (Some(jti), Some(expires_at)) => {
-                    view.denylist.insert(jti, expires_at);
+                    view.denylist.insert(TokenId::from_string(jti), expires_at);
                 }
                 _ => {
-                    view.users.remove(&user_id);
+                    view.users.remove(user_id.as_str());
                 }
             }
             view.last_seq = seq;
@@ -250,8 +251,10 @@ impl RevocationView {
 /// Empties the user view and reloads the denylist; the log position becomes `highest`.
 fn rebuild(view: &mut View, conn: &Connection, highest: i64) -> Result<()> {
     let mut statement = conn.prepare_cached("SELECT jti, expires_at FROM revoked_tokens")?;
-    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    view.denylist = rows.collect::<rusqlite::Result<HashMap<String, i64>>>()?;
+    let rows = statement.query_map([], |row| {
+        Ok((TokenId::from_string(row.get(0)?), row.get(1)?))
+    })?;
+    view.denylist = rows.collect::<rusqlite::Result<HashMap<TokenId, i64>>>()?;
     view.users.clear();
     view.last_seq = highest;
     view.version += 1;

@@ -5,17 +5,33 @@
 //! with trailing spaces that are data-entry noise, not meaning — and refuse control characters
 //! (they corrupt logs and terminals) and absurd lengths.
 
-use crate::auth::FieldError;
+use super::validation::FieldError;
 use unicode_normalization::UnicodeNormalization as _;
 
 pub const MAX_PROFILE_TEXT_CHARS: usize = 256;
 
-pub fn clean(field: &'static str, raw: &str) -> Result<String, FieldError> {
-    let error = |code, detail: &str| FieldError {
-        field: field.into(),
-        code,
-        detail: detail.into(),
-    };
+/// Cleaned profile text: trimmed, NFC, no control or invisible characters, bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileText(String);
+
+impl ProfileText {
+    /// Cleans `raw`, reporting a failure against `field`.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        clean(field, raw).map(Self)
+    }
+
+    /// Text read back from the store, which only ever holds parsed text.
+    pub fn from_stored(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn clean(field: &'static str, raw: &str) -> Result<String, FieldError> {
+    let error = |code, detail: &str| FieldError::new(field, code, detail);
     let text: String = raw.trim().nfc().collect();
     if text.is_empty() {
         return Err(error("empty", "must not be empty"));

@@ -1,75 +1,44 @@
 //! The users table: accounts, credentials and the failed-login counter.
 
-use super::{Result, Store, StoreError, to_u64};
-use crate::lockout::LockoutPolicy;
+use super::{Result, SqliteStore, StoreError, to_u64};
+use crate::domain::ids::UserId;
+use crate::domain::lockout::LockoutPolicy;
+use crate::domain::profile_text::ProfileText;
+use crate::domain::user::UserProfile;
+use crate::domain::username::Username;
+use crate::store::{Credentials, NewAccount, UserSummary};
 use rusqlite::{ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
 
-/// A user to insert; every field already validated by the caller.
-#[derive(Debug, Clone)]
-pub struct NewUser<'a> {
-    pub id: &'a str,
-    pub username: &'a str,
-    pub username_canonical: &'a str,
-    pub full_name: &'a str,
-    pub mothers_favorite_search_engine: &'a str,
-    pub password_hash: &'a str,
-    pub created_at: i64,
-}
-
-/// What a user may read about themselves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserProfile {
-    pub id: String,
-    pub username: String,
-    pub full_name: String,
-    pub mothers_favorite_search_engine: String,
-    pub created_at: i64,
-}
-
-/// What login needs: the hash and the generation, read together. A token is issued only if
-/// both are still the stored ones when it is recorded (see [`Store::record_login`]).
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub user_id: String,
-    pub password_hash: String,
-    pub token_generation: u64,
-}
-
-/// One line of `tessera user list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSummary {
-    pub username: String,
-    pub created_at: i64,
-    pub token_generation: u64,
-    pub failed_logins: u32,
-}
-
 pub(super) const PROFILE_COLUMNS: &str =
-    "id, username, full_name, mothers_favorite_search_engine, created_at";
+    "id, username, username_canonical, full_name, mothers_favorite_search_engine, created_at";
+/// Columns a query selects after [`PROFILE_COLUMNS`] start at this index.
+pub(super) const PROFILE_COLUMN_COUNT: usize = 6;
 
+/// A profile from the [`PROFILE_COLUMNS`] of a row. What the store holds was parsed on the way
+/// in, so it is not parsed again.
 pub(super) fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<UserProfile> {
     Ok(UserProfile {
-        id: row.get(0)?,
-        username: row.get(1)?,
-        full_name: row.get(2)?,
-        mothers_favorite_search_engine: row.get(3)?,
-        created_at: row.get(4)?,
+        id: UserId::from_string(row.get(0)?),
+        username: Username::from_stored(row.get(1)?, row.get(2)?),
+        full_name: ProfileText::from_stored(row.get(3)?),
+        mothers_favorite_search_engine: ProfileText::from_stored(row.get(4)?),
+        created_at: row.get(5)?,
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Inserts a user. The unique index on the canonical name settles races: of any number of
     /// concurrent registrations of one name, exactly one commits.
-    pub fn create_user(&self, user: &NewUser<'_>) -> Result<UserProfile> {
+    pub(super) fn insert_user(&self, user: &NewAccount<'_>) -> Result<UserProfile> {
         self.with_write(|conn| {
             let inserted = conn.execute(
                 "INSERT INTO users (id, username, username_canonical, full_name,
                      mothers_favorite_search_engine, password_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
-                    user.id,
-                    user.username,
-                    user.username_canonical,
+                    user.id.as_str(),
+                    user.username.as_typed(),
+                    user.username.canonical(),
                     user.full_name,
                     user.mothers_favorite_search_engine,
                     user.password_hash,
@@ -78,10 +47,12 @@ impl Store {
             );
             match inserted {
                 Ok(_) => Ok(UserProfile {
-                    id: user.id.into(),
-                    username: user.username.into(),
-                    full_name: user.full_name.into(),
-                    mothers_favorite_search_engine: user.mothers_favorite_search_engine.into(),
+                    id: user.id.clone(),
+                    username: user.username.clone(),
+                    full_name: ProfileText::from_stored(user.full_name.to_owned()),
+                    mothers_favorite_search_engine: ProfileText::from_stored(
+                        user.mothers_favorite_search_engine.to_owned(),
+                    ),
                     created_at: user.created_at,
                 }),
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -94,7 +65,7 @@ impl Store {
         })
     }
 
-    pub fn find_credentials(&self, username_canonical: &str) -> Result<Option<Credentials>> {
+    pub(super) fn credentials_of(&self, username_canonical: &str) -> Result<Option<Credentials>> {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
@@ -103,7 +74,7 @@ impl Store {
                     [username_canonical],
                     |row| {
                         Ok(Credentials {
-                            user_id: row.get(0)?,
+                            user_id: UserId::from_string(row.get(0)?),
                             password_hash: row.get(1)?,
                             token_generation: to_u64(row.get(2)?),
                         })
@@ -113,28 +84,9 @@ impl Store {
         })
     }
 
-    pub fn find_profile_by_canonical(
+    pub(super) fn reserve_guess(
         &self,
-        username_canonical: &str,
-    ) -> Result<Option<UserProfile>> {
-        self.with_conn(|conn| {
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {PROFILE_COLUMNS} FROM users WHERE username_canonical = ?1"),
-                    [username_canonical],
-                    profile_from_row,
-                )
-                .optional()?)
-        })
-    }
-
-    /// Reserves one password guess against the softlock, atomically, *before* any hashing: the
-    /// attempt is counted as a failure now and forgiven by a successful login. Of any number of
-    /// concurrent guesses, only as many as the policy allows get through; the rest get the
-    /// seconds to wait. `Ok(Err(_))` for a refused guess, `Ok(Ok(()))` for a reserved one.
-    pub fn reserve_attempt(
-        &self,
-        user_id: &str,
+        user_id: &UserId,
         policy: &LockoutPolicy,
         now: i64,
     ) -> Result<std::result::Result<(), u64>> {
@@ -145,7 +97,7 @@ impl Store {
             let Some((failures, last)) = tx
                 .query_row(
                     "SELECT failed_logins, last_failed_login_at FROM users WHERE id = ?1",
-                    [user_id],
+                    [user_id.as_str()],
                     |row| Ok((row.get::<_, u32>(0)?, row.get::<_, Option<i64>>(1)?)),
                 )
                 .optional()?
@@ -158,15 +110,14 @@ impl Store {
             tx.execute(
                 "UPDATE users SET failed_logins = failed_logins + 1, last_failed_login_at = ?2
                  WHERE id = ?1",
-                params![user_id, now],
+                params![user_id.as_str(), now],
             )?;
             tx.commit()?;
             Ok(Ok(()))
         })
     }
 
-    /// The failed-login counter: guesses reserved and not yet forgiven by a successful login.
-    pub fn failed_logins(&self, username_canonical: &str) -> Result<Option<u32>> {
+    pub(super) fn failures_of(&self, username_canonical: &str) -> Result<Option<u32>> {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
@@ -178,8 +129,7 @@ impl Store {
         })
     }
 
-    /// Clears the failed-login counter (`tessera user unlock`). False if no such user.
-    pub fn unlock_user(&self, username_canonical: &str) -> Result<bool> {
+    pub(super) fn clear_failures(&self, username_canonical: &str) -> Result<bool> {
         self.with_conn(|conn| {
             Ok(conn.execute(
                 "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL
@@ -189,13 +139,9 @@ impl Store {
         })
     }
 
-    /// Replaces the password hash and bumps the generation, so every earlier token dies —
-    /// only if the stored hash is still `verified_hash`, the one the caller checked the
-    /// current password against. Returns the new generation, or `None` if the password
-    /// changed meanwhile (or the user is gone).
-    pub fn change_password(
+    pub(super) fn replace_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         verified_hash: &str,
         new_hash: &str,
     ) -> Result<Option<u64>> {
@@ -204,7 +150,7 @@ impl Store {
                 .query_row(
                     "UPDATE users SET password_hash = ?3, token_generation = token_generation + 1
                      WHERE id = ?1 AND password_hash = ?2 RETURNING token_generation",
-                    params![user_id, verified_hash, new_hash],
+                    params![user_id.as_str(), verified_hash, new_hash],
                     |row| row.get::<_, i64>(0),
                 )
                 .optional()?
@@ -212,13 +158,14 @@ impl Store {
         })
     }
 
-    /// Deletes a user; the ledger and denylist rows go with it (ON DELETE CASCADE).
-    /// True if a user was deleted.
-    pub fn delete_user(&self, user_id: &str) -> Result<bool> {
-        self.with_write(|conn| Ok(conn.execute("DELETE FROM users WHERE id = ?1", [user_id])? == 1))
+    /// The ledger and denylist rows go with the user (ON DELETE CASCADE).
+    pub(super) fn remove_user(&self, user_id: &UserId) -> Result<bool> {
+        self.with_write(|conn| {
+            Ok(conn.execute("DELETE FROM users WHERE id = ?1", [user_id.as_str()])? == 1)
+        })
     }
 
-    pub fn list_users(&self) -> Result<Vec<UserSummary>> {
+    pub(super) fn user_summaries(&self) -> Result<Vec<UserSummary>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT username, created_at, token_generation, failed_logins

@@ -1,27 +1,30 @@
 //! A fixed set of threads that do all argon2 work, behind a bounded queue.
 //!
 //! argon2id is memory-bandwidth bound: running more hashes than cores at once only adds latency
-//! and memory (19 MiB each). So exactly `threads` hashes run at a time, at most `queue` wait, and
-//! a request beyond that is refused at once ([`PoolError::Overloaded`] → 503 + Retry-After)
-//! instead of piling up. Dedicated threads also keep memory bounded: each reuses its own
-//! allocator arena, where hashing on the shared blocking pool spread 19 MiB buffers over dozens
-//! of threads and arenas (we measured 1.7 GiB RSS under a login storm; BENCHMARKS.md).
+//! and memory (the configured `m` each). So exactly `threads` hashes run at a time, at most
+//! `queue` wait, and a request beyond that is refused at once ([`PoolError::Overloaded`] → 503 +
+//! Retry-After) instead of piling up. Dedicated threads also keep memory bounded: each reuses its
+//! own allocator arena, where hashing on the shared blocking pool spread argon2's buffers over
+//! dozens of threads and arenas (BENCHMARKS.md, "Memory under a login storm").
+//!
+//! The queue is std's bounded channel with its receiver shared behind a mutex: a bounded
+//! multi-consumer queue with `try_send`, and no dependency, for a handful of threads that each
+//! take a job only every few milliseconds — too rarely for the lock to be contended.
 //! The caller blocks until its job is done, so it must itself be off the async reactor.
 //!
 //! A job whose requester has gone away by the time a thread takes it is skipped: when an HTTP
 //! client hangs up, hyper drops the request's future, and a login queued behind a storm would
-//! otherwise still burn a whole hash (≈ 15 ms) of a scarce thread for an answer nobody reads — under overload,
-//! clients that time out and retry would make the queue all waste. Code that waits on behalf of
-//! such a requester runs inside [`Requester::waiting`]'s scope; see [`Requester`].
+//! otherwise still burn a whole hash of a scarce thread for an answer nobody reads — under
+//! overload, clients that time out and retry would make the queue all waste. The link is
+//! explicit: every job carries the [`Cancellation`] of the [`Requester`] it is done for.
 //!
 //! The threads run at a lower scheduling priority (a higher nice value, `--hash-nice`): hashing
 //! is throughput work, token checks are latency work. When a login storm keeps every core
 //! hashing, a woken reactor thread then preempts a hash at once instead of waiting out the
-//! scheduler's time slice — /me's p99 during a storm went from 19× to about 1.6× its idle p99
-//! (BENCHMARKS.md). When nothing else wants the CPU, a niced thread hashes at full speed.
+//! scheduler's time slice (BENCHMARKS.md, "Token checks during a login storm"). When nothing
+//! else wants the CPU, a niced thread hashes at full speed.
 
-use crate::password::{HashError, Hasher, Password, Verification};
-use std::cell::RefCell;
+use crate::domain::password::{HashError, Hasher, Password, Verification};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,23 +63,17 @@ pub struct HashPool {
 }
 
 /// Someone hashes are done for, who may give up waiting — an HTTP request. Lives in the async
-/// task; dropping it (the task finished, or was dropped because the client hung up) marks the
-/// requester gone, and queued jobs it started are then skipped.
+/// task; dropping it (the task finished, or was dropped because the client hung up) cancels the
+/// jobs queued on its behalf.
 #[derive(Debug, Default)]
 pub struct Requester {
     gone: Arc<AtomicBool>,
 }
 
-/// The blocking side of a [`Requester`]: runs the work that may queue hashes for it.
-#[derive(Debug)]
-pub struct Waiting {
-    gone: Arc<AtomicBool>,
-}
-
-thread_local! {
-    /// The requester the current thread is working for, if any. A thread-local rather than a
-    /// parameter so the use cases in `auth` stay free of transport concerns.
-    static CURRENT_REQUESTER: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+/// Passed with every job: tells a hashing thread whether the requester is still waiting.
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation {
+    gone: Option<Arc<AtomicBool>>,
 }
 
 impl Requester {
@@ -84,10 +81,10 @@ impl Requester {
         Self::default()
     }
 
-    /// The handle to move to the blocking thread that waits on hashes for this requester.
-    pub fn waiting(&self) -> Waiting {
-        Waiting {
-            gone: self.gone.clone(),
+    /// The handle that travels with the work done for this requester.
+    pub fn cancellation(&self) -> Cancellation {
+        Cancellation {
+            gone: Some(self.gone.clone()),
         }
     }
 }
@@ -98,20 +95,28 @@ impl Drop for Requester {
     }
 }
 
-impl Waiting {
-    /// Runs `work` with every hash it queues tied to this requester.
-    pub fn run<T>(self, work: impl FnOnce() -> T) -> T {
-        /// Restores the thread's previous requester even if `work` unwinds: blocking-pool
-        /// threads are reused, and a stale requester would cancel someone else's hashes.
-        struct Restore(Option<Arc<AtomicBool>>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                CURRENT_REQUESTER.with(|current| current.replace(self.0.take()));
-            }
-        }
-        let _restore = Restore(CURRENT_REQUESTER.with(|current| current.replace(Some(self.gone))));
-        work()
+impl Cancellation {
+    /// For work nobody can abandon: the command line, tests.
+    pub fn never() -> Self {
+        Self::default()
     }
+
+    fn is_cancelled(&self) -> bool {
+        self.gone
+            .as_ref()
+            .is_some_and(|gone| gone.load(Ordering::SeqCst))
+    }
+}
+
+/// What the pool reports for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingStats {
+    /// Jobs waiting for a thread.
+    pub queue_depth: usize,
+    /// Jobs skipped because their requester had gone.
+    pub abandoned: u64,
+    /// Verifications padded to the configured parameters' cost.
+    pub padded: u64,
 }
 
 /// Every hashing thread held by [`HashPool::hold`]; dropping it lets them go.
@@ -139,10 +144,6 @@ fn lower_priority(nice: i32) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-fn current_requester() -> Option<Arc<AtomicBool>> {
-    CURRENT_REQUESTER.with(|current| current.borrow().clone())
 }
 
 impl HashPool {
@@ -213,20 +214,23 @@ impl HashPool {
         Held { released }
     }
 
-    /// Jobs waiting for a thread (a metric).
+    /// Jobs waiting for a thread.
     pub fn queue_depth(&self) -> usize {
         self.in_flight
             .load(Ordering::SeqCst)
             .saturating_sub(self.threads)
     }
 
-    /// Jobs skipped so far because their requester had gone (a metric).
-    pub fn abandoned(&self) -> u64 {
-        self.abandoned.load(Ordering::Relaxed)
+    pub fn stats(&self) -> HashingStats {
+        HashingStats {
+            queue_depth: self.queue_depth(),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
+            padded: self.padded.load(Ordering::Relaxed),
+        }
     }
 
-    pub fn hash(&self, password: Password) -> Result<String, PoolError> {
-        self.run(move |hasher| hasher.hash(&password))?
+    pub fn hash(&self, password: Password, cancel: &Cancellation) -> Result<String, PoolError> {
+        self.run(cancel, move |hasher| hasher.hash(&password))?
             .map_err(PoolError::from)
     }
 
@@ -234,9 +238,14 @@ impl HashPool {
     /// than an unknown name's dummy hash, and that difference would tell a guesser which
     /// accounts exist; so such a verification holds its thread until it has taken as long as
     /// the latest verification with the configured parameters.
-    pub fn verify(&self, password: Password, phc: String) -> Result<Verification, PoolError> {
+    pub fn verify(
+        &self,
+        password: Password,
+        phc: String,
+        cancel: &Cancellation,
+    ) -> Result<Verification, PoolError> {
         let (current_cost, padded) = (self.current_cost.clone(), self.padded.clone());
-        self.run(move |hasher| {
+        self.run(cancel, move |hasher| {
             let started = Instant::now();
             let outcome = hasher.verify(&password, &phc);
             let took = started.elapsed();
@@ -253,32 +262,31 @@ impl HashPool {
         })
     }
 
-    pub fn verify_dummy(&self, raw_password: String) -> Result<(), PoolError> {
+    /// A verification against the dummy hash: what an unknown name costs. Takes the raw input,
+    /// which may not even normalise, and wipes it afterwards.
+    pub fn verify_dummy(&self, raw_password: &str, cancel: &Cancellation) -> Result<(), PoolError> {
+        let raw_password = zeroize::Zeroizing::new(raw_password.to_owned());
         let current_cost = self.current_cost.clone();
-        self.run(move |hasher| {
+        self.run(cancel, move |hasher| {
             let started = Instant::now();
             hasher.verify_dummy(&raw_password);
             current_cost.store(nanos(started.elapsed()), Ordering::Relaxed);
         })
     }
 
-    /// Verifications padded to the configured parameters' cost so far (a metric).
-    pub fn padded(&self) -> u64 {
-        self.padded.load(Ordering::Relaxed)
-    }
-
-    /// Runs `work` on a hashing thread and waits for its result; skips it if the current
+    /// Runs `work` on a hashing thread and waits for its result; skips it if `cancel` says the
     /// requester is gone by the time a thread is free.
     fn run<T: Send + 'static>(
         &self,
+        cancel: &Cancellation,
         work: impl FnOnce(&Hasher) -> T + Send + 'static,
     ) -> Result<T, PoolError> {
         let (reply, result) = mpsc::sync_channel(1);
         let (in_flight, abandoned) = (self.in_flight.clone(), self.abandoned.clone());
-        let requester = current_requester();
+        let cancel = cancel.clone();
         in_flight.fetch_add(1, Ordering::SeqCst);
         let job: Job = Box::new(move |hasher| {
-            let outcome = if requester.is_some_and(|gone| gone.load(Ordering::SeqCst)) {
+            let outcome = if cancel.is_cancelled() {
                 abandoned.fetch_add(1, Ordering::Relaxed);
                 None
             } else {
@@ -308,7 +316,7 @@ impl HashPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::password::HashParams;
+    use crate::domain::password::HashParams;
     use std::sync::Barrier;
 
     fn pool(threads: usize, queue: usize) -> HashPool {
@@ -329,9 +337,10 @@ mod tests {
     fn hashes_and_verifies_on_its_threads() {
         let pool = pool(2, 4);
         let password = Password::normalize("correct horse battery staple").unwrap();
-        let phc = pool.hash(password.clone()).unwrap();
+        let never = Cancellation::never();
+        let phc = pool.hash(password.clone(), &never).unwrap();
         assert!(matches!(
-            pool.verify(password, phc).unwrap(),
+            pool.verify(password, phc, &never).unwrap(),
             Verification::Match { .. }
         ));
         assert_eq!(pool.queue_depth(), 0);
@@ -342,7 +351,12 @@ mod tests {
         let before = thread_nice();
         let niced = niced_pool(1, 1, 10);
         // Lowering is always allowed; a process already below 10 stays where it is.
-        assert_eq!(niced.run(|_| thread_nice()).unwrap(), before.max(10));
+        assert_eq!(
+            niced
+                .run(&Cancellation::never(), |_| thread_nice())
+                .unwrap(),
+            before.max(10)
+        );
         // The caller's own priority is untouched.
         assert_eq!(thread_nice(), before);
     }
@@ -368,7 +382,7 @@ mod tests {
             let busy = {
                 let (pool, gate, release) = (pool.clone(), gate.clone(), release.clone());
                 std::thread::spawn(move || {
-                    pool.run(move |_| {
+                    pool.run(&Cancellation::never(), move |_| {
                         gate.wait();
                         release.wait();
                     })
@@ -397,25 +411,16 @@ mod tests {
         let occupied = Occupied::new(&pool);
         let queued = {
             let pool = pool.clone();
-            std::thread::spawn(move || pool.run(|_| ()))
+            std::thread::spawn(move || pool.run(&Cancellation::never(), |_| ()))
         };
         wait_until_queued(&pool, 1);
-        assert!(matches!(pool.run(|_| ()), Err(PoolError::Overloaded)));
+        assert!(matches!(
+            pool.run(&Cancellation::never(), |_| ()),
+            Err(PoolError::Overloaded)
+        ));
         occupied.release();
         assert!(queued.join().unwrap().is_ok());
         assert_eq!(pool.queue_depth(), 0);
-    }
-
-    #[test]
-    fn a_thread_forgets_its_requester_after_the_work_even_if_it_panics() {
-        let requester = Requester::new();
-        requester
-            .waiting()
-            .run(|| assert!(current_requester().is_some()));
-        assert!(current_requester().is_none());
-        let unwound = std::panic::catch_unwind(|| requester.waiting().run(|| panic!("boom")));
-        assert!(unwound.is_err());
-        assert!(current_requester().is_none());
     }
 
     #[test]
@@ -425,9 +430,9 @@ mod tests {
         let ran = Arc::new(AtomicBool::new(false));
         let (leaving, staying) = (Requester::new(), Requester::new());
         let queue = |requester: &Requester| {
-            let (pool, ran, waiting) = (pool.clone(), ran.clone(), requester.waiting());
+            let (pool, ran, cancel) = (pool.clone(), ran.clone(), requester.cancellation());
             std::thread::spawn(move || {
-                waiting.run(|| pool.run(move |_| ran.store(true, Ordering::SeqCst)))
+                pool.run(&cancel, move |_| ran.store(true, Ordering::SeqCst))
             })
         };
         let left = queue(&leaving);
@@ -436,10 +441,10 @@ mod tests {
         occupied.release();
         assert!(matches!(left.join().unwrap(), Err(PoolError::Abandoned)));
         assert!(!ran.load(Ordering::SeqCst), "the abandoned job ran");
-        assert_eq!(pool.abandoned(), 1);
+        assert_eq!(pool.stats().abandoned, 1);
         // A requester still waiting gets its work done as usual.
         assert!(queue(&staying).join().unwrap().is_ok());
         assert!(ran.load(Ordering::SeqCst));
-        assert_eq!(pool.abandoned(), 1);
+        assert_eq!(pool.stats().abandoned, 1);
     }
 }

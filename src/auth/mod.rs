@@ -1,94 +1,28 @@
 //! The use cases — register, log in, authenticate, log out (one token or all), change password,
-//! delete account — combining the token codec, password hashing and the store.
+//! delete account — combining the token codec, password hashing and the storage seam.
 //!
 //! No HTTP types here, and everything is synchronous: the HTTP layer runs these calls on the
-//! blocking pool, because they hash passwords and touch SQLite. Time is always passed in.
+//! blocking pool, because they hash passwords and touch storage — all but
+//! [`Auth::authenticate_in_memory`], which never blocks. Time is always passed in, and so is the
+//! [`Cancellation`] of whoever waits for a hash.
 
-use crate::hash_pool::{HashPool, PoolError};
-use crate::lockout::{LockoutPolicy, PhantomFailures};
-use crate::password::{Password, Verification};
-use crate::password_policy::{PasswordPolicy, PolicyViolation};
-use crate::store::{
-    Credentials, IssuedTokenRecord, NewUser, Store, StoreError, TokenState, UserProfile,
-};
-use crate::token::{Codec, IssuedToken, TokenError, VerifiedClaims};
-use crate::username::Username;
-use crate::{profile_text, random};
+mod error;
+pub mod hash_pool;
+
+pub use error::{AuthError, Result, TokenRejection};
+pub use hash_pool::{Cancellation, HashingStats, Requester};
+
+use crate::domain::ids::UserId;
+use crate::domain::lockout::{LockoutPolicy, PhantomFailures};
+use crate::domain::password::{Password, Verification};
+use crate::domain::password_policy::PasswordPolicy;
+use crate::domain::secret::SecretString;
+use crate::domain::user::{NewUser, UserProfile};
+use crate::domain::username::Username;
+use crate::store::{Credentials, IssuedTokenRecord, NewAccount, Store, StoreError, TokenState};
+use crate::token::{Codec, IssuedToken, VerifiedClaims};
+use hash_pool::HashPool;
 use std::sync::Arc;
-
-/// What registration needs. Strings are raw client input; `register` validates every field.
-#[derive(Debug, Clone)]
-pub struct Registration {
-    pub username: String,
-    pub full_name: String,
-    pub password: String,
-    pub mothers_favorite_search_engine: String,
-}
-
-/// A field that failed validation, in the shape problem+json reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The member's name: ours, or for an unknown or repeated member the client's (truncated).
-    pub field: std::borrow::Cow<'static, str>,
-    pub code: &'static str,
-    pub detail: String,
-}
-
-/// Why a presented token does not authenticate anyone. Kept apart for logs and tests; clients
-/// all get the same 401.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenRejection {
-    #[error("{0}")]
-    Codec(TokenError),
-    #[error("token was logged out")]
-    Revoked,
-    #[error("token predates the user's last log-out-everywhere or password change")]
-    StaleGeneration,
-    #[error("token's user no longer exists")]
-    UnknownUser,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("validation failed")]
-    Validation(Vec<FieldError>),
-    #[error("username is taken")]
-    UsernameTaken,
-    #[error("invalid username or password")]
-    InvalidCredentials,
-    #[error("current password is incorrect")]
-    WrongCurrentPassword,
-    #[error("too many failed attempts; retry in {retry_after} s")]
-    Throttled { retry_after: u64 },
-    #[error("invalid token: {0}")]
-    InvalidToken(TokenRejection),
-    #[error("the password hashing queue is full")]
-    Overloaded,
-    #[error("the client left before its password was hashed")]
-    ClientGone,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("password hashing failed: {0}")]
-    Hash(PoolError),
-}
-
-impl From<PoolError> for AuthError {
-    fn from(error: PoolError) -> Self {
-        match error {
-            PoolError::Overloaded => Self::Overloaded,
-            PoolError::Abandoned => Self::ClientGone,
-            other => Self::Hash(other),
-        }
-    }
-}
-
-impl From<TokenRejection> for AuthError {
-    fn from(rejection: TokenRejection) -> Self {
-        Self::InvalidToken(rejection)
-    }
-}
-
-pub type Result<T> = std::result::Result<T, AuthError>;
 
 /// An authenticated request: verified claims and the user they belong to.
 #[derive(Debug, Clone)]
@@ -109,7 +43,7 @@ pub struct AuthSettings {
 /// The service's core, shared by every request.
 #[derive(Debug)]
 pub struct Auth {
-    store: Store,
+    store: Arc<dyn Store>,
     codec: Codec,
     hashing: HashPool,
     settings: AuthSettings,
@@ -118,7 +52,12 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(store: Store, codec: Codec, hashing: HashPool, settings: AuthSettings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        codec: Codec,
+        hashing: HashPool,
+        settings: AuthSettings,
+    ) -> Self {
         Self {
             store,
             codec,
@@ -128,60 +67,44 @@ impl Auth {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn codec(&self) -> &Codec {
-        &self.codec
-    }
-
-    pub fn hashing(&self) -> &HashPool {
-        &self.hashing
-    }
-
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
     }
 
-    /// Validates every field (reporting all failures at once), hashes and stores the user.
-    pub fn register(&self, input: &Registration, now: i64) -> Result<UserProfile> {
-        let mut errors = Vec::new();
-        let username = Username::parse(&input.username)
-            .map_err(|e| errors.push(field_error("username", e.code(), e.to_string())))
-            .ok();
-        let full_name = profile_text::clean("full_name", &input.full_name)
-            .map_err(|e| errors.push(e))
-            .ok();
-        let engine = profile_text::clean(
-            "mothers_favorite_search_engine",
-            &input.mothers_favorite_search_engine,
-        )
-        .map_err(|e| errors.push(e))
-        .ok();
-        let context = [input.username.as_str(), input.full_name.as_str()];
-        let password = self
-            .acceptable_password("password", &input.password, &context)
-            .map_err(|e| errors.push(e))
-            .ok();
-        let (Some(username), Some(full_name), Some(engine), Some(password)) =
-            (username, full_name, engine, password)
-        else {
-            return Err(AuthError::Validation(errors));
-        };
+    /// Whether storage answers and is still the one opened (readiness). Blocking.
+    pub fn ready(&self) -> Result<()> {
+        Ok(self.store.ping()?)
+    }
 
-        let password_hash = self.hashing.hash(password)?;
-        let id = random::base64url_id::<16>();
-        let user = NewUser {
+    /// The hashing pool's queue and counters, for metrics.
+    pub fn hashing_stats(&self) -> HashingStats {
+        self.hashing.stats()
+    }
+
+    /// Occupies every hashing thread until the guard is dropped: requests that need a hash wait
+    /// in the queue meanwhile. Lets tests hold requests at a known point instead of sleeping.
+    pub fn hold_hashing(&self) -> hash_pool::Held {
+        self.hashing.hold()
+    }
+
+    /// Leaves storage complete on its own (on shutdown). Blocking.
+    pub fn checkpoint(&self) -> Result<()> {
+        Ok(self.store.checkpoint()?)
+    }
+
+    /// Hashes the new user's password and stores the account.
+    pub fn register(&self, user: NewUser, now: i64, cancel: &Cancellation) -> Result<UserProfile> {
+        let password_hash = self.hashing.hash(user.password, cancel)?;
+        let id = UserId::random();
+        let account = NewAccount {
             id: &id,
-            username: username.as_typed(),
-            username_canonical: username.canonical(),
-            full_name: &full_name,
-            mothers_favorite_search_engine: &engine,
+            username: &user.username,
+            full_name: user.full_name.as_str(),
+            mothers_favorite_search_engine: user.mothers_favorite_search_engine.as_str(),
             password_hash: &password_hash,
             created_at: now,
         };
-        self.store.create_user(&user).map_err(|e| match e {
+        self.store.create_user(&account).map_err(|e| match e {
             StoreError::UsernameTaken => AuthError::UsernameTaken,
             other => other.into(),
         })
@@ -192,11 +115,17 @@ impl Auth {
     /// before any hashing, so concurrent guesses cannot exceed the policy; and the token is
     /// issued only if the credentials it verified are still current, so a login racing a
     /// password change or a log-out-everywhere can neither undo it nor survive it.
-    pub fn login(&self, username: &str, password: &str, now: i64) -> Result<IssuedToken> {
+    pub fn login(
+        &self,
+        username: &str,
+        password: &SecretString,
+        now: i64,
+        cancel: &Cancellation,
+    ) -> Result<IssuedToken> {
         let lockout = &self.settings.lockout;
         let name = Username::parse(username).ok();
         let credentials = match &name {
-            Some(name) => self.store.find_credentials(name.canonical())?,
+            Some(name) => self.store.find_credentials(name)?,
             None => None,
         };
         let Some(credentials) = credentials else {
@@ -207,16 +136,17 @@ impl Auth {
                     .reserve(lockout, name.canonical(), now)
                     .map_err(|retry_after| AuthError::Throttled { retry_after })?;
             }
-            self.hashing.verify_dummy(password.to_owned())?;
+            self.hashing.verify_dummy(password.expose(), cancel)?;
             return Err(AuthError::InvalidCredentials);
         };
         self.reserve_attempt(&credentials.user_id, now)?;
-        let needs_rehash = match self.check_password(password, &credentials.password_hash)? {
+        let verified = self.check_password(password, &credentials.password_hash, cancel)?;
+        let needs_rehash = match verified {
             Verification::Match { needs_rehash } => needs_rehash,
             Verification::Mismatch => return Err(AuthError::InvalidCredentials),
         };
-        let rehashed = match (needs_rehash, Password::normalize(password)) {
-            (true, Ok(normalized)) => Some(self.hashing.hash(normalized)?),
+        let rehashed = match (needs_rehash, Password::normalize(password.expose())) {
+            (true, Ok(normalized)) => Some(self.hashing.hash(normalized, cancel)?),
             _ => None,
         };
         self.issue_token(&credentials, rehashed.as_deref(), now)
@@ -280,19 +210,20 @@ impl Auth {
     pub fn change_password(
         &self,
         session: &Session,
-        current: &str,
-        new: &str,
+        current: &SecretString,
+        new: &SecretString,
         now: i64,
+        cancel: &Cancellation,
     ) -> Result<IssuedToken> {
-        let credentials = self.reauthenticate(session, current, now)?;
-        let context = [
-            session.profile.username.as_str(),
-            session.profile.full_name.as_str(),
-        ];
+        let credentials = self.reauthenticate(session, current, now, cancel)?;
+        let profile = &session.profile;
+        let context = [profile.username.as_typed(), profile.full_name.as_str()];
         let password = self
-            .acceptable_password("new_password", new, &context)
+            .settings
+            .password_policy
+            .accept("new_password", new, &context)
             .map_err(|e| AuthError::Validation(vec![e]))?;
-        let hash = self.hashing.hash(password)?;
+        let hash = self.hashing.hash(password, cancel)?;
         let generation = self
             .store
             .change_password(&credentials.user_id, &credentials.password_hash, &hash)?
@@ -308,31 +239,41 @@ impl Auth {
 
     /// Deletes the account after re-authentication with the password (ASVS 5.0 asks for it
     /// before sensitive operations): its tokens die with it and the username is free again.
-    pub fn delete_account(&self, session: &Session, password: &str, now: i64) -> Result<()> {
-        self.reauthenticate(session, password, now)?;
+    pub fn delete_account(
+        &self,
+        session: &Session,
+        password: &SecretString,
+        now: i64,
+        cancel: &Cancellation,
+    ) -> Result<()> {
+        self.reauthenticate(session, password, now, cancel)?;
         self.store.delete_user(&session.profile.id)?;
         Ok(())
     }
 
     /// The session's user proves they know the password: reserved against the softlock, then
     /// verified. A wrong password is [`AuthError::WrongCurrentPassword`].
-    fn reauthenticate(&self, session: &Session, password: &str, now: i64) -> Result<Credentials> {
-        let canonical = Username::parse(&session.profile.username)
-            .map(|u| u.canonical().to_owned())
-            .unwrap_or_default();
+    fn reauthenticate(
+        &self,
+        session: &Session,
+        password: &SecretString,
+        now: i64,
+        cancel: &Cancellation,
+    ) -> Result<Credentials> {
         let credentials = self
             .store
-            .find_credentials(&canonical)?
+            .find_credentials(&session.profile.username)?
             .filter(|c| c.user_id == session.profile.id)
             .ok_or(TokenRejection::UnknownUser)?;
         self.reserve_attempt(&credentials.user_id, now)?;
-        if self.check_password(password, &credentials.password_hash)? == Verification::Mismatch {
+        let verified = self.check_password(password, &credentials.password_hash, cancel)?;
+        if verified == Verification::Mismatch {
             return Err(AuthError::WrongCurrentPassword);
         }
         Ok(credentials)
     }
 
-    fn reserve_attempt(&self, user_id: &str, now: i64) -> Result<()> {
+    fn reserve_attempt(&self, user_id: &UserId, now: i64) -> Result<()> {
         self.store
             .reserve_attempt(user_id, &self.settings.lockout, now)?
             .map_err(|retry_after| AuthError::Throttled { retry_after })
@@ -352,42 +293,23 @@ impl Auth {
             .codec
             .verify(token, now)
             .map_err(TokenRejection::Codec)?;
-        check_revocation(&self.store, claims)
+        check_revocation(self.store.as_ref(), claims)
     }
 
     /// One argon2 verification on the hashing threads, whatever the input.
-    fn check_password(&self, raw: &str, phc: &str) -> Result<Verification> {
-        match Password::normalize(raw) {
-            Ok(password) => Ok(self.hashing.verify(password, phc.to_owned())?),
+    fn check_password(
+        &self,
+        raw: &SecretString,
+        phc: &str,
+        cancel: &Cancellation,
+    ) -> Result<Verification> {
+        match Password::normalize(raw.expose()) {
+            Ok(password) => Ok(self.hashing.verify(password, phc.to_owned(), cancel)?),
             Err(_) => {
-                self.hashing.verify_dummy(raw.to_owned())?;
+                self.hashing.verify_dummy(raw.expose(), cancel)?;
                 Ok(Verification::Mismatch)
             }
         }
-    }
-
-    /// Length is checked on the raw input first, so an over-long password is refused before
-    /// any normalisation or hashing work.
-    fn acceptable_password(
-        &self,
-        field: &'static str,
-        raw: &str,
-        context: &[&str],
-    ) -> std::result::Result<Password, FieldError> {
-        let policy = &self.settings.password_policy;
-        let violation = |v: PolicyViolation| field_error(field, v.code(), v.to_string());
-        policy
-            .check_length(raw.chars().count())
-            .map_err(violation)?;
-        let password = Password::normalize(raw).map_err(|e| {
-            let code = match e {
-                crate::password::NormalizationError::Empty => "too_short",
-                crate::password::NormalizationError::DisallowedCharacter => "disallowed_character",
-            };
-            field_error(field, code, e.to_string())
-        })?;
-        policy.check(&password, context).map_err(violation)?;
-        Ok(password)
     }
 
     /// Mints a token at the verified generation and records it — only if `verified` is still
@@ -398,7 +320,7 @@ impl Auth {
         rehashed_password: Option<&str>,
         now: i64,
     ) -> Result<IssuedToken> {
-        let user_id = verified.user_id.as_str();
+        let user_id = &verified.user_id;
         let generation = verified.token_generation;
         let issued = self
             .codec
@@ -421,7 +343,7 @@ impl Auth {
 /// Whether a token that passed the codec still stands: its user exists and its generation is
 /// current. Returns the session and whether the `jti` is denylisted. Shared by the server and
 /// `tessera-token verify --db`, so both judge revocation identically.
-pub fn check_revocation(store: &Store, claims: VerifiedClaims) -> Result<(Session, bool)> {
+pub fn check_revocation(store: &dyn Store, claims: VerifiedClaims) -> Result<(Session, bool)> {
     let state = store
         .token_state(&claims.claims().sub, &claims.claims().jti)?
         .ok_or(TokenRejection::UnknownUser)?;
@@ -438,12 +360,4 @@ fn judge(claims: VerifiedClaims, state: TokenState) -> Result<(Session, bool)> {
         profile: state.profile,
     };
     Ok((session, state.revoked))
-}
-
-fn field_error(field: &'static str, code: &'static str, detail: String) -> FieldError {
-    FieldError {
-        field: field.into(),
-        code,
-        detail,
-    }
 }

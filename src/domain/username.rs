@@ -71,6 +71,15 @@ impl Username {
         })
     }
 
+    /// A name read back from the store, which only ever holds parsed names. Not re-parsed:
+    /// rules that tightened since (a newly reserved name) must not make an account unreadable.
+    pub fn from_stored(as_typed: String, canonical: String) -> Self {
+        Self {
+            as_typed,
+            canonical,
+        }
+    }
+
     /// As the user typed it: for display.
     pub fn as_typed(&self) -> &str {
         &self.as_typed

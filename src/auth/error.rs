@@ -1,0 +1,62 @@
+//! What a use case can answer instead of success.
+
+use super::hash_pool::PoolError;
+use crate::domain::validation::FieldError;
+use crate::store::StoreError;
+use crate::token::TokenError;
+
+/// Why a presented token does not authenticate anyone. Kept apart for logs and tests; clients
+/// all get the same 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("{0}")]
+    Codec(TokenError),
+    #[error("token was logged out")]
+    Revoked,
+    #[error("token predates the user's last log-out-everywhere or password change")]
+    StaleGeneration,
+    #[error("token's user no longer exists")]
+    UnknownUser,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("current password is incorrect")]
+    WrongCurrentPassword,
+    #[error("too many failed attempts; retry in {retry_after} s")]
+    Throttled { retry_after: u64 },
+    #[error("invalid token: {0}")]
+    InvalidToken(TokenRejection),
+    #[error("the password hashing queue is full")]
+    Overloaded,
+    #[error("the client left before its password was hashed")]
+    ClientGone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("password hashing failed: {0}")]
+    Hash(PoolError),
+}
+
+impl From<PoolError> for AuthError {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Overloaded => Self::Overloaded,
+            PoolError::Abandoned => Self::ClientGone,
+            other => Self::Hash(other),
+        }
+    }
+}
+
+impl From<TokenRejection> for AuthError {
+    fn from(rejection: TokenRejection) -> Self {
+        Self::InvalidToken(rejection)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AuthError>;

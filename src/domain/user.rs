@@ -1,0 +1,70 @@
+//! Accounts: what registration is made of, and what a user may read about themselves.
+
+use super::ids::UserId;
+use super::password::Password;
+use super::password_policy::PasswordPolicy;
+use super::profile_text::ProfileText;
+use super::secret::SecretString;
+use super::username::Username;
+use super::validation::FieldError;
+
+/// A registration as the client sent it: raw text, parsed by [`NewUser::parse`].
+pub struct RegistrationForm {
+    pub username: String,
+    pub full_name: String,
+    pub password: SecretString,
+    pub mothers_favorite_search_engine: String,
+}
+
+/// A registration whose every field is valid. Carries the password, so no `Debug`.
+pub struct NewUser {
+    pub username: Username,
+    pub full_name: ProfileText,
+    /// A profile detail, never an authenticator (it is no secret, and is shown to its owner).
+    pub mothers_favorite_search_engine: ProfileText,
+    pub password: Password,
+}
+
+impl NewUser {
+    /// Parses every field, reporting all failures at once. The password must not be built from
+    /// the username or the full name as typed.
+    pub fn parse(form: RegistrationForm, policy: &PasswordPolicy) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let username = Username::parse(&form.username)
+            .map_err(|e| errors.push(FieldError::new("username", e.code(), e.to_string())))
+            .ok();
+        let full_name = ProfileText::parse("full_name", &form.full_name)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let engine = ProfileText::parse(
+            "mothers_favorite_search_engine",
+            &form.mothers_favorite_search_engine,
+        )
+        .map_err(|e| errors.push(e))
+        .ok();
+        let context = [form.username.as_str(), form.full_name.as_str()];
+        let password = policy
+            .accept("password", &form.password, &context)
+            .map_err(|e| errors.push(e))
+            .ok();
+        match (username, full_name, engine, password) {
+            (Some(username), Some(full_name), Some(engine), Some(password)) => Ok(Self {
+                username,
+                full_name,
+                mothers_favorite_search_engine: engine,
+                password,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// What a user may read about themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProfile {
+    pub id: UserId,
+    pub username: Username,
+    pub full_name: ProfileText,
+    pub mothers_favorite_search_engine: ProfileText,
+    pub created_at: i64,
+}

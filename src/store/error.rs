@@ -1,0 +1,44 @@
+//! What can go wrong in storage, whatever the backend.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create database file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("the password or token generation changed while the login was checked")]
+    CredentialsChanged,
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("database file {0} is missing or was replaced since it was opened")]
+    FileReplaced(PathBuf),
+    #[error("no database at {0} (only `tessera serve` creates one)")]
+    Missing(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the database files changed under the server; revocation state cannot be proven")]
+    Unprovable,
+}
+
+impl StoreError {
+    /// The database cannot be trusted right now (files replaced, or unreachable): answer 503,
+    /// never 200 from state that cannot be proven current.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::FileReplaced(_) | Self::Unprovable | Self::Io { .. }
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;

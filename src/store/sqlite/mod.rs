@@ -1,0 +1,260 @@
+//! The SQLite backend of the storage seam, through rusqlite; nothing else in the crate touches
+//! SQL. Synchronous, meant to run off the async reactor.
+//!
+//! Connection settings, and why:
+//! - `journal_mode=WAL`: readers never block the writer or each other, which is the request mix
+//!   here (one token check per request, writes only on register/login/logout).
+//! - `synchronous=FULL`: every commit is fsynced. NORMAL would be durable across a process crash
+//!   but can lose the last commits on power loss — and a lost logout means a revoked token lives
+//!   again. Writes already sit behind a ~20 ms argon2 hash or are rare, so the fsync is affordable.
+//! - `foreign_keys=ON`: deleting a user removes its ledger and denylist rows.
+//! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
+
+mod dump;
+mod revocation;
+mod schema;
+mod sessions;
+mod users;
+
+use super::{
+    Credentials, IssuedTokenRecord, NewAccount, Result, Store, StoreError, TokenState, UserSummary,
+};
+use crate::domain::ids::{TokenId, UserId};
+use crate::domain::lockout::LockoutPolicy;
+use crate::domain::user::UserProfile;
+use crate::domain::username::Username;
+
+use rusqlite::{Connection, OpenFlags};
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// Idle connections kept for reuse; more are opened on demand under load.
+const MAX_IDLE_CONNECTIONS: usize = 16;
+
+/// A handle on the database: a small pool of connections to one file and, for the server, the
+/// in-memory revocation view that keeps per-request token checks off SQLite.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The file opened, as (device, inode): our connections keep writing to that file even if
+    /// the path is deleted or replaced, so readiness checks the path still names it.
+    identity: (u64, u64),
+    // Field order is drop order: connections close before the view's `-shm` descriptor.
+    idle: Mutex<Vec<Connection>>,
+    view: Option<revocation::RevocationView>,
+}
+
+impl SqliteStore {
+    /// The server's store: creates the database (mode 0600) if missing, migrates it, and builds
+    /// the revocation view.
+    pub fn open_for_serving(path: &Path) -> Result<Self> {
+        create_private_file(path)?;
+        let mut store = Self::open_unwatched(path)?;
+        let view = store.with_conn(|conn| revocation::RevocationView::open(conn))?;
+        store.path = view.db_path().to_path_buf();
+        store.view = Some(view);
+        Ok(store)
+    }
+
+    /// An operator's store (admin CLI, `tessera-token verify --db`): the database must exist,
+    /// and every token check reads SQLite directly — exact, and nothing held open for long.
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.into()));
+        }
+        Self::open_unwatched(path)
+    }
+
+    fn open_unwatched(path: &Path) -> Result<Self> {
+        let mut conn = connect(path)?;
+        schema::migrate(&mut conn)?;
+        let identity = file_identity(path).ok_or_else(|| StoreError::FileReplaced(path.into()))?;
+        Ok(Self {
+            path: path.into(),
+            identity,
+            idle: Mutex::new(vec![conn]),
+            view: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = match self.lock_idle().pop() {
+            Some(conn) => conn,
+            None => connect(&self.path)?,
+        };
+        let result = f(&mut conn);
+        let mut idle = self.lock_idle();
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Runs a write on a pooled connection, then checks the files are still the ones at their
+    /// paths: a commit into a deleted `-wal` would be lost at the next start, so it must not
+    /// be acknowledged.
+    pub(crate) fn with_write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let value = self.with_conn(f)?;
+        self.verify_files()?;
+        Ok(value)
+    }
+
+    fn verify_files(&self) -> Result<()> {
+        if file_identity(&self.path) != Some(self.identity) {
+            return Err(StoreError::FileReplaced(self.path.clone()));
+        }
+        match &self.view {
+            Some(view) => view.verify_files(),
+            None => Ok(()),
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, user: &NewAccount<'_>) -> Result<UserProfile> {
+        self.insert_user(user)
+    }
+    fn find_credentials(&self, username: &Username) -> Result<Option<Credentials>> {
+        self.credentials_of(username.canonical())
+    }
+    fn reserve_attempt(
+        &self,
+        user: &UserId,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<std::result::Result<(), u64>> {
+        self.reserve_guess(user, policy, now)
+    }
+    fn record_login(
+        &self,
+        token: &IssuedTokenRecord<'_>,
+        verified: &Credentials,
+        rehashed_password: Option<&str>,
+    ) -> Result<()> {
+        self.record_issued(token, verified, rehashed_password)
+    }
+    fn change_password(
+        &self,
+        user: &UserId,
+        verified_hash: &str,
+        new_hash: &str,
+    ) -> Result<Option<u64>> {
+        self.replace_password(user, verified_hash, new_hash)
+    }
+    fn delete_user(&self, user: &UserId) -> Result<bool> {
+        self.remove_user(user)
+    }
+    fn token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
+        self.exact_token_state(user, jti)
+    }
+    fn cached_token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
+        self.in_memory_token_state(user, jti)
+    }
+    fn revoke_token(&self, jti: &TokenId, user: &UserId, expires_at: i64) -> Result<()> {
+        self.denylist(jti, user, expires_at)
+    }
+    fn bump_generation(&self, user: &UserId) -> Result<Option<u64>> {
+        self.bump_generation_where("id", user.as_str())
+    }
+    fn prune_expired(&self, cutoff: i64, longest_token_lifetime: i64) -> Result<usize> {
+        self.prune(cutoff, longest_token_lifetime)
+    }
+    fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>> {
+        self.bump_generation_where("username_canonical", username.canonical())
+    }
+    fn unlock_user(&self, username: &Username) -> Result<bool> {
+        self.clear_failures(username.canonical())
+    }
+    fn failed_logins(&self, username: &Username) -> Result<Option<u32>> {
+        self.failures_of(username.canonical())
+    }
+    fn list_users(&self) -> Result<Vec<UserSummary>> {
+        self.user_summaries()
+    }
+    fn denylist_len(&self) -> Result<u64> {
+        self.count_denylisted()
+    }
+    fn ping(&self) -> Result<()> {
+        self.verify_files()?;
+        self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+    fn integrity_check(&self) -> Result<Vec<String>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+    /// Folds the WAL back into the main file, so the file alone is complete.
+    fn checkpoint(&self) -> Result<()> {
+        self.with_conn(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+    fn dump(&self) -> Result<String> {
+        self.with_conn(|conn| dump::dump(conn))
+    }
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Creates the database file with mode 0600 before SQLite opens it, so it is never readable by
+/// others, even briefly; SQLite gives its -wal and -shm files the same mode.
+fn create_private_file(path: &Path) -> Result<()> {
+    let error = |source| StoreError::Create {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(error)?;
+    }
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(error(e)),
+    }
+}
+
+/// SQLite keeps integers as i64; generations are u64 in tokens. Both stay far below 2^63.
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
