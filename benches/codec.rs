@@ -1,6 +1,7 @@
 //! Codec benchmarks, side by side in one run: our verify vs `jsonwebtoken` decode+validate vs the
 //! floor (pre-keyed HMAC + base64url decode + claims parse), and encode vs `jsonwebtoken`.
 //! Prints the ratios the targets are stated in (BENCHMARKS.md).
+#![allow(clippy::indexing_slicing)] // measurement code, not the service
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,6 +1,7 @@
 //! Password benchmarks: argon2id at the default parameters, and the enumeration check — login
 //! latency for an unknown user vs a known user with a wrong password (both should cost one
 //! argon2 verification). Medians are printed side by side from one interleaved run.
+#![allow(clippy::indexing_slicing)] // measurement code, not the service
 
 use criterion::Criterion;
 use std::hint::black_box;

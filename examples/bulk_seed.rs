@@ -2,6 +2,7 @@
 //! hash (hashing a million passwords would take hours and measure nothing new) and DENYLIST
 //! live denylist rows, in one transaction. Usage: `bulk_seed DB USERS DENYLIST`.
 //! The first user is `user0` with password "correct horse battery staple".
+#![allow(clippy::indexing_slicing)] // measurement code, not the service
 
 use rusqlite::params;
 use tessera::domain::password::{HashParams, Hasher, Password};

@@ -1,5 +1,6 @@
 //! The direct argon2id hashing rate of N threads (default m=19456 t=2 p=1), for comparing login
 //! throughput through the server against hashing alone. Usage: `hash_rate THREADS SECONDS`.
+#![allow(clippy::indexing_slicing)] // measurement code, not the service
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,5 +1,6 @@
 //! The ceiling for end-to-end benchmarks: a bare hyper 1.x hello-world on the same runtime
 //! settings as Tessera (multi-thread tokio, HTTP/1.1, keep-alive). Usage: `hello ADDR`.
+#![allow(clippy::indexing_slicing)] // measurement code, not the service
 
 use bytes::Bytes;
 use http_body_util::Full;

@@ -1,4 +1,5 @@
 //! The `tessera` binary: parse the command line, call into the library, report errors.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::Parser as _;
 use std::io::IsTerminal as _;

@@ -134,7 +134,10 @@ impl Drop for Held {
 }
 
 /// Sets the calling thread's nice value (on Linux, nice is per thread).
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "setpriority(2) has no safe wrapper in std or libc"
+)]
 fn lower_priority(nice: i32) -> std::io::Result<()> {
     // SAFETY: setpriority takes plain integers and touches none of our memory. For
     // PRIO_PROCESS, `who` = 0 names the calling thread on Linux.

@@ -30,7 +30,7 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             Ok(format!(
                 "created {} (mode 0600) with signing key {}\n",
                 path.display(),
-                set.keys[0].kid
+                set.keys.first().map_or("", |key| key.kid.as_str())
             ))
         }
         KeysAction::Rotate => {

@@ -148,10 +148,11 @@ fn compute(
 ) -> Result<(), argon2::Error> {
     BLOCKS.with_borrow_mut(|blocks| {
         let needed = argon2.params().block_count();
-        if blocks.len() < needed {
+        // Exactly the blocks these parameters use: argon2 refuses a different amount.
+        if blocks.len() != needed {
             blocks.resize(needed, Block::default());
         }
-        argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+        argon2.hash_password_into_with_memory(password, salt, out, blocks.as_mut_slice())
     })
 }
 

@@ -151,19 +151,25 @@ fn squash(text: &str) -> String {
 /// Word-break by dynamic programming: can `target` be split entirely into `words`?
 fn can_segment(target: &str, words: &[String]) -> bool {
     let bytes = target.as_bytes();
+    // reachable[i]: the first i bytes split into words. The empty prefix always does.
     let mut reachable = vec![false; bytes.len() + 1];
-    reachable[0] = true;
+    if let Some(empty) = reachable.first_mut() {
+        *empty = true;
+    }
     for start in 0..bytes.len() {
-        if !reachable[start] {
+        if reachable.get(start) != Some(&true) {
             continue;
         }
+        let rest = bytes.get(start..).unwrap_or_default();
         for word in words {
-            if bytes[start..].starts_with(word.as_bytes()) {
-                reachable[start + word.len()] = true;
+            if rest.starts_with(word.as_bytes())
+                && let Some(end) = reachable.get_mut(start + word.len())
+            {
+                *end = true;
             }
         }
     }
-    reachable[bytes.len()]
+    reachable.last() == Some(&true)
 }
 
 #[cfg(test)]

@@ -88,15 +88,22 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
+        // Unknown names count as "unmatched", the last slot.
         let index = self
             .route_names
             .iter()
             .position(|name| name == route)
-            .unwrap_or(self.routes.len() - 1);
-        let stats = &self.routes[index];
-        match STATUSES.iter().position(|s| *s == status) {
-            Some(slot) => {
-                stats.statuses[slot].fetch_add(1, Ordering::Relaxed);
+            .unwrap_or(self.routes.len().saturating_sub(1));
+        let Some(stats) = self.routes.get(index) else {
+            return;
+        };
+        match STATUSES
+            .iter()
+            .zip(&stats.statuses)
+            .find(|(s, _)| **s == status)
+        {
+            Some((_, count)) => {
+                count.fetch_add(1, Ordering::Relaxed);
             }
             None => {
                 *lock(&self.rare_statuses)
@@ -107,9 +114,13 @@ impl Metrics {
         let seconds = elapsed.as_secs_f64();
         let bucket = BUCKETS
             .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
-        stats.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            .zip(&stats.buckets)
+            .find(|(bound, _)| seconds <= **bound)
+            .map(|(_, count)| count)
+            .or(stats.buckets.last()); // +Inf
+        if let Some(count) = bucket {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         stats.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
@@ -126,7 +137,9 @@ impl Metrics {
     }
 
     pub fn login(&self, outcome: LoginOutcome) {
-        self.logins[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.logins.get(outcome as usize) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn token_issued(&self) {
@@ -154,16 +167,19 @@ impl Metrics {
         out.push_str("# TYPE tessera_http_requests_total counter\n");
         let mut counts = BTreeMap::new();
         for (index, stats) in self.routes.iter().enumerate() {
-            for (slot, count) in stats.statuses.iter().enumerate() {
+            for (status, count) in STATUSES.iter().zip(&stats.statuses) {
                 let count = count.load(Ordering::Relaxed);
                 if count > 0 {
-                    counts.insert((index, STATUSES[slot]), count);
+                    counts.insert((index, *status), count);
                 }
             }
         }
         counts.extend(lock(&self.rare_statuses).iter());
         for ((index, status), count) in counts {
-            let route = &self.route_names[index];
+            let route = self
+                .route_names
+                .get(index)
+                .map_or("unmatched", String::as_str);
             let _ = writeln!(
                 out,
                 "tessera_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"

@@ -168,11 +168,14 @@ impl ApiError {
             Self::Validation(errors) | Self::BadRequest { errors, .. } => errors.as_slice(),
             _ => &[],
         };
-        if !errors.is_empty() {
-            body["errors"] = errors
+        if !errors.is_empty()
+            && let Some(object) = body.as_object_mut()
+        {
+            let errors = errors
                 .iter()
                 .map(|e| json!({"field": e.field, "code": e.code, "detail": e.detail}))
                 .collect();
+            object.insert("errors".into(), errors);
         }
         body
     }

@@ -64,7 +64,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         count += 1;
     }
     let m = method;
-    let (route, allow) = match &segments[..count] {
+    let (route, allow) = match segments.get(..count).unwrap_or_default() {
         ["v1", "users"] => (pick(m, &[(Method::POST, Route::Register)]), "POST"),
         ["v1", "users", "me"] => (
             pick(

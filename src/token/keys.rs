@@ -251,14 +251,16 @@ pub(super) struct KeyEntry {
     pub(super) header_segment: String,
 }
 
-/// Verified, in-memory keys. The first one signs.
+/// Verified, in-memory keys: one that signs (the file's first) and older ones that only verify.
+/// A keyring without a signing key cannot be built.
 pub struct Keyring {
-    pub(super) keys: Vec<KeyEntry>,
+    signing: KeyEntry,
+    verify_only: Vec<KeyEntry>,
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kids: Vec<_> = self.keys.iter().map(|k| k.kid.as_str()).collect();
+        let kids: Vec<_> = self.kids().collect();
         f.debug_struct("Keyring").field("kids", &kids).finish()
     }
 }
@@ -275,11 +277,6 @@ impl Keyring {
             path: source.into(),
             reason,
         };
-        if set.keys.is_empty() {
-            return Err(KeyError::NoSigningKey {
-                path: source.into(),
-            });
-        }
         let mut keys: Vec<KeyEntry> = Vec::with_capacity(set.keys.len());
         for jwk in &set.keys {
             let kid = &jwk.kid;
@@ -307,7 +304,14 @@ impl Keyring {
             }
             keys.push(KeyEntry::new(kid, &secret));
         }
-        Ok(Self { keys })
+        let mut keys = keys.into_iter();
+        let signing = keys.next().ok_or_else(|| KeyError::NoSigningKey {
+            path: source.into(),
+        })?;
+        Ok(Self {
+            signing,
+            verify_only: keys.collect(),
+        })
     }
 
     /// A keyring around one raw secret: for tests, benchmarks and tools.
@@ -324,25 +328,29 @@ impl Keyring {
     }
 
     pub fn signing_kid(&self) -> &str {
-        &self.keys[0].kid
+        &self.signing.kid
     }
 
     pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|k| k.kid.as_str())
+        self.entries().map(|k| k.kid.as_str())
     }
 
     pub(super) fn signing_key(&self) -> &KeyEntry {
-        &self.keys[0]
+        &self.signing
+    }
+
+    /// Every key, the signing one first.
+    fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
+        std::iter::once(&self.signing).chain(&self.verify_only)
     }
 
     pub(super) fn by_header_segment(&self, segment: &[u8]) -> Option<&KeyEntry> {
-        self.keys
-            .iter()
+        self.entries()
             .find(|k| k.header_segment.as_bytes() == segment)
     }
 
     pub(super) fn by_kid(&self, kid: &str) -> Option<&KeyEntry> {
-        self.keys.iter().find(|k| k.kid == kid)
+        self.entries().find(|k| k.kid == kid)
     }
 }
 

@@ -5,6 +5,7 @@
 //! Steps: register every CSV row; log in kvothe and tpratchett (the two whose passwords pass
 //! the policy); log kvothe in a second time and log that session out, so the denylist holds a
 //! row; dump. Tokens and keys never leave the temporary directory.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 // The tests' HTTP client, shared rather than copied: one request per connection, whole bodies.
 #[path = "../../../tests/api/http_client.rs"]
@@ -109,7 +110,7 @@ fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
         let report = drive(addr, &users).await;
         let _ = stop.send(());
         let _ = server.await;
-        Ok::<_, DemoError>(report?)
+        report
     })?;
 
     // Read back as an operator would, after the server stopped and checkpointed.
@@ -194,8 +195,10 @@ async fn login(addr: SocketAddr, users: &[SeedUser], name: &str) -> Result<Strin
     )
     .await?;
     expect(&reply, 200)?;
-    reply.json()["access_token"]
-        .as_str()
+    reply
+        .json()
+        .get("access_token")
+        .and_then(serde_json::Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| DemoError::Unexpected("no access_token".into()))
 }
@@ -213,18 +216,20 @@ fn expect(reply: &Reply, status: u16) -> Result<(), DemoError> {
 /// `201` or `422 password: too_short` — status and the problem's field codes.
 fn describe(reply: &Reply) -> String {
     let body = reply.json();
-    let codes: Vec<String> = body["errors"]
-        .as_array()
+    let text = |error: &serde_json::Value, key: &str| {
+        error
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let codes: Vec<String> = body
+        .get("errors")
+        .and_then(serde_json::Value::as_array)
         .map(|errors| {
             errors
                 .iter()
-                .map(|e| {
-                    format!(
-                        "{}: {}",
-                        e["field"].as_str().unwrap_or("?"),
-                        e["code"].as_str().unwrap_or("?")
-                    )
-                })
+                .map(|e| format!("{}: {}", text(e, "field"), text(e, "code")))
                 .collect()
         })
         .unwrap_or_default();

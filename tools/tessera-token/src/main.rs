@@ -3,6 +3,7 @@
 //! Pass `-` to read the token from stdin: a token typed as an argument lands in shell history.
 //! Paths, issuer, audience, leeway and lifetime default to the server's, and read the same
 //! `TESSERA_*` variables, so on the server's host it needs no flags.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};

@@ -1,4 +1,5 @@
 //! `tessera-token` against tokens from a real running server.
+#![allow(clippy::indexing_slicing)] // test code: a bad index is a failed test
 
 #[path = "../../../tests/api/http_client.rs"]
 #[allow(dead_code)] // the API tests use more of it
