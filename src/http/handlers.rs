@@ -200,9 +200,12 @@ async fn delete_account(
 
 async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
     let auth = state.auth.clone();
-    let ping = tokio::task::spawn_blocking(move || auth.ready().map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|join_error| Err(join_error.to_string()));
+    let span = tracing::Span::current();
+    let ping = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| auth.ready().map_err(|e| e.to_string()))
+    })
+    .await
+    .unwrap_or_else(|join_error| Err(join_error.to_string()));
     match ping {
         Ok(()) => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),
         Err(error) => {
@@ -254,7 +257,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let requester = Requester::new();
     let cancel = requester.cancellation();
-    match tokio::task::spawn_blocking(move || work(cancel)).await {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| work(cancel))).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             log_auth_error(&error);

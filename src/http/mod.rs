@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 /// The OpenAPI 3.1 contract, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
@@ -103,6 +104,21 @@ async fn dispatch(
     let started = Instant::now();
     let _in_flight = state.metrics.request_started();
     let request_id = next_request_id();
+    // Every line logged while serving this request — here, in the handlers, and on the
+    // blocking pool — carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    serve_in_span(state, peer, request, &request_id, started)
+        .instrument(span)
+        .await
+}
+
+async fn serve_in_span(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    request_id: &str,
+    started: Instant,
+) -> HttpResponse {
     let method = request.method().clone();
     let (route_name, result) = match router::route(&method, request.uri().path()) {
         Err(error) => ("unmatched", Err(error)),
@@ -122,12 +138,12 @@ async fn dispatch(
         }
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
-    response::add_standard_headers(&mut response, &request_id);
+    response::add_standard_headers(&mut response, request_id);
     let elapsed = started.elapsed();
     state
         .metrics
         .observe_request(route_name, response.status().as_u16(), elapsed);
-    log_request(&method, route_name, response.status(), elapsed, &request_id);
+    log_request(&method, route_name, response.status(), elapsed);
     response
 }
 
@@ -146,22 +162,17 @@ fn header_bytes(request: &Request<Incoming>) -> usize {
         .sum()
 }
 
-/// One line per request; the route template, never the raw path or any header value.
-fn log_request(
-    method: &hyper::Method,
-    route: &str,
-    status: StatusCode,
-    elapsed: Duration,
-    request_id: &str,
-) {
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+/// One line per request, in the request's span (which holds its id); the route template,
+/// never the raw path or any header value.
+fn log_request(method: &hyper::Method, route: &str, status: StatusCode, elapsed: Duration) {
+    // Milliseconds with microsecond resolution, as a number.
+    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     tracing::info!(
         target: "tessera::request",
         %method,
         route,
         status = status.as_u16(),
-        latency_ms = format_args!("{latency_ms:.2}"),
-        request_id,
+        latency_ms,
         "request"
     );
 }

@@ -221,3 +221,188 @@ impl ApiError {
 
 /// The one description every rejected token gets.
 const INVALID_TOKEN_DESCRIPTION: &str = "The access token is invalid, expired or revoked";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::TokenRejection;
+    use crate::auth::hash_pool::PoolError;
+    use crate::store::StoreError;
+    use crate::token::TokenError;
+    use http_body_util::BodyExt as _;
+
+    fn field_error() -> FieldError {
+        FieldError::new("password", "too_short", "must be at least 15 characters")
+    }
+
+    /// Status, problem slug, and the headers each variant must carry (name, exact value).
+    fn expectations() -> Vec<(ApiError, u16, &'static str, Vec<(&'static str, String)>)> {
+        let invalid_token = format!(
+            r#"Bearer realm="tessera", error="invalid_token", error_description="{INVALID_TOKEN_DESCRIPTION}""#
+        );
+        vec![
+            (ApiError::NotFound, 404, "not-found", vec![]),
+            (
+                ApiError::MethodNotAllowed { allow: "GET, HEAD" },
+                405,
+                "method-not-allowed",
+                vec![("allow", "GET, HEAD".into())],
+            ),
+            (ApiError::UnsupportedMediaType, 415, "unsupported-media-type", vec![]),
+            (ApiError::PayloadTooLarge { limit: 16 }, 413, "payload-too-large", vec![]),
+            (ApiError::HeadersTooLarge, 431, "headers-too-large", vec![]),
+            (
+                ApiError::BadRequest {
+                    detail: "bad".into(),
+                    errors: vec![field_error()],
+                },
+                400,
+                "malformed-request",
+                vec![],
+            ),
+            (ApiError::Validation(vec![field_error()]), 422, "validation-failed", vec![]),
+            (ApiError::UsernameTaken, 409, "username-taken", vec![]),
+            (
+                ApiError::InvalidCredentials,
+                401,
+                "invalid-credentials",
+                vec![("www-authenticate", r#"Bearer realm="tessera""#.into())],
+            ),
+            (ApiError::WrongCurrentPassword, 403, "wrong-current-password", vec![]),
+            (
+                ApiError::Bearer(BearerProblem::Missing),
+                401,
+                "authentication-required",
+                vec![("www-authenticate", r#"Bearer realm="tessera""#.into())],
+            ),
+            (
+                ApiError::Bearer(BearerProblem::InvalidRequest("two Authorization headers")),
+                400,
+                "invalid-request",
+                vec![(
+                    "www-authenticate",
+                    r#"Bearer realm="tessera", error="invalid_request", error_description="two Authorization headers""#.into(),
+                )],
+            ),
+            (
+                ApiError::Bearer(BearerProblem::InvalidToken),
+                401,
+                "invalid-token",
+                vec![("www-authenticate", invalid_token)],
+            ),
+            (ApiError::Forbidden, 403, "forbidden", vec![]),
+            (
+                ApiError::TooManyRequests { retry_after: 7 },
+                429,
+                "too-many-requests",
+                vec![("retry-after", "7".into())],
+            ),
+            (
+                ApiError::Overloaded { retry_after: 0 },
+                503,
+                "overloaded",
+                vec![("retry-after", "1".into())],
+            ),
+            (
+                ApiError::NotReady,
+                503,
+                "not-ready",
+                vec![("retry-after", NOT_READY_RETRY_AFTER.to_string())],
+            ),
+            (ApiError::RequestTimeout, 408, "request-timeout", vec![]),
+            (ApiError::Internal, 500, "internal-error", vec![]),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_variant_renders_its_status_headers_and_problem_body() {
+        for (error, status, slug, headers) in expectations() {
+            let name = format!("{error:?}");
+            let has_errors = matches!(error, ApiError::Validation(_) | ApiError::BadRequest { .. });
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{name}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json",
+                "{name}"
+            );
+            for (header, value) in &headers {
+                assert_eq!(response.headers()[*header], value.as_str(), "{name}");
+            }
+            let challenged = response.headers().contains_key("www-authenticate");
+            assert_eq!(
+                challenged,
+                headers.iter().any(|(h, _)| *h == "www-authenticate"),
+                "{name}"
+            );
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(
+                body["type"],
+                format!("urn:tessera:problem:{slug}"),
+                "{name}"
+            );
+            assert_eq!(body["status"], status, "{name}");
+            assert!(
+                body["title"].as_str().is_some_and(|t| !t.is_empty()),
+                "{name}"
+            );
+            assert!(
+                body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{name}"
+            );
+            if has_errors {
+                assert_eq!(
+                    body["errors"],
+                    json!([{"field": "password", "code": "too_short",
+                            "detail": "must be at least 15 characters"}]),
+                    "{name}"
+                );
+            } else {
+                assert!(body.get("errors").is_none(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_auth_error_maps_to_one_problem() {
+        let unavailable = StoreError::Unprovable;
+        let broken = StoreError::SchemaTooNew { found: 9, known: 1 };
+        let cases = [
+            (
+                AuthError::Validation(vec![field_error()]),
+                "validation-failed",
+            ),
+            (AuthError::UsernameTaken, "username-taken"),
+            (AuthError::InvalidCredentials, "invalid-credentials"),
+            (AuthError::WrongCurrentPassword, "wrong-current-password"),
+            (AuthError::Throttled { retry_after: 3 }, "too-many-requests"),
+            // Every rejection reason is the same 401: clients learn nothing of which.
+            (
+                AuthError::InvalidToken(TokenRejection::Revoked),
+                "invalid-token",
+            ),
+            (
+                AuthError::InvalidToken(TokenRejection::StaleGeneration),
+                "invalid-token",
+            ),
+            (
+                AuthError::InvalidToken(TokenRejection::UnknownUser),
+                "invalid-token",
+            ),
+            (
+                AuthError::InvalidToken(TokenRejection::Codec(TokenError::Expired)),
+                "invalid-token",
+            ),
+            (AuthError::Overloaded, "overloaded"),
+            (AuthError::ClientGone, "overloaded"),
+            (AuthError::Store(unavailable), "not-ready"),
+            (AuthError::Store(broken), "internal-error"),
+            (AuthError::Hash(PoolError::Stopped), "internal-error"),
+        ];
+        for (error, slug) in cases {
+            let name = format!("{error:?}");
+            assert_eq!(ApiError::from(error).slug(), slug, "{name}");
+        }
+    }
+}

@@ -224,7 +224,24 @@ async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
     let fields = &requests[2]["fields"];
     assert_eq!(fields["route"], "GET /v1/users/me");
     assert_eq!(fields["status"], 200);
-    assert!(fields["latency_ms"].is_string() && fields["request_id"].is_string());
+    // Numbers are JSON numbers; the request id comes from the request's span.
+    assert!(fields["latency_ms"].is_f64(), "{fields}");
+    let request_id =
+        |entry: &serde_json::Value| entry["span"]["request_id"].as_str().map(str::to_owned);
+    assert!(
+        request_id(&requests[2]).is_some_and(|id| id.len() == 16),
+        "{:?}",
+        requests[2]
+    );
+    // Every line written while serving a request carries its id: the tampered token's
+    // rejection is logged under the id of the fourth request.
+    let rejected: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|entry| entry["fields"]["message"] == "token rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{lines:#?}");
+    assert_eq!(request_id(&rejected[0]), request_id(&requests[3]));
     let secret_key = tessera::token::JwkSet::load(&dir.path().join("jwks.json"))
         .unwrap()
         .keys[0]
