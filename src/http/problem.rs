@@ -235,8 +235,10 @@ mod tests {
         FieldError::new("password", "too_short", "must be at least 15 characters")
     }
 
-    /// Status, problem slug, and the headers each variant must carry (name, exact value).
-    fn expectations() -> Vec<(ApiError, u16, &'static str, Vec<(&'static str, String)>)> {
+    /// A variant, its status, its problem slug and the headers it must carry (name, value).
+    type Expectation = (ApiError, u16, &'static str, Vec<(&'static str, String)>);
+
+    fn expectations() -> Vec<Expectation> {
         let invalid_token = format!(
             r#"Bearer realm="tessera", error="invalid_token", error_description="{INVALID_TOKEN_DESCRIPTION}""#
         );
