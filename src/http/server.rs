@@ -47,7 +47,7 @@ where
         .max_header_size(HARD_HEADER_LIMIT)
         // Copy each response into one buffer and send it with one `write`. Our responses are
         // small, and with the default vectored writes (head and body as separate slices)
-        // `/me` measured 2–4% fewer requests/s (BENCHMARKS.md, section 2).
+        // `/me` served fewer requests/s (BENCHMARKS.md, "One write per response").
         .writev(false);
     let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let table = Arc::new(ConnectionTable::default());

@@ -6,7 +6,7 @@
 //!   here (one token check per request, writes only on register/login/logout).
 //! - `synchronous=FULL`: every commit is fsynced. NORMAL would be durable across a process crash
 //!   but can lose the last commits on power loss — and a lost logout means a revoked token lives
-//!   again. Writes already sit behind a ~20 ms argon2 hash or are rare, so the fsync is affordable.
+//!   again. Writes already sit behind an argon2 hash or are rare, so the fsync is affordable.
 //! - `foreign_keys=ON`: deleting a user removes its ledger and denylist rows.
 //! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
 
