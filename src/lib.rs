@@ -1,17 +1,15 @@
 //! Tessera: a small authentication service — register, log in, read your details, log out.
 //!
-//! How the pieces fit, bottom to top (lower layers never import upper ones):
+//! How the pieces fit, bottom to top; each layer imports only from those before it:
+//! - [`support`] (the clock, strict JSON) and [`crypto`] (constant-time compare, the CSPRNG) are
+//!   leaves with no knowledge of the service.
+//! - [`domain`] holds the types that are valid once built — ids, usernames, profile text,
+//!   secrets, passwords and their policy, new users — and the softlock arithmetic. No I/O.
 //! - [`token`] is the codec: our HS256 compact JWS, pure and clock-free, with the keyring.
-//! - [`password`] hashes with argon2id on the [`hash_pool`] threads; [`password_policy`] decides what is acceptable;
-//!   [`username`] canonicalises names; [`profile_text`] cleans free-text fields;
-//!   [`lockout`] is the per-account softlock arithmetic.
-//! - [`store`] is SQLite and nothing else: users, the denylist, generations, the login ledger.
-//! - [`auth`] holds the use cases, combining token + password + store, with no HTTP in sight.
+//! - [`store`] is the storage seam: the [`store::Store`] trait, with SQLite behind it.
+//! - [`auth`] holds the use cases over a `Store`, the codec and the hashing pool; no HTTP.
 //! - [`http`] is the hyper edge: routing, bodies, Bearer extraction, problem+json, limits.
-//! - [`app`] assembles them from [`config`]; [`admin`] and [`demo`] are operator commands.
-//!
-//! Support: [`strict_json`] (duplicate-refusing JSON objects), [`random`] (the OS CSPRNG),
-//! [`clock`] (the one place that reads the time), [`http_client`] (for the demo and tests).
+//! - [`config`] and [`app`] assemble them; [`cli`] is the command line and operator commands.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod app;

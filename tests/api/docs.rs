@@ -101,3 +101,65 @@ fn seed_file_is_the_briefs_verbatim() {
         5
     );
 }
+
+/// Every file under `src/`, relative to it.
+fn source_files(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            source_files(&entry.path(), &format!("{prefix}{name}/"), out);
+        } else {
+            out.push(format!("{prefix}{name}"));
+        }
+    }
+}
+
+#[test]
+fn readme_architecture_lists_every_source_file() {
+    let listing = block_between(&readme(), "## Architecture", "tools/tessera-token");
+    let tree = listing.split_once("src/\n").unwrap().1;
+    // Two spaces per level; a name ending in `/` opens a folder.
+    let mut folders: Vec<String> = Vec::new();
+    let mut listed = Vec::new();
+    for line in tree.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let depth = indent / 2 - 1;
+        folders.truncate(depth);
+        if let Some(folder) = name.strip_suffix('/') {
+            folders.push(format!("{folder}/"));
+        } else {
+            listed.push(format!("{}{name}", folders.concat()));
+        }
+    }
+    let mut actual = Vec::new();
+    source_files(std::path::Path::new("src"), "", &mut actual);
+    listed.sort();
+    actual.sort();
+    assert_eq!(listed, actual, "README's architecture listing vs src/");
+}
+
+/// The layers of `src/`, bottom to top; each may import only from those before it.
+#[test]
+fn layers_import_downward_only() {
+    let layers = [
+        "support", "crypto", "domain", "token", "store", "auth", "http",
+    ];
+    for (position, layer) in layers.iter().enumerate() {
+        let above = layers.get(position + 1..).unwrap_or_default();
+        let mut files = Vec::new();
+        source_files(&std::path::Path::new("src").join(layer), "", &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(format!("src/{layer}/{file}")).unwrap();
+            for upper in above.iter().chain(&["app", "cli", "config"]) {
+                assert!(
+                    !text.contains(&format!("crate::{upper}::")),
+                    "src/{layer}/{file} imports from `{upper}`, a layer above it"
+                );
+            }
+        }
+    }
+}
