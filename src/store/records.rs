@@ -3,10 +3,12 @@
 use crate::domain::ids::{TokenId, UserId};
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
+use std::fmt;
 use std::sync::Arc;
 
-/// An account to insert: a parsed user with its id, its password already hashed.
-#[derive(Debug, Clone)]
+/// An account to insert: a parsed user with its id, its password already hashed. Debug leaves
+/// the hash out (offline guessing starts from a leaked hash).
+#[derive(Clone)]
 pub struct NewAccount<'a> {
     pub id: &'a UserId,
     pub username: &'a Username,
@@ -19,11 +21,31 @@ pub struct NewAccount<'a> {
 
 /// What login needs: the hash and the generation, read together. A token is issued only if
 /// both are still the stored ones when it is recorded (see [`super::Store::record_login`]).
-#[derive(Debug, Clone)]
+/// Debug leaves the hash out.
+#[derive(Clone)]
 pub struct Credentials {
     pub user_id: UserId,
     pub password_hash: String,
     pub token_generation: u64,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user_id", &self.user_id)
+            .field("token_generation", &self.token_generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for NewAccount<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewAccount")
+            .field("id", self.id)
+            .field("username", self.username)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The user behind a token, with what is needed to decide whether the token still stands.
@@ -52,4 +74,33 @@ pub struct UserSummary {
     pub created_at: i64,
     pub token_generation: u64,
     pub failed_logins: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_password_hash() {
+        let credentials = Credentials {
+            user_id: UserId::from_string("u1".into()),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$salt$hash".into(),
+            token_generation: 3,
+        };
+        let printed = format!("{credentials:?}");
+        assert!(
+            printed.contains("u1") && !printed.contains("argon2id"),
+            "{printed}"
+        );
+        let username = Username::parse("kvothe").unwrap();
+        let account = NewAccount {
+            id: &credentials.user_id,
+            username: &username,
+            full_name: "Patrick Rothfuss",
+            mothers_favorite_search_engine: "Duck Duck Go",
+            password_hash: &credentials.password_hash,
+            created_at: 0,
+        };
+        assert!(!format!("{account:?}").contains("argon2id"));
+    }
 }

@@ -16,6 +16,7 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use zeroize::{Zeroize as _, Zeroizing};
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -50,11 +51,26 @@ impl fmt::Debug for Jwk {
     }
 }
 
-/// A JWK Set file's contents.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+impl Drop for Jwk {
+    /// The key text is wiped when the JWK goes away (after loading, rotating or saving).
+    fn drop(&mut self) {
+        self.k.zeroize();
+    }
+}
+
+/// A JWK Set file's contents. Carries keys, so its Debug is written out: key ids only.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwkSet {
     pub keys: Vec<Jwk>,
+}
+
+impl fmt::Debug for JwkSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|key| &key.kid))
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +310,7 @@ impl Keyring {
                 return Err(invalid(format!("kid {kid:?} appears twice")));
             }
             let secret = decode_key(&jwk.k)
+                .map(Zeroizing::new)
                 .ok_or_else(|| invalid(format!("key {kid:?}: `k` is not base64url")))?;
             if secret.len() < MIN_KEY_BYTES {
                 return Err(invalid(format!(
@@ -483,5 +500,8 @@ mod tests {
         let set = JwkSet::generate();
         let printed = format!("{set:?}");
         assert!(!printed.contains(&set.keys[0].k));
+        assert!(printed.contains(&set.keys[0].kid));
+        let ring = Keyring::from_set(&set, Path::new("x")).unwrap();
+        assert!(!format!("{ring:?}").contains(&set.keys[0].k));
     }
 }

@@ -17,8 +17,13 @@ use std::process::{Command, Output, Stdio};
 const PASSWORD: &str = "correct horse battery staple";
 
 fn run(args: &[&str], stdin: &str) -> Output {
+    run_with_env(args, stdin, &[])
+}
+
+fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera-token"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -194,4 +199,34 @@ fn verify_with_the_wrong_key_fails_with_the_reason() {
         "{}",
         stdout(&output)
     );
+}
+
+/// The server's settings come from TESSERA_* variables; on its host, `tessera-token` reads the
+/// same ones and needs no flags.
+#[test]
+fn verify_reads_the_servers_tessera_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    tessera::token::JwkSet::create(&keys).unwrap();
+    let policy = tessera::token::ValidationPolicy {
+        issuer: "tessera-staging".into(),
+        audience: "staging-api".into(),
+        leeway: 30,
+        max_lifetime: 600,
+    };
+    let token = tessera::token::Codec::new(tessera::token::Keyring::load(&keys).unwrap(), policy)
+        .issue(&uid("user"), 0, tessera::support::clock::now(), 600)
+        .token;
+    let env = [
+        ("TESSERA_KEYS", keys.to_str().unwrap()),
+        ("TESSERA_ISSUER", "tessera-staging"),
+        ("TESSERA_AUDIENCE", "staging-api"),
+        ("TESSERA_TOKEN_TTL", "600"),
+    ];
+    let output = run_with_env(&["verify", "-"], &token, &env);
+    assert!(output.status.success(), "{}", stdout(&output));
+    // The defaults are the server's own: another issuer is refused.
+    let output = run(&["verify", "--keys", keys.to_str().unwrap(), "-"], &token);
+    assert!(!output.status.success());
+    assert!(stdout(&output).contains("issuer"), "{}", stdout(&output));
 }
