@@ -59,6 +59,7 @@ pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
         register_limiter: RateLimiter::new(config.register_limit.0, config.register_limit.1),
         metrics: Metrics::default(),
         clock: config.clock.clone(),
+        access_log: config.access_log.clone(),
     }))
 }
 

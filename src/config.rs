@@ -6,6 +6,7 @@ use crate::domain::lockout::LockoutPolicy;
 use crate::domain::password::HashParams;
 use crate::domain::password_policy::PasswordPolicy;
 use crate::http::HttpSettings;
+use crate::http::access_log::AccessLog;
 use crate::support::clock::{self, Clock};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct Config {
     pub prune_interval: Duration,
     /// Where "now" comes from: the wall clock, or a test's manual clock.
     pub clock: Arc<dyn Clock>,
+    /// Where request lines go; off unless the binary set up logging.
+    pub access_log: AccessLog,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
             register_limit: DEFAULT_REGISTER_LIMIT,
             prune_interval: Duration::from_secs(DEFAULT_PRUNE_INTERVAL_SECS),
             clock: clock::system(),
+            access_log: AccessLog::off(),
         }
     }
 }

@@ -6,21 +6,34 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use tessera::app;
 use tessera::cli::admin;
-use tessera::cli::args::{Cli, Command, LogFormat};
+use tessera::cli::args::{Cli, Command, LogFormat, ServeArgs};
+use tessera::http::access_log::AccessLog;
+use tessera::support::logging::{LineFormat, LogSink, WriterThread};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_format = match &cli.command {
-        Command::Serve(args) => args.log_format,
-        _ => LogFormat::Text,
+    let format = match &cli.command {
+        Command::Serve(args) => match args.log_format {
+            LogFormat::Text => LineFormat::Text,
+            LogFormat::Json => LineFormat::Json,
+        },
+        _ => LineFormat::Text,
     };
-    init_logging(log_format);
+    let (sink, writer) = match init_logging(format) {
+        Ok(logging) => logging,
+        Err(error) => {
+            eprintln!("tessera: cannot start the log writer: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
-        Command::Serve(args) => serve(&args),
+        Command::Serve(args) => serve(&args, AccessLog::new(sink, format)),
         Command::Keys { action, keys } => print(admin::keys(&action, &keys)),
         Command::User { action, db } => print(admin::user(&action, &db)),
         Command::Db { action, db } => print(admin::db(&action, &db)),
     };
+    // Every line logged so far reaches stderr before the last words below.
+    drop(writer);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -30,8 +43,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: &tessera::cli::args::ServeArgs) -> Result<(), String> {
-    let config = args.to_config();
+fn serve(args: &ServeArgs, access_log: AccessLog) -> Result<(), String> {
+    let mut config = args.to_config();
+    config.access_log = access_log;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime
         .block_on(app::serve_until_signalled(
@@ -48,16 +62,18 @@ fn print<E: std::fmt::Display>(result: Result<String, E>) -> Result<(), String> 
     Ok(())
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default `info` level.
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr through the background writer; `RUST_LOG` overrides the default `info`.
+fn init_logging(format: LineFormat) -> std::io::Result<(LogSink, WriterThread)> {
+    let (sink, writer) = LogSink::stderr()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(sink.clone());
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LineFormat::Text => builder.init(),
+        LineFormat::Json => builder.json().init(),
     }
+    Ok((sink, writer))
 }

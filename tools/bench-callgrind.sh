@@ -7,7 +7,7 @@
 #   bash tools/bench-callgrind.sh              # hello, stateless, tessera (defaults, logging on),
 #                                              # tessera with RUST_LOG=warn
 #   N=4000 bash tools/bench-callgrind.sh
-#   SERVERS="tessera" BIN=target/release bash tools/bench-callgrind.sh
+#   SERVERS="tessera" KEEP=/tmp/cg bash tools/bench-callgrind.sh   # keep the dumps to annotate
 #
 # Caveat: valgrind hides SHA-NI, so SHA-256 runs in software under it and costs far more than on
 # the machine. The script prints each server's total and the total without `sha2::` functions;
@@ -82,12 +82,13 @@ for server in $SERVERS; do
   url="http://127.0.0.1:$port$path"
   wait_up "http://127.0.0.1:$port/" || { cat "$work/$server.log"; exit 1; }
   send "$url" "$WARMUP" "$token"
-  callgrind_control --zero "$pid" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
   send "$url" "$N" "$token"
-  callgrind_control --dump "$pid" >/dev/null
+  callgrind_control --dump "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   # The dump taken after the N requests is the one file whose name ends in a number ≥ 1.
   dump=$(ls "$out".* 2>/dev/null | sort | head -1)
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$dump" "$KEEP/$server.callgrind"; fi
   total=$(awk '/^summary:/ { print $2 }' "$dump")
   sha=$(callgrind_annotate --threshold=100 "$dump" 2>/dev/null | awk '/sha2::/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
   awk -v s="$server" -v t="$total" -v h="$sha" -v n="$N" 'BEGIN { printf "%-16s %16.0f %22.0f\n", s, t / n, (t - h) / n }'

@@ -262,6 +262,7 @@ impl ServeArgs {
             register_limit: (self.register_burst, self.register_rate),
             prune_interval: Duration::from_secs(self.prune_interval.max(1)),
             clock: crate::support::clock::system(),
+            access_log: crate::http::access_log::AccessLog::off(),
         }
     }
 }

@@ -34,32 +34,40 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 
+/// One request's context: the shared state, the client's address and the request id that
+/// every line logged on its behalf carries.
+pub struct Call<'a> {
+    pub state: &'a Arc<AppState>,
+    pub peer: SocketAddr,
+    pub request_id: &'a str,
+}
+
 pub async fn handle(
-    state: &Arc<AppState>,
+    call: &Call<'_>,
     route: Route,
-    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
+    let state = call.state;
     match route {
-        Route::Register => register(state, peer, request).await,
-        Route::Login => login(state, peer, request).await,
+        Route::Register => register(call, request).await,
+        Route::Login => login(call, request).await,
         Route::Me => {
-            let session = authenticate(state, &request).await?;
+            let session = authenticate(call, &request).await?;
             Ok(user_view(StatusCode::OK, &session.profile))
         }
-        Route::UserByName(name) => user_by_name(state, &request, &name).await,
-        Route::LogoutCurrent => logout_current(state, &request).await,
+        Route::UserByName(name) => user_by_name(call, &request, &name).await,
+        Route::LogoutCurrent => logout_current(call, &request).await,
         Route::LogoutEverywhere => {
-            let session = authenticate(state, &request).await?;
+            let session = authenticate(call, &request).await?;
             let auth = state.auth.clone();
-            blocking(move |_| auth.logout_everywhere(&session)).await?;
+            blocking(call, move |_| auth.logout_everywhere(&session)).await?;
             state.metrics.logout(true);
             Ok(response::no_content())
         }
-        Route::ChangePassword => change_password(state, peer, request).await,
-        Route::DeleteMe => delete_account(state, peer, request).await,
+        Route::ChangePassword => change_password(call, request).await,
+        Route::DeleteMe => delete_account(call, request).await,
         Route::Health => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
-        Route::Ready => ready(state).await,
+        Route::Ready => ready(call).await,
         Route::OpenApi => Ok(response::text(
             StatusCode::OK,
             "application/json",
@@ -68,12 +76,9 @@ pub async fn handle(
     }
 }
 
-async fn register(
-    state: &Arc<AppState>,
-    peer: SocketAddr,
-    request: Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
-    state.register_limiter.check(peer.ip(), Instant::now())?;
+async fn register(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let state = call.state;
+    state.register_limiter.check(call.peer.ip(), Instant::now())?;
     let mut body = read_body(state, request).await?;
     let form = RegistrationForm {
         username: body.string("username"),
@@ -86,7 +91,7 @@ async fn register(
     // The policy's guessability estimate is CPU work; it runs off the reactor with the rest.
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let profile = blocking(move |cancel| {
+    let profile = blocking(call, move |cancel| {
         let user = NewUser::parse(form, &policy).map_err(AuthError::Validation)?;
         auth.register(user, now, &cancel)
     })
@@ -102,19 +107,17 @@ async fn register(
     Ok(response)
 }
 
-async fn login(
-    state: &Arc<AppState>,
-    peer: SocketAddr,
-    request: Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
-    state.login_limiter.check(peer.ip(), Instant::now())?;
+async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let state = call.state;
+    state.login_limiter.check(call.peer.ip(), Instant::now())?;
     let mut body = read_body(state, request).await?;
     let username = body.string("username");
     let password = body.secret("password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let result = blocking(move |cancel| auth.login(&username, &password, now, &cancel)).await;
+    let result =
+        blocking(call, move |cancel| auth.login(&username, &password, now, &cancel)).await;
     let outcome = match &result {
         Ok(_) => LoginOutcome::Succeeded,
         Err(ApiError::TooManyRequests { .. }) => LoginOutcome::Throttled,
@@ -127,11 +130,11 @@ async fn login(
 }
 
 async fn user_by_name(
-    state: &Arc<AppState>,
+    call: &Call<'_>,
     request: &Request<Incoming>,
     name: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let session = authenticate(state, request).await?;
+    let session = authenticate(call, request).await?;
     // 403 for anyone else, whether or not they exist: the answer must not reveal accounts.
     let requested = Username::parse(name).map_err(|_| ApiError::Forbidden)?;
     if requested.canonical() != session.profile.username.canonical() {
@@ -141,30 +144,31 @@ async fn user_by_name(
 }
 
 async fn logout_current(
-    state: &Arc<AppState>,
+    call: &Call<'_>,
     request: &Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
+    let state = call.state;
     let token = bearer::extract(request.headers(), request.uri())?.to_owned();
     let auth = state.auth.clone();
     let now = state.clock.now();
-    blocking(move |_| auth.logout(&token, now)).await?;
+    blocking(call, move |_| auth.logout(&token, now)).await?;
     state.metrics.logout(false);
     Ok(response::no_content())
 }
 
 async fn change_password(
-    state: &Arc<AppState>,
-    peer: SocketAddr,
+    call: &Call<'_>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (session, mut body) = reauthentication(state, peer, request).await?;
+    let state = call.state;
+    let (session, mut body) = reauthentication(call, request).await?;
     let current = body.secret("current_password");
     let new = body.secret("new_password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
     let issued =
-        blocking(move |cancel| auth.change_password(&session, &current, &new, now, &cancel))
+        blocking(call, move |cancel| auth.change_password(&session, &current, &new, now, &cancel))
             .await?;
     state.metrics.token_issued();
     Ok(token_response(&issued))
@@ -173,43 +177,39 @@ async fn change_password(
 /// The start of every request that re-checks the password: the token, then the per-IP budget
 /// that every endpoint hashing a password draws from (the same as login's), then the body.
 async fn reauthentication(
-    state: &Arc<AppState>,
-    peer: SocketAddr,
+    call: &Call<'_>,
     request: Request<Incoming>,
 ) -> Result<(Session, body::JsonObject), ApiError> {
-    let session = authenticate(state, &request).await?;
-    state.login_limiter.check(peer.ip(), Instant::now())?;
-    let body = read_body(state, request).await?;
+    let session = authenticate(call, &request).await?;
+    call.state.login_limiter.check(call.peer.ip(), Instant::now())?;
+    let body = read_body(call.state, request).await?;
     Ok((session, body))
 }
 
 /// Account deletion re-authenticates: `{"password": "…"}` in the body (ASVS 5.0).
 async fn delete_account(
-    state: &Arc<AppState>,
-    peer: SocketAddr,
+    call: &Call<'_>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (session, mut body) = reauthentication(state, peer, request).await?;
+    let state = call.state;
+    let (session, mut body) = reauthentication(call, request).await?;
     let password = body.secret("password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    blocking(move |cancel| auth.delete_account(&session, &password, now, &cancel)).await?;
+    blocking(call, move |cancel| auth.delete_account(&session, &password, now, &cancel)).await?;
     Ok(response::no_content())
 }
 
-async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
-    let auth = state.auth.clone();
-    let span = tracing::Span::current();
-    let ping = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| auth.ready().map_err(|e| e.to_string()))
-    })
-    .await
-    .unwrap_or_else(|join_error| Err(join_error.to_string()));
+async fn ready(call: &Call<'_>) -> Result<HttpResponse, ApiError> {
+    let auth = call.state.auth.clone();
+    let ping = tokio::task::spawn_blocking(move || auth.ready().map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|join_error| Err(join_error.to_string()));
     match ping {
         Ok(()) => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),
         Err(error) => {
-            tracing::error!(%error, "readiness check failed");
+            tracing::error!(request_id = call.request_id, %error, "readiness check failed");
             Err(ApiError::NotReady)
         }
     }
@@ -217,23 +217,21 @@ async fn ready(state: &Arc<AppState>) -> Result<HttpResponse, ApiError> {
 
 /// Bearer token → session, checked against revocation: in memory on the reactor when the
 /// revocation view is current and has the user (the common case), otherwise on the blocking pool.
-async fn authenticate(
-    state: &Arc<AppState>,
-    request: &Request<Incoming>,
-) -> Result<Session, ApiError> {
+async fn authenticate(call: &Call<'_>, request: &Request<Incoming>) -> Result<Session, ApiError> {
+    let state = call.state;
     let token = bearer::extract(request.headers(), request.uri())?;
     let now = state.clock.now();
     match state.auth.authenticate_in_memory(token, now) {
         Ok(Some(session)) => return Ok(session),
         Ok(None) => {}
         Err(error) => {
-            log_auth_error(&error);
+            log_auth_error(call.request_id, &error);
             return Err(error.into());
         }
     }
     let token = token.to_owned();
     let auth = state.auth.clone();
-    blocking(move |_| auth.authenticate(&token, now)).await
+    blocking(call, move |_| auth.authenticate(&token, now)).await
 }
 
 async fn read_body(
@@ -251,37 +249,44 @@ async fn read_body(
 /// Runs a use case on the blocking pool (argon2 and storage must not stall the reactor) and
 /// logs what the client will not be told. The use case gets this request's [`Cancellation`]: if
 /// the client hangs up, hyper drops this future and with it `requester`, so hashes the use case
-/// still has queued are skipped.
+/// still has queued are skipped. The layers below do not log: they return errors, and this is
+/// where those are logged, with the request's id.
 async fn blocking<T: Send + 'static>(
+    call: &Call<'_>,
     work: impl FnOnce(Cancellation) -> Result<T, AuthError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let requester = Requester::new();
     let cancel = requester.cancellation();
-    let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| work(cancel))).await {
+    match tokio::task::spawn_blocking(move || work(cancel)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
-            log_auth_error(&error);
+            log_auth_error(call.request_id, &error);
             Err(error.into())
         }
         Err(join_error) => {
-            tracing::error!(error = %join_error, "use case panicked or was cancelled");
+            let request_id = call.request_id;
+            tracing::error!(request_id, error = %join_error, "use case panicked or was cancelled");
             Err(ApiError::Internal)
         }
     }
 }
 
-fn log_auth_error(error: &AuthError) {
+/// What the client is not told, for the operator, under the request's id.
+fn log_auth_error(request_id: &str, error: &AuthError) {
     match error {
         AuthError::InvalidToken(TokenRejection::Codec(reason)) => {
-            tracing::info!(reason = %reason, "token rejected");
+            tracing::info!(request_id, reason = %reason, "token rejected");
         }
-        AuthError::InvalidToken(reason) => tracing::info!(reason = %reason, "token rejected"),
-        AuthError::Throttled { .. } => tracing::info!("login throttled by softlock"),
-        AuthError::Overloaded => tracing::warn!("hashing queue full; answered 503"),
-        AuthError::ClientGone => tracing::info!("client left while queued for hashing; skipped"),
-        AuthError::Store(e) => tracing::error!(error = %e, "storage failure"),
-        AuthError::Hash(e) => tracing::error!(error = %e, "hashing failure"),
+        AuthError::InvalidToken(reason) => {
+            tracing::info!(request_id, reason = %reason, "token rejected");
+        }
+        AuthError::Throttled { .. } => tracing::info!(request_id, "login throttled by softlock"),
+        AuthError::Overloaded => tracing::warn!(request_id, "hashing queue full; answered 503"),
+        AuthError::ClientGone => {
+            tracing::info!(request_id, "client left while queued for hashing; skipped");
+        }
+        AuthError::Store(e) => tracing::error!(request_id, error = %e, "storage failure"),
+        AuthError::Hash(e) => tracing::error!(request_id, error = %e, "hashing failure"),
         _ => {}
     }
 }

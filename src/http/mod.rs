@@ -2,6 +2,7 @@
 //! dispatch and logging live here; routing, bodies, Bearer extraction and error rendering each
 //! have their own module. Handlers stay thin: parse, call `auth`, render.
 
+pub mod access_log;
 mod bearer;
 mod body;
 mod handlers;
@@ -14,7 +15,8 @@ mod server;
 
 use crate::auth::Auth;
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::Request;
+use access_log::{AccessLog, RequestLine};
 use limits::RateLimiter;
 use metrics::Metrics;
 use problem::ApiError;
@@ -24,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tracing::Instrument as _;
 
 /// The OpenAPI 3.1 contract, served at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
@@ -78,6 +79,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The one source of "now" for every request.
     pub clock: Arc<dyn crate::support::clock::Clock>,
+    /// One line per request.
+    pub access_log: AccessLog,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops accepting and gives
@@ -104,21 +107,11 @@ async fn dispatch(
     let started = Instant::now();
     let _in_flight = state.metrics.request_started();
     let request_id = next_request_id();
-    // Every line logged while serving this request — here, in the handlers, and on the
-    // blocking pool — carries its id.
-    let span = tracing::info_span!("request", request_id = %request_id);
-    serve_in_span(state, peer, request, &request_id, started)
-        .instrument(span)
-        .await
-}
-
-async fn serve_in_span(
-    state: &Arc<AppState>,
-    peer: SocketAddr,
-    request: Request<Incoming>,
-    request_id: &str,
-    started: Instant,
-) -> HttpResponse {
+    let call = handlers::Call {
+        state,
+        peer,
+        request_id: &request_id,
+    };
     let method = request.method().clone();
     let (route_name, result) = match router::route(&method, request.uri().path()) {
         Err(error) => ("unmatched", Err(error)),
@@ -129,7 +122,7 @@ async fn serve_in_span(
             } else {
                 tokio::time::timeout(
                     state.settings.request_timeout,
-                    handlers::handle(state, route, peer, request),
+                    handlers::handle(&call, route, request),
                 )
                 .await
                 .unwrap_or(Err(ApiError::Overloaded { retry_after: 1 }))
@@ -138,12 +131,18 @@ async fn serve_in_span(
         }
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
-    response::add_standard_headers(&mut response, request_id);
+    response::add_standard_headers(&mut response, &request_id);
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .observe_request(route_name, response.status().as_u16(), elapsed);
-    log_request(&method, route_name, response.status(), elapsed);
+    let status = response.status().as_u16();
+    state.metrics.observe_request(route_name, status, elapsed);
+    // The route template, never the raw path or any header value.
+    state.access_log.record(&RequestLine {
+        method: method.as_str(),
+        route: route_name,
+        status,
+        elapsed,
+        request_id: &request_id,
+    });
     response
 }
 
@@ -162,17 +161,3 @@ fn header_bytes(request: &Request<Incoming>) -> usize {
         .sum()
 }
 
-/// One line per request, in the request's span (which holds its id); the route template,
-/// never the raw path or any header value.
-fn log_request(method: &hyper::Method, route: &str, status: StatusCode, elapsed: Duration) {
-    // Milliseconds with microsecond resolution, as a number.
-    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
-    tracing::info!(
-        target: "tessera::request",
-        %method,
-        route,
-        status = status.as_u16(),
-        latency_ms,
-        "request"
-    );
-}

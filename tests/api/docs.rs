@@ -163,3 +163,22 @@ fn layers_import_downward_only() {
         }
     }
 }
+
+/// Only the HTTP edge logs while serving a request — with the request's id on every line. The
+/// layers below return errors instead; the hashing threads log once, when they start.
+#[test]
+fn only_the_http_edge_logs_while_serving() {
+    for layer in ["support", "crypto", "domain", "token", "store", "auth"] {
+        let mut files = Vec::new();
+        source_files(&std::path::Path::new("src").join(layer), "", &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(format!("src/{layer}/{file}")).unwrap();
+            let logs = text.matches("tracing::").count();
+            let allowed = match (layer, file.as_str()) {
+                ("auth", "hash_pool.rs") => 1, // a thread's priority could not be lowered
+                _ => 0,
+            };
+            assert_eq!(logs, allowed, "src/{layer}/{file} logs");
+        }
+    }
+}

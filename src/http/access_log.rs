@@ -1,0 +1,184 @@
+//! The request log: one line per request, in the configuration users run (`info`).
+//!
+//! Formatted here by hand rather than as a `tracing` event: the line has six fixed fields, and
+//! `tracing-subscriber`'s general formatter spent more on them than the rest of a `/me` request
+//! (BENCHMARKS.md, "The request log"). The output keeps `tracing-subscriber`'s shapes — the text
+//! line and the JSON object (`timestamp`, `level`, `fields`, `target`) — so both kinds of line read
+//! alike, and `RUST_LOG` still decides: the line is written only when `tessera::request` is
+//! enabled at `info`. The line goes to the background writer ([`LogSink`]), never to stderr from
+//! the request's thread.
+
+use crate::support::logging::{LineFormat, LogSink};
+use std::io::Write as _;
+use std::time::{Duration, SystemTime};
+
+/// Where request lines go, and in which format. Off when there is nowhere to write (tests).
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    sink: Option<LogSink>,
+    format: LineFormat,
+}
+
+/// What one request line says. Every string is ours (a route template, a method, a base64url
+/// id), never client text; escaping is still applied, so that stays true by construction.
+pub(super) struct RequestLine<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub elapsed: Duration,
+    pub request_id: &'a str,
+}
+
+impl AccessLog {
+    pub fn new(sink: LogSink, format: LineFormat) -> Self {
+        Self {
+            sink: Some(sink),
+            format,
+        }
+    }
+
+    pub fn off() -> Self {
+        Self {
+            sink: None,
+            format: LineFormat::Text,
+        }
+    }
+
+    pub(super) fn record(&self, line: &RequestLine<'_>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        if !tracing::enabled!(target: "tessera::request", tracing::Level::INFO) {
+            return;
+        }
+        sink.send(render(self.format, SystemTime::now(), line));
+    }
+}
+
+fn render(format: LineFormat, now: SystemTime, line: &RequestLine<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let timestamp = humantime::format_rfc3339_micros(now);
+    let micros = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
+    match format {
+        LineFormat::Text => {
+            let _ = write!(out, "{timestamp}  INFO tessera::request: request method=");
+            escaped(&mut out, line.method);
+            out.extend_from_slice(b" route=\"");
+            escaped(&mut out, line.route);
+            out.extend_from_slice(b"\" status=");
+            decimal(&mut out, u64::from(line.status));
+            out.extend_from_slice(b" latency_ms=");
+            milliseconds(&mut out, micros);
+            out.extend_from_slice(b" request_id=");
+            escaped(&mut out, line.request_id);
+        }
+        LineFormat::Json => {
+            let _ = write!(
+                out,
+                r#"{{"timestamp":"{timestamp}","level":"INFO","fields":{{"message":"request","method":""#
+            );
+            escaped(&mut out, line.method);
+            out.extend_from_slice(br#"","route":""#);
+            escaped(&mut out, line.route);
+            out.extend_from_slice(br#"","status":"#);
+            decimal(&mut out, u64::from(line.status));
+            out.extend_from_slice(br#","latency_ms":"#);
+            milliseconds(&mut out, micros);
+            out.extend_from_slice(br#","request_id":""#);
+            escaped(&mut out, line.request_id);
+            out.extend_from_slice(br#""},"target":"tessera::request"}"#);
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Copies `text`, escaping what JSON and a quoted text field cannot hold verbatim.
+fn escaped(out: &mut Vec<u8>, text: &str) {
+    for byte in text.bytes() {
+        match byte {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', byte]),
+            0x00..=0x1f | 0x7f => {
+                let _ = write!(out, "\\u{byte:04x}");
+            }
+            _ => out.push(byte),
+        }
+    }
+}
+
+fn decimal(out: &mut Vec<u8>, value: u64) {
+    let _ = write!(out, "{value}");
+}
+
+/// Microseconds as milliseconds with three decimals: `0.427`, a JSON number.
+fn milliseconds(out: &mut Vec<u8>, micros: u64) {
+    decimal(out, micros / 1000);
+    let fraction = micros % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + u8::try_from(fraction / 100).unwrap_or(0),
+        b'0' + u8::try_from(fraction / 10 % 10).unwrap_or(0),
+        b'0' + u8::try_from(fraction % 10).unwrap_or(0),
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(method: &'static str, route: &'static str) -> RequestLine<'static> {
+        RequestLine {
+            method,
+            route,
+            status: 200,
+            elapsed: Duration::from_micros(12_045),
+            request_id: "c3--ceZHiFvb5GIP",
+        }
+    }
+
+    fn at_noon() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_072_000_000_042)
+    }
+
+    #[test]
+    fn text_lines_read_like_tracing_s() {
+        let text = render(LineFormat::Text, at_noon(), &line("GET", "GET /v1/users/me"));
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "2025-11-25T12:00:00.000042Z  INFO tessera::request: request method=GET \
+             route=\"GET /v1/users/me\" status=200 latency_ms=12.045 request_id=c3--ceZHiFvb5GIP\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_parse_and_hold_numbers_as_numbers() {
+        let json = render(LineFormat::Json, at_noon(), &line("GET", "GET /v1/users/me"));
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["target"], "tessera::request");
+        assert_eq!(value["level"], "INFO");
+        assert_eq!(value["timestamp"], "2025-11-25T12:00:00.000042Z");
+        let fields = &value["fields"];
+        assert_eq!(fields["message"], "request");
+        assert_eq!(fields["route"], "GET /v1/users/me");
+        assert_eq!(fields["status"], 200);
+        assert_eq!(fields["latency_ms"].as_f64(), Some(12.045));
+        assert_eq!(fields["request_id"], "c3--ceZHiFvb5GIP");
+    }
+
+    #[test]
+    fn anything_unusual_is_escaped_not_injected() {
+        let json = render(LineFormat::Json, at_noon(), &line("GE\"T\n", "a\\b"));
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["fields"]["method"], "GE\"T\n");
+        assert_eq!(value["fields"]["route"], "a\\b");
+        let text = render(LineFormat::Text, at_noon(), &line("GE\"T\n", "r"));
+        assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+    }
+
+    #[test]
+    fn latency_keeps_three_decimals() {
+        let mut out = Vec::new();
+        milliseconds(&mut out, 7);
+        assert_eq!(out, b"0.007");
+    }
+}
