@@ -57,11 +57,11 @@ impl AccessLog {
 
 fn render(format: LineFormat, now: SystemTime, line: &RequestLine<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let timestamp = humantime::format_rfc3339_micros(now);
     let micros = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
     match format {
         LineFormat::Text => {
-            let _ = write!(out, "{timestamp}  INFO tessera::request: request method=");
+            timestamp(&mut out, now);
+            out.extend_from_slice(b"  INFO tessera::request: request method=");
             escaped(&mut out, line.method);
             out.extend_from_slice(b" route=\"");
             escaped(&mut out, line.route);
@@ -73,10 +73,9 @@ fn render(format: LineFormat, now: SystemTime, line: &RequestLine<'_>) -> Vec<u8
             escaped(&mut out, line.request_id);
         }
         LineFormat::Json => {
-            let _ = write!(
-                out,
-                r#"{{"timestamp":"{timestamp}","level":"INFO","fields":{{"message":"request","method":""#
-            );
+            out.extend_from_slice(br#"{"timestamp":""#);
+            timestamp(&mut out, now);
+            out.extend_from_slice(br#"","level":"INFO","fields":{"message":"request","method":""#);
             escaped(&mut out, line.method);
             out.extend_from_slice(br#"","route":""#);
             escaped(&mut out, line.route);
@@ -93,8 +92,42 @@ fn render(format: LineFormat, now: SystemTime, line: &RequestLine<'_>) -> Vec<u8
     out
 }
 
+thread_local! {
+    /// The last second formatted on this thread, `2026-11-27T12:00:00`: requests come many to
+    /// a second, and only the microseconds change between them.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// `2026-11-27T12:00:00.123456Z`, as `tracing-subscriber` writes it.
+fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let second = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != second {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
+            *text = humantime::format_rfc3339_seconds(whole).to_string();
+            text.pop(); // the `Z`, written after the fraction
+            *cached = second;
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+    let micros = since_epoch.subsec_micros();
+    out.push(b'.');
+    for divisor in [100_000, 10_000, 1000, 100, 10, 1] {
+        out.push(b'0' + u8::try_from(micros / divisor % 10).unwrap_or(0));
+    }
+    out.push(b'Z');
+}
+
 /// Copies `text`, escaping what JSON and a quoted text field cannot hold verbatim.
 fn escaped(out: &mut Vec<u8>, text: &str) {
+    let plain = |byte: &u8| !matches!(byte, b'"' | b'\\' | 0x00..=0x1f | 0x7f);
+    if text.as_bytes().iter().all(plain) {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     for byte in text.bytes() {
         match byte {
             b'"' | b'\\' => out.extend_from_slice(&[b'\\', byte]),
@@ -142,7 +175,11 @@ mod tests {
 
     #[test]
     fn text_lines_read_like_tracing_s() {
-        let text = render(LineFormat::Text, at_noon(), &line("GET", "GET /v1/users/me"));
+        let text = render(
+            LineFormat::Text,
+            at_noon(),
+            &line("GET", "GET /v1/users/me"),
+        );
         assert_eq!(
             String::from_utf8(text).unwrap(),
             "2025-11-25T12:00:00.000042Z  INFO tessera::request: request method=GET \
@@ -152,7 +189,11 @@ mod tests {
 
     #[test]
     fn json_lines_parse_and_hold_numbers_as_numbers() {
-        let json = render(LineFormat::Json, at_noon(), &line("GET", "GET /v1/users/me"));
+        let json = render(
+            LineFormat::Json,
+            at_noon(),
+            &line("GET", "GET /v1/users/me"),
+        );
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(value["target"], "tessera::request");
         assert_eq!(value["level"], "INFO");
@@ -173,6 +214,18 @@ mod tests {
         assert_eq!(value["fields"]["route"], "a\\b");
         let text = render(LineFormat::Text, at_noon(), &line("GE\"T\n", "r"));
         assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+    }
+
+    #[test]
+    fn timestamps_are_right_across_seconds() {
+        let mut out = Vec::new();
+        timestamp(&mut out, at_noon());
+        timestamp(&mut out, at_noon() + Duration::from_micros(999_957));
+        timestamp(&mut out, at_noon() + Duration::from_micros(999_958));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2025-11-25T12:00:00.000042Z2025-11-25T12:00:00.999999Z2025-11-25T12:00:01.000000Z"
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ pub async fn handle(
 
 async fn register(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    state.register_limiter.check(call.peer.ip(), Instant::now())?;
+    state
+        .register_limiter
+        .check(call.peer.ip(), Instant::now())?;
     let mut body = read_body(state, request).await?;
     let form = RegistrationForm {
         username: body.string("username"),
@@ -116,8 +118,10 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let result =
-        blocking(call, move |cancel| auth.login(&username, &password, now, &cancel)).await;
+    let result = blocking(call, move |cancel| {
+        auth.login(&username, &password, now, &cancel)
+    })
+    .await;
     let outcome = match &result {
         Ok(_) => LoginOutcome::Succeeded,
         Err(ApiError::TooManyRequests { .. }) => LoginOutcome::Throttled,
@@ -167,9 +171,10 @@ async fn change_password(
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let issued =
-        blocking(call, move |cancel| auth.change_password(&session, &current, &new, now, &cancel))
-            .await?;
+    let issued = blocking(call, move |cancel| {
+        auth.change_password(&session, &current, &new, now, &cancel)
+    })
+    .await?;
     state.metrics.token_issued();
     Ok(token_response(&issued))
 }
@@ -181,7 +186,9 @@ async fn reauthentication(
     request: Request<Incoming>,
 ) -> Result<(Session, body::JsonObject), ApiError> {
     let session = authenticate(call, &request).await?;
-    call.state.login_limiter.check(call.peer.ip(), Instant::now())?;
+    call.state
+        .login_limiter
+        .check(call.peer.ip(), Instant::now())?;
     let body = read_body(call.state, request).await?;
     Ok((session, body))
 }
@@ -197,7 +204,10 @@ async fn delete_account(
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    blocking(call, move |cancel| auth.delete_account(&session, &password, now, &cancel)).await?;
+    blocking(call, move |cancel| {
+        auth.delete_account(&session, &password, now, &cancel)
+    })
+    .await?;
     Ok(response::no_content())
 }
 

@@ -14,9 +14,9 @@ pub mod router;
 mod server;
 
 use crate::auth::Auth;
-use hyper::body::Incoming;
-use hyper::Request;
 use access_log::{AccessLog, RequestLine};
+use hyper::Request;
+use hyper::body::Incoming;
 use limits::RateLimiter;
 use metrics::Metrics;
 use problem::ApiError;
@@ -160,4 +160,3 @@ fn header_bytes(request: &Request<Incoming>) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum()
 }
-

@@ -47,12 +47,13 @@ pub struct WriterThread {
 }
 
 impl LogSink {
-    /// Starts the writer thread on stderr.
+    /// Starts the writer thread on stderr. It takes stderr's lock only for each batch, so the
+    /// process's own last words (`eprintln!`) still get through.
     pub fn stderr() -> std::io::Result<(Self, WriterThread)> {
         let (messages, queue) = mpsc::sync_channel(QUEUED_LINES);
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || write_until_closed(&queue, std::io::stderr().lock()))?;
+            .spawn(move || write_until_closed(&queue, std::io::stderr()))?;
         let sink = Self { messages };
         Ok((sink.clone(), WriterThread { sink }))
     }

@@ -45,8 +45,18 @@ const MAX_STRING_CLAIM: usize = 256;
 
 impl Claims {
     /// Parses a payload's JSON straight into claims: unknown, missing, duplicated and mistyped
-    /// claims are refused. One pass, no intermediate `Value` tree — this is the hot path.
+    /// claims are refused. Our own encoder's exact layout is read by a byte-level fast path;
+    /// anything else — other member order, whitespace, escapes, any doubt — goes through the
+    /// strict general parser, which alone decides what is refused and why.
     pub(super) fn parse(json: &[u8]) -> Result<Self, TokenError> {
+        match canonical::parse(json) {
+            Some(claims) => Ok(claims),
+            None => Self::parse_general(json),
+        }
+    }
+
+    /// The general parser: one serde pass, no intermediate `Value` tree.
+    pub(super) fn parse_general(json: &[u8]) -> Result<Self, TokenError> {
         let mut failure = None;
         let mut deserializer = serde_json::Deserializer::from_slice(json);
         let parsed = ClaimsSeed {
@@ -86,6 +96,97 @@ impl Claims {
             return Err(TokenError::NotYetValid);
         }
         Ok(())
+    }
+}
+
+/// The payload exactly as [`super::Codec::sign`] writes it — serde_json, claims in declaration
+/// order, no whitespace: `{"iss":"…","aud":"…","sub":"…","iat":1,"nbf":1,"exp":1,"jti":"…","gen":0}`.
+/// Strings without escapes, integers without sign or leading zeros. Returns `None` for anything
+/// else, and for values the general parser would refuse, so it can only ever agree with it
+/// (`token::tests::the_canonical_fast_path_agrees_with_the_general_parser`).
+pub(super) mod canonical {
+    use super::{Claims, MAX_STRING_CLAIM, TokenId, UserId};
+
+    struct Reader<'a> {
+        rest: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        fn literal(&mut self, expected: &[u8]) -> Option<()> {
+            self.rest = self.rest.strip_prefix(expected)?;
+            Some(())
+        }
+
+        /// A string's contents up to its closing quote, which is consumed: no escapes, no
+        /// control characters, valid UTF-8, 1 to `MAX_STRING_CLAIM` bytes.
+        fn plain_string(&mut self) -> Option<&'a str> {
+            let end = self.rest.iter().position(|b| *b == b'"')?;
+            let (text, rest) = self.rest.split_at_checked(end)?;
+            if text.is_empty()
+                || text.len() > MAX_STRING_CLAIM
+                || text.iter().any(|b| *b == b'\\' || *b < 0x20)
+            {
+                return None;
+            }
+            self.rest = rest.get(1..)?;
+            std::str::from_utf8(text).ok()
+        }
+
+        /// A JSON integer without sign, fraction or exponent, and without leading zeros.
+        fn unsigned(&mut self) -> Option<u64> {
+            let digits = self.rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let (number, rest) = self.rest.split_at_checked(digits)?;
+            if number.is_empty() || (number.len() > 1 && number.first() == Some(&b'0')) {
+                return None;
+            }
+            let mut value: u64 = 0;
+            for digit in number {
+                value = value
+                    .checked_mul(10)?
+                    .checked_add(u64::from(digit - b'0'))?;
+            }
+            self.rest = rest;
+            Some(value)
+        }
+
+        /// A NumericDate: an integer that fits i64.
+        fn time(&mut self) -> Option<i64> {
+            i64::try_from(self.unsigned()?).ok()
+        }
+    }
+
+    pub(in crate::token) fn parse(json: &[u8]) -> Option<Claims> {
+        let mut r = Reader { rest: json };
+        r.literal(br#"{"iss":""#)?;
+        let iss = r.plain_string()?;
+        r.literal(br#","aud":""#)?;
+        let aud = r.plain_string()?;
+        r.literal(br#","sub":""#)?;
+        let sub = r.plain_string()?;
+        r.literal(br#","iat":"#)?;
+        let iat = r.time()?;
+        r.literal(br#","nbf":"#)?;
+        let nbf = r.time()?;
+        r.literal(br#","exp":"#)?;
+        let exp = r.time()?;
+        r.literal(br#","jti":""#)?;
+        let jti = r.plain_string()?;
+        r.literal(br#","gen":"#)?;
+        let r#gen = r.unsigned()?;
+        r.literal(b"}")?;
+        if !r.rest.is_empty() {
+            return None;
+        }
+        Some(Claims {
+            iss: iss.to_owned(),
+            aud: aud.to_owned(),
+            sub: UserId::from_string(sub.to_owned()),
+            iat,
+            nbf,
+            exp,
+            jti: TokenId::from_string(jti.to_owned()),
+            r#gen,
+        })
     }
 }
 

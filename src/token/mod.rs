@@ -315,20 +315,28 @@ pub(crate) fn parse_header(segment: &str) -> Result<String, TokenError> {
     }
 }
 
+/// Compares the presented signature segment with the encoding of the expected tag, in constant
+/// time. Base64url without padding has one canonical spelling per tag, so equal text means an
+/// equal, canonically encoded tag — and nothing needs decoding on the way to success. Only a
+/// mismatch is decoded, to say whether it was a bad tag or a non-canonical spelling.
 fn check_signature(key: &KeyEntry, segments: &Segments<'_>) -> Result<(), TokenError> {
     if segments.signature.len() != SIGNATURE_SEGMENT_LEN {
         return Err(TokenError::SignatureLength);
     }
-    let mut presented = [0u8; 32];
-    match URL_SAFE_NO_PAD.decode_slice(segments.signature, &mut presented) {
-        Ok(32) => {}
-        _ => return Err(TokenError::NonCanonicalBase64),
+    let tag = mac(key, segments.signing_input().as_bytes());
+    let mut expected = [0u8; SIGNATURE_SEGMENT_LEN];
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(tag, &mut expected)
+        .unwrap_or_default();
+    let presented = segments.signature.as_bytes();
+    if written == SIGNATURE_SEGMENT_LEN && crate::crypto::ct::constant_time_eq(&expected, presented)
+    {
+        return Ok(());
     }
-    let expected = mac(key, segments.signing_input().as_bytes());
-    if crate::crypto::ct::constant_time_eq(&expected, &presented) {
-        Ok(())
-    } else {
-        Err(TokenError::BadSignature)
+    let mut decoded = [0u8; 32];
+    match URL_SAFE_NO_PAD.decode_slice(presented, &mut decoded) {
+        Ok(32) => Err(TokenError::BadSignature),
+        _ => Err(TokenError::NonCanonicalBase64),
     }
 }
 

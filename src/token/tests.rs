@@ -660,8 +660,62 @@ fn segment_variants(segment: &str) -> Vec<String> {
     variants
 }
 
+#[test]
+fn our_own_payloads_take_the_canonical_fast_path() {
+    let issued = codec().issue(&uid("Ibe-mlq6Vrc_p1FJYaRCnA"), 7, NOW, HOUR);
+    let payload = issued.token.split('.').nth(1).unwrap();
+    let json = URL_SAFE_NO_PAD.decode(payload).unwrap();
+    assert_eq!(claims::canonical::parse(&json), Some(issued.claims));
+    // Whitespace is still JSON, but not ours: the general parser takes it.
+    let spaced = String::from_utf8(json).unwrap().replacen(':', ": ", 1);
+    assert_eq!(claims::canonical::parse(spaced.as_bytes()), None);
+    assert!(Claims::parse(spaced.as_bytes()).is_ok());
+}
+
+/// Claims with any strings (quotes, backslashes, controls, non-ASCII) and any numbers.
+fn arbitrary_claims() -> impl Strategy<Value = Claims> {
+    (
+        (
+            any::<String>(),
+            any::<String>(),
+            any::<String>(),
+            any::<String>(),
+        ),
+        (any::<i64>(), any::<i64>(), any::<i64>(), any::<u64>()),
+    )
+        .prop_map(|((iss, aud, sub, jti), (iat, nbf, exp, r#gen))| Claims {
+            iss,
+            aud,
+            sub: uid(&sub),
+            iat,
+            nbf,
+            exp,
+            jti: TokenId::from_string(jti),
+            r#gen,
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The byte-level fast path may only ever agree with the general parser: on our encoder's
+    /// output for any claim values, and on any single-byte change or insertion in it.
+    #[test]
+    fn the_canonical_fast_path_agrees_with_the_general_parser(
+        claims in arbitrary_claims(),
+        index in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        insert in any::<bool>(),
+    ) {
+        let json = serde_json::to_vec(&claims).unwrap();
+        prop_assert_eq!(Claims::parse(&json), Claims::parse_general(&json));
+        let mut changed = json.clone();
+        let at = index.index(changed.len());
+        if insert { changed.insert(at, byte) } else { changed[at] = byte }
+        if let Some(fast) = claims::canonical::parse(&changed) {
+            prop_assert_eq!(Ok(fast), Claims::parse_general(&changed));
+        }
+    }
 
     #[test]
     fn round_trip_preserves_every_claim(

@@ -214,7 +214,10 @@ async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
     // Lines reach stderr from a background writer, just after their responses.
     let request_lines = || {
         let lines = log.lock().unwrap();
-        lines.iter().filter(|l| l.contains("tessera::request")).count()
+        lines
+            .iter()
+            .filter(|l| l.contains("tessera::request"))
+            .count()
     };
     wait_for(|| request_lines() == 4).await;
     child.kill().unwrap();
