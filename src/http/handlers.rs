@@ -1,11 +1,11 @@
 //! Handlers: parse the request into domain input, call `auth` off the reactor, render.
 
-use super::body;
 use super::metrics::LoginOutcome;
 use super::problem::ApiError;
 use super::response::{self, HttpResponse};
 use super::router::Route;
 use super::{AppState, bearer};
+use super::{body, profile_view};
 use crate::auth::{AuthError, Cancellation, Requester, Session, TokenRejection};
 use crate::domain::user::{NewUser, RegistrationForm, UserProfile};
 use crate::domain::username::Username;
@@ -53,7 +53,7 @@ pub async fn handle(
         Route::Login => login(call, request).await,
         Route::Me => {
             let session = authenticate(call, &request).await?;
-            Ok(user_view(StatusCode::OK, &session.profile))
+            Ok(shared_user_view(&session.profile))
         }
         Route::UserByName(name) => user_by_name(call, &request, &name).await,
         Route::LogoutCurrent => logout_current(call, &request).await,
@@ -144,7 +144,7 @@ async fn user_by_name(
     if requested.canonical() != session.profile.username.canonical() {
         return Err(ApiError::Forbidden);
     }
-    Ok(user_view(StatusCode::OK, &session.profile))
+    Ok(shared_user_view(&session.profile))
 }
 
 async fn logout_current(
@@ -301,23 +301,13 @@ fn log_auth_error(request_id: &str, error: &AuthError) {
     }
 }
 
-/// The public view of an account: what its owner may read.
-#[derive(serde::Serialize)]
-struct UserView<'a> {
-    created_at: String,
-    full_name: &'a str,
-    mothers_favorite_search_engine: &'a str,
-    username: &'a str,
+fn user_view(status: StatusCode, profile: &UserProfile) -> HttpResponse {
+    response::json_bytes(status, profile_view::render(profile))
 }
 
-fn user_view(status: StatusCode, profile: &UserProfile) -> HttpResponse {
-    let view = UserView {
-        created_at: clock::rfc3339(profile.created_at),
-        full_name: profile.full_name.as_str(),
-        mothers_favorite_search_engine: profile.mothers_favorite_search_engine.as_str(),
-        username: profile.username.as_typed(),
-    };
-    response::serialized(status, &view)
+/// A session's profile is shared with the revocation view: its body is rendered once.
+fn shared_user_view(profile: &Arc<UserProfile>) -> HttpResponse {
+    response::json_bytes(StatusCode::OK, profile_view::shared(profile))
 }
 
 fn token_response(issued: &IssuedToken) -> HttpResponse {

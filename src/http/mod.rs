@@ -9,6 +9,7 @@ mod handlers;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
+mod profile_view;
 mod response;
 pub mod router;
 mod server;

@@ -17,10 +17,9 @@ pub fn json(status: StatusCode, body: &Value) -> HttpResponse {
     with_body(status, "application/json", body.to_string())
 }
 
-/// A JSON body serialised straight from a struct (no intermediate `Value`).
-pub fn serialized(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+/// A JSON body already rendered.
+pub fn json_bytes(status: StatusCode, body: Bytes) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()
