@@ -134,18 +134,20 @@ pub(super) mod canonical {
 
         /// A JSON integer without sign, fraction or exponent, and without leading zeros.
         fn unsigned(&mut self) -> Option<u64> {
-            let digits = self.rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            let (number, rest) = self.rest.split_at_checked(digits)?;
-            if number.is_empty() || (number.len() > 1 && number.first() == Some(&b'0')) {
+            let mut value: u64 = 0;
+            let mut digits = 0;
+            for byte in self.rest {
+                let digit = byte.wrapping_sub(b'0');
+                if digit > 9 {
+                    break;
+                }
+                value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+                digits += 1;
+            }
+            if digits == 0 || (digits > 1 && self.rest.first() == Some(&b'0')) {
                 return None;
             }
-            let mut value: u64 = 0;
-            for digit in number {
-                value = value
-                    .checked_mul(10)?
-                    .checked_add(u64::from(digit - b'0'))?;
-            }
-            self.rest = rest;
+            self.rest = self.rest.get(digits..)?;
             Some(value)
         }
 
