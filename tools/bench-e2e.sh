@@ -7,8 +7,14 @@
 #
 #   PIN=1 bash tools/bench-e2e.sh           # servers on CPU 0, wrk on CPU 1: no shared cores
 #
+# Tessera runs as users run it: defaults, request log on (`info`, to a file). A second Tessera
+# on the same database with RUST_LOG=warn shows what the log costs. The machine's CPU model,
+# hello-world's req/s and each server's CPU time per request are printed so runs on two
+# machines can be compared; tools/bench-callgrind.sh adds instructions per request, the line
+# that does not depend on the machine (CALLGRIND=0 skips it).
+#
 # Knobs: ROUNDS (10) of ROUND_SECONDS (3) for /me; RUNS (3) of DURATION seconds (10) for the
-# login storms and the scale runs; CONNECTIONS (32); PIN (0).
+# login storms and the scale runs; CONNECTIONS (32); PIN (0); CALLGRIND (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +25,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 SCALE=${SCALE:-0}
 PIN=${PIN:-0}
+CALLGRIND=${CALLGRIND:-1}
 PASSWORD='correct horse battery staple'
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -44,11 +51,12 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_up() { for _ in $(seq 1 200); do curl -s "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
 
-# start_tessera NAME DB [flags…]: starts a server, sets TESSERA_PID and TESSERA_URL.
+# start_tessera NAME DB [flags…]: starts a server, sets TESSERA_PID and TESSERA_URL. Logging is
+# the default (`info`: one line per request) unless TESSERA_RUST_LOG says otherwise.
 start_tessera() {
   local name=$1 db=$2; shift 2
   local port; port=$(free_port)
-  RUST_LOG=warn "${server_cpus[@]}" "$bin/tessera" serve --listen "127.0.0.1:$port" --db "$db" --keys "$work/jwks.json" \
+  RUST_LOG=${TESSERA_RUST_LOG:-info} "${server_cpus[@]}" "$bin/tessera" serve --listen "127.0.0.1:$port" --db "$db" --keys "$work/jwks.json" \
     --login-rate 0 --register-rate 0 "$@" 2>"$work/$name.log" &
   TESSERA_PID=$!
   pids+=("$TESSERA_PID")
@@ -66,15 +74,19 @@ register() { # URL USERNAME
     -d "{\"username\":\"$2\",\"full_name\":\"Bench User\",\"password\":\"$PASSWORD\",\"mothers_favorite_search_engine\":\"Searx\"}"
 }
 
-# wrk_run URL [wrk args…] → "requests_per_second p50_ms p99_ms"
+# wrk_run URL [wrk args…] → "requests_per_second p50_ms p99_ms requests"
 wrk_run() {
   local url=$1; shift
   wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" | awk '
-    /Requests\/sec/ { rps = $2 }
+    /Requests\/sec/ { rps = $2 } /requests in/ { n = $1 }
     /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    END { printf "%.0f %.3f %.3f\n", rps, ms(p50), ms(p99) }'
+    END { printf "%.0f %.3f %.3f %d\n", rps, ms(p50), ms(p99), n }'
 }
+
+# CPU time a process has used, user + system, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
 
 stats() { # numbers… → "min median max"
   printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%s %s %s", a[1], a[int((NR + 1) / 2)], a[NR] }'
@@ -84,6 +96,7 @@ peak_rss_kib() { awk '/VmHWM/ { print $2 }' "/proc/$1/status"; }
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 echo "machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+echo "cpu: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)$(grep -qw sha_ni /proc/cpuinfo && echo ', SHA-NI')"
 echo "rustc: $(rustc --version)"
 if [ "$PIN" = 1 ]; then
   echo "wrk: -t1 -c$CONNECTIONS; servers pinned to CPU 0, wrk to CPU 1"
@@ -99,47 +112,63 @@ start_tessera main "$work/main.db"
 main_pid=$TESSERA_PID main_url=$TESSERA_URL
 register "$main_url" bench
 token=$(token_for "$main_url" bench)
+TESSERA_RUST_LOG=warn start_tessera quiet "$work/main.db"
+quiet_pid=$TESSERA_PID quiet_url=$TESSERA_URL
 hello_port=$(free_port)
 "${server_cpus[@]}" "$bin/examples/hello" "127.0.0.1:$hello_port" 2>/dev/null & pids+=($!)
+hello_pid=$!
 stateless_port=$(free_port)
 "${server_cpus[@]}" "$bin/examples/stateless" "127.0.0.1:$stateless_port" "$work/jwks.json" 2>/dev/null & pids+=($!)
+stateless_pid=$!
 wait_up "http://127.0.0.1:$hello_port/"
 wait_up "http://127.0.0.1:$stateless_port/v1/users/me"
 idle_rss=$(rss_kib "$main_pid")
 
-# Many short rounds, the three servers back to back in each, the order rotated every round:
-# the machine's speed drifts between rounds (shared hardware) but hardly within one, so the
-# ratios are taken within each round and the verdict uses their median.
-declare -A rps p50 p99
-orders=("hello stateless tessera" "stateless tessera hello" "tessera hello stateless")
+# Many short rounds, the servers back to back in each, the order rotated every round: the
+# machine's speed drifts between rounds (shared hardware) but hardly within one, so the ratios
+# are taken within each round and the verdict uses their median.
+servers=(hello stateless tessera tessera-warn)
+declare -A rps p50 p99 requests ticks
 for round in $(seq 1 "$ROUNDS"); do
-  for server in ${orders[$((round % 3))]}; do
+  for i in 0 1 2 3; do
+    server=${servers[$(((round + i) % 4))]}
     case $server in
-      hello) url="http://127.0.0.1:$hello_port/" ;;
-      stateless) url="http://127.0.0.1:$stateless_port/v1/users/me" ;;
-      tessera) url="$main_url/v1/users/me" ;;
+      hello) url="http://127.0.0.1:$hello_port/" pid=$hello_pid ;;
+      stateless) url="http://127.0.0.1:$stateless_port/v1/users/me" pid=$stateless_pid ;;
+      tessera) url="$main_url/v1/users/me" pid=$main_pid ;;
+      tessera-warn) url="$quiet_url/v1/users/me" pid=$quiet_pid ;;
     esac
-    read -r r a b < <(DURATION=$ROUND_SECONDS wrk_run "$url" -H "Authorization: Bearer $token")
+    before=$(cpu_ticks "$pid")
+    read -r r a b n < <(DURATION=$ROUND_SECONDS wrk_run "$url" -H "Authorization: Bearer $token")
+    after=$(cpu_ticks "$pid")
     rps[$server]+="$r " p50[$server]+="$a " p99[$server]+="$b "
+    requests[$server]=$((${requests[$server]:-0} + n)) ticks[$server]=$((${ticks[$server]:-0} + after - before))
   done
 done
 me_rss=$(peak_rss_kib "$main_pid")
 echo "## End to end: GET /v1/users/me (valid token, revocation checked), $ROUNDS rounds of ${ROUND_SECONDS}s"
-printf '%-34s %28s %10s %10s\n' server "req/s min / median / max" "p50 ms" "p99 ms"
-for server in hello stateless tessera; do
+echo "tessera: defaults, one log line per request (info); tessera-warn: the same with RUST_LOG=warn"
+printf '%-16s %28s %9s %9s %14s\n' server "req/s min / median / max" "p50 ms" "p99 ms" "CPU us/req"
+for server in "${servers[@]}"; do
   read -r lo mid hi <<<"$(stats ${rps[$server]})"
   read -r _ a _ <<<"$(stats ${p50[$server]})"
   read -r _ b _ <<<"$(stats ${p99[$server]})"
-  printf '%-34s %28s %10s %10s\n' "$server" "$lo / $mid / $hi" "$a" "$b"
+  cpu=$(awk -v t="${ticks[$server]}" -v n="${requests[$server]}" -v hz="$ticks_per_second" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  printf '%-16s %28s %9s %9s %14s\n' "$server" "$lo / $mid / $hi" "$a" "$b" "$cpu"
 done
 per_round_ratios() { # NUMERATORS DENOMINATORS
   paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ printf "%.2f\n", $1 / $2 }'
 }
 printf '%-34s %28s\n' "ratio within a round" "min / median / max"
-read -r lo mid hi <<<"$(stats $(per_round_ratios "${rps[tessera]}" "${rps[hello]}"))"
-printf '%-34s %28s\n' "tessera / hello-world" "$lo / $mid / $hi (target >= 0.70)"
-read -r lo mid hi <<<"$(stats $(per_round_ratios "${rps[tessera]}" "${rps[stateless]}"))"
-printf '%-34s %28s\n' "tessera / stateless peer" "$lo / $mid / $hi (target >= 1.00)"
+report_ratio() { # LABEL NUMERATOR DENOMINATOR [TARGET]
+  read -r lo mid hi <<<"$(stats $(per_round_ratios "${rps[$2]}" "${rps[$3]}"))"
+  printf '%-34s %28s\n' "$1" "$lo / $mid / $hi${4:+ (target >= $4)}"
+}
+report_ratio "tessera / hello-world" tessera hello 0.70
+report_ratio "tessera / stateless peer" tessera stateless 1.00
+report_ratio "tessera-warn / hello-world" tessera-warn hello
+report_ratio "tessera-warn / stateless peer" tessera-warn stateless
+report_ratio "tessera / tessera-warn (log cost)" tessera tessera-warn 0.95
 echo
 
 # ---------------------------------------------------------------- 3. isolation
@@ -263,3 +292,10 @@ for second in 0 20 40 60 70 80; do
   rows=$("$bin/tessera" db dump --db "$work/prune.db" | grep -c '^INSERT INTO "revoked_tokens"' || true)
   echo "t=${second}s denylist rows: $rows"
 done
+
+# ---------------------------------------------------------------- instructions per request
+if [ "$CALLGRIND" = 1 ]; then
+  echo
+  echo "## Instructions per request (callgrind; the same on any machine)"
+  BIN=$bin bash tools/bench-callgrind.sh
+fi
