@@ -77,6 +77,3 @@ fn init_logging(format: LineFormat) -> std::io::Result<(LogSink, WriterThread)> 
     }
     Ok((sink, writer))
 }
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

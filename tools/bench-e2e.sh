@@ -191,7 +191,7 @@ storm_with_me() {
   wrk -t1 -c64 -d"${storm_duration}s" --timeout 30s -s "$work/login.lua" "$main_url/v1/sessions" >"$work/storm.txt" &
   local storm=$! p99
   sleep 1
-  read -r _ _ p99 < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token" "$@")
+  read -r _ _ p99 _ < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token" "$@")
   wait "$storm"
   echo "$p99 $(ok_rate "$work/storm.txt" "$storm_duration") $(awk '/Non-2xx/ { n = $5 } END { print n + 0 }' "$work/storm.txt")"
 }
@@ -207,12 +207,12 @@ direct_rate() { # a second's pause first, for the server's last in-flight hashes
 }
 mean() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (a + b) / 2 }'; }
 for run in $(seq 1 "$RUNS"); do
-  read -r _ _ idle < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token" -s "$work/paced.lua")
+  read -r _ _ idle _ < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token" -s "$work/paced.lua")
   d0=$(direct_rate)
   read -r storm paced_logins n1 < <(storm_with_me -s "$work/paced.lua")
   iso[steady_idle]+="$idle " iso[steady_storm]+="$storm " iso[steady_ratio]+="$(ratio "$storm" "$idle") "
   d1=$(direct_rate)
-  read -r _ _ idle < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
+  read -r _ _ idle _ < <(CONNECTIONS=8 wrk_run "$main_url/v1/users/me" -H "Authorization: Bearer $token")
   read -r storm flood_logins n2 < <(storm_with_me)
   iso[flood_idle]+="$idle " iso[flood_storm]+="$storm " iso[flood_ratio]+="$(ratio "$storm" "$idle") "
   d2=$(direct_rate)
@@ -263,9 +263,9 @@ measure_scale() { # USERS DENYLIST → "me_p50 me_p99 login_p50 login_p99"
   start_tessera "scale-$1" "$db"
   local url=$TESSERA_URL pid=$TESSERA_PID t
   t=$(token_for "$url" user0)
-  read -r _ mp50 mp99 < <(wrk_run "$url/v1/users/me" -H "Authorization: Bearer $t")
+  read -r _ mp50 mp99 _ < <(wrk_run "$url/v1/users/me" -H "Authorization: Bearer $t")
   sed -i 's/"username":"bench"/"username":"user0"/' "$work/login.lua"
-  read -r _ lp50 lp99 < <(CONNECTIONS=2 wrk_run "$url/v1/sessions" -s "$work/login.lua")
+  read -r _ lp50 lp99 _ < <(CONNECTIONS=2 wrk_run "$url/v1/sessions" -s "$work/login.lua")
   sed -i 's/"username":"user0"/"username":"bench"/' "$work/login.lua"
   kill "$pid"
   echo "$mp50 $mp99 $lp50 $lp99"

@@ -52,7 +52,7 @@ impl AccessLog {
         if !tracing::enabled!(target: "tessera::request", tracing::Level::INFO) {
             return;
         }
-        sink.send(render(self.format, SystemTime::now(), line));
+        sink.send(&render(self.format, SystemTime::now(), line));
     }
 }
 

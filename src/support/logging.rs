@@ -1,16 +1,22 @@
-//! Where log lines go: a background thread writes them to stderr, so a request never waits on a
-//! `write(2)` to a terminal, a pipe or a slow log collector — it hands its line over and goes on.
+//! Where log lines go: a background thread writes them to stderr in batches, so a request never
+//! waits on `write(2)` to a terminal, a pipe or a log collector, and the writer is not woken once
+//! per line — it wakes when the first line of a batch arrives, lets the batch gather for a few
+//! milliseconds (`BATCH_WINDOW`), and writes it with one call.
 //!
-//! The queue is bounded: if the writer falls that far behind, senders wait (backpressure) rather
-//! than drop lines or grow without limit. Lines keep their order; the writer batches whatever has
-//! queued into one buffered write. Dropping the [`WriterThread`] guard waits until every line
-//! queued before it is written, so nothing logged before the process exits is lost.
+//! Bounded: once `MAX_PENDING_BYTES` wait unwritten, senders wait for the writer (backpressure)
+//! rather than drop lines or grow without limit. Lines keep their order. [`LogSink::flush`] — and
+//! dropping the [`WriterThread`] guard — waits until every line queued before it is written, so
+//! nothing logged before the process exits is lost.
 
-use std::io::Write as _;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-/// Lines that may wait for the writer before senders block.
-const QUEUED_LINES: usize = 16_384;
+/// How long a batch may gather before it is written.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// A batch this large is written at once.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Unwritten bytes beyond which senders wait.
+const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,28 +25,34 @@ pub enum LineFormat {
     Json,
 }
 
-/// What the writer thread is sent.
-enum Message {
-    Line(Vec<u8>),
-    /// Write everything queued before this, then answer.
-    Flush(SyncSender<()>),
+#[derive(Debug, Default)]
+struct Pending {
+    buffer: Vec<u8>,
+    /// Bytes ever queued, and ever written: a flush waits for `written` to reach `queued`.
+    queued: u64,
+    written: u64,
+    /// Callers waiting in [`LogSink::flush`]: the writer does not let a batch gather for them.
+    flushing: usize,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer: a batch started, grew large, or a flush is waiting.
+    wake: Condvar,
+    /// Wakes senders and flushers: a batch was written.
+    written: Condvar,
 }
 
 /// A handle for sending whole lines (each ending in `\n`) to the writer thread.
 #[derive(Debug, Clone)]
 pub struct LogSink {
-    messages: SyncSender<Message>,
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Message")
-    }
+    shared: Arc<Shared>,
 }
 
 /// Guard for the writer thread: dropping it waits until every line queued so far is written.
 /// (The thread itself lives as long as the process: the global `tracing` subscriber keeps a
-/// sink, so the queue never closes.)
+/// sink.)
 #[derive(Debug)]
 pub struct WriterThread {
     sink: LogSink,
@@ -50,27 +62,46 @@ impl LogSink {
     /// Starts the writer thread on stderr. It takes stderr's lock only for each batch, so the
     /// process's own last words (`eprintln!`) still get through.
     pub fn stderr() -> std::io::Result<(Self, WriterThread)> {
-        let (messages, queue) = mpsc::sync_channel(QUEUED_LINES);
+        Self::writing_to(std::io::stderr())
+    }
+
+    fn writing_to(
+        out: impl std::io::Write + Send + 'static,
+    ) -> std::io::Result<(Self, WriterThread)> {
+        let sink = Self {
+            shared: Arc::new(Shared::default()),
+        };
+        let shared = sink.shared.clone();
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || write_until_closed(&queue, std::io::stderr()))?;
-        let sink = Self { messages };
+            .spawn(move || write_batches(&shared, out))?;
         Ok((sink.clone(), WriterThread { sink }))
     }
 
-    /// Queues one line. Waits only if the writer is a whole queue behind.
-    pub fn send(&self, line: Vec<u8>) {
-        // The writer stops only when every sender is gone, so this cannot fail while `self`
-        // lives; if it somehow did, the line would have nowhere to go anyway.
-        let _ = self.messages.send(Message::Line(line));
+    /// Queues one line. Waits only if the writer is `MAX_PENDING_BYTES` behind.
+    pub fn send(&self, line: &[u8]) {
+        let mut pending = lock(&self.shared.pending);
+        while pending.buffer.len() >= MAX_PENDING_BYTES {
+            pending = wait(&self.shared.written, pending);
+        }
+        let starts_batch = pending.buffer.is_empty();
+        pending.buffer.extend_from_slice(line);
+        pending.queued += line.len() as u64;
+        if starts_batch || pending.buffer.len() >= BATCH_BYTES {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Waits until every line queued before this call is written.
     pub fn flush(&self) {
-        let (done, finished) = mpsc::sync_channel(1);
-        if self.messages.send(Message::Flush(done)).is_ok() {
-            let _ = finished.recv();
+        let mut pending = lock(&self.shared.pending);
+        let target = pending.queued;
+        pending.flushing += 1;
+        self.shared.wake.notify_one();
+        while pending.written < target {
+            pending = wait(&self.shared.written, pending);
         }
+        pending.flushing -= 1;
     }
 }
 
@@ -80,24 +111,41 @@ impl Drop for WriterThread {
     }
 }
 
-fn write_until_closed(queue: &Receiver<Message>, out: impl std::io::Write) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let write = |message: Message, out: &mut std::io::BufWriter<_>| match message {
-        Message::Line(line) => {
-            let _ = out.write_all(&line);
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    // A panic while holding the lock leaves at worst a partial line: keep logging.
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn wait<'a>(condvar: &Condvar, guard: MutexGuard<'a, Pending>) -> MutexGuard<'a, Pending> {
+    condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write_batches(shared: &Shared, mut out: impl std::io::Write) {
+    let mut batch = Vec::new();
+    loop {
+        let mut pending = lock(&shared.pending);
+        while pending.buffer.is_empty() && pending.written == pending.queued {
+            pending = wait(&shared.wake, pending);
         }
-        Message::Flush(done) => {
-            let _ = out.flush();
-            let _ = done.send(());
+        // Let the batch gather, unless it is large already or someone waits for it.
+        let deadline = Instant::now() + BATCH_WINDOW;
+        while pending.buffer.len() < BATCH_BYTES && pending.flushing == 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            pending = shared
+                .wake
+                .wait_timeout(pending, left)
+                .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
         }
-    };
-    while let Ok(message) = queue.recv() {
-        write(message, &mut out);
-        // Whatever else is already queued goes out in the same write.
-        while let Ok(message) = queue.try_recv() {
-            write(message, &mut out);
-        }
+        std::mem::swap(&mut pending.buffer, &mut batch);
+        let upto = pending.queued;
+        drop(pending);
+        let _ = out.write_all(&batch);
         let _ = out.flush();
+        batch.clear();
+        lock(&shared.pending).written = upto;
+        shared.written.notify_all();
     }
 }
 
@@ -122,7 +170,7 @@ impl std::io::Write for SinkWriter<'_> {
 impl Drop for SinkWriter<'_> {
     fn drop(&mut self) {
         if !self.line.is_empty() {
-            self.sink.send(std::mem::take(&mut self.line));
+            self.sink.send(&self.line);
         }
     }
 }
@@ -141,7 +189,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     /// A `Write` into shared memory, for reading back what the writer thread wrote.
     #[derive(Clone, Default)]
@@ -158,28 +205,34 @@ mod tests {
     }
 
     #[test]
-    fn every_line_is_written_in_order_before_the_writer_stops() {
-        let (messages, queue) = mpsc::sync_channel(4);
+    fn every_line_is_written_in_order_by_a_flush() {
         let captured = Captured::default();
-        let writer = {
-            let out = captured.clone();
-            std::thread::spawn(move || write_until_closed(&queue, out))
-        };
-        let sink = LogSink { messages };
+        let (sink, writer) = LogSink::writing_to(captured.clone()).unwrap();
         let written = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let expected = |n: usize| (0..n).map(|i| format!("line {i}\n")).collect::<String>();
-        // More lines than the queue holds: senders wait, nothing is dropped.
+        // Far more than the pending limit: senders wait for the writer, nothing is dropped.
+        let long = "x".repeat(100_000);
         for i in 0..100 {
-            sink.send(format!("line {i}\n").into_bytes());
+            sink.send(format!("line {i}\n").as_bytes());
         }
-        // A flush returns only once everything before it is out.
         sink.flush();
         assert_eq!(written(), expected(100));
-        for i in 100..150 {
-            sink.send(format!("line {i}\n").into_bytes());
+        let senders: Vec<_> = (0..4)
+            .map(|_| {
+                let (sink, long) = (sink.clone(), long.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..30 {
+                        sink.send(format!("{long}\n").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().unwrap();
         }
-        drop(sink);
-        writer.join().unwrap();
-        assert_eq!(written(), expected(150));
+        drop(writer); // flushes
+        let text = written();
+        assert_eq!(text.len(), expected(100).len() + 4 * 30 * (long.len() + 1));
+        assert!(text.lines().skip(100).all(|line| line == long));
     }
 }
