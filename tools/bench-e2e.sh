@@ -251,6 +251,13 @@ echo "RSS idle: $((idle_rss / 1024)) MiB; peak under /me load: $((me_rss / 1024)
 echo "bound: base + permits x argon2 memory = idle + $permits x 19 MiB = $(( idle_rss / 1024 + permits * 19 )) MiB"
 echo
 
+# ---------------------------------------------------------------- instructions per request
+if [ "$CALLGRIND" = 1 ]; then
+  echo
+  echo "## Instructions per request (callgrind; the same on any machine)"
+  BIN=$bin bash tools/bench-callgrind.sh
+fi
+echo
 if [ "$SCALE" != 1 ]; then
   echo "(SCALE=1 adds the 1,000,000-user and pruning measurements)"
   exit 0
@@ -292,10 +299,3 @@ for second in 0 20 40 60 70 80; do
   rows=$("$bin/tessera" db dump --db "$work/prune.db" | grep -c '^INSERT INTO "revoked_tokens"' || true)
   echo "t=${second}s denylist rows: $rows"
 done
-
-# ---------------------------------------------------------------- instructions per request
-if [ "$CALLGRIND" = 1 ]; then
-  echo
-  echo "## Instructions per request (callgrind; the same on any machine)"
-  BIN=$bin bash tools/bench-callgrind.sh
-fi
