@@ -25,17 +25,8 @@ command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq
 if [ "$BIN" = target/release ]; then
   cargo build --quiet --release --bin tessera --example hello --example stateless
 fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 600); do curl -s "$1" >/dev/null && return 0; sleep 0.1; done; return 1; }
+# shellcheck source=tools/bench-common.sh
+source tools/bench-common.sh
 
 # send URL COUNT [TOKEN]: COUNT GETs over 4 keep-alive connections, every answer checked.
 send() {

@@ -39,17 +39,8 @@ bin=target/release
 server_cpus=() client_cpus=()
 if [ "$PIN" = 1 ]; then server_cpus=(taskset -c 0) client_cpus=(taskset -c 1); fi
 wrk() { "${client_cpus[@]}" "$(type -P wrk)" "$@"; }
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 200); do curl -s "$1" >/dev/null && return 0; sleep 0.05; done; return 1; }
+# shellcheck source=tools/bench-common.sh
+source tools/bench-common.sh
 
 # start_tessera NAME DB [flags…]: starts a server, sets TESSERA_PID and TESSERA_URL. Logging is
 # the default (`info`: one line per request) unless TESSERA_RUST_LOG says otherwise.
