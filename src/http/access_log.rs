@@ -140,8 +140,19 @@ fn escaped(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-fn decimal(out: &mut Vec<u8>, value: u64) {
-    let _ = write!(out, "{value}");
+/// An unsigned integer in decimal, without going through `core::fmt`.
+fn decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    while let Some(slot) = start.checked_sub(1).and_then(|at| digits.get_mut(at)) {
+        *slot = b'0' + u8::try_from(value % 10).unwrap_or(0);
+        start -= 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 /// Microseconds as milliseconds with three decimals: `0.427`, a JSON number.
@@ -226,6 +237,15 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "2025-11-25T12:00:00.000042Z2025-11-25T12:00:00.999999Z2025-11-25T12:00:01.000000Z"
         );
+    }
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for value in [0, 7, 200, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            decimal(&mut out, value);
+            assert_eq!(out, value.to_string().into_bytes());
+        }
     }
 
     #[test]
