@@ -218,7 +218,7 @@ impl HashPool {
     }
 
     /// Jobs waiting for a thread.
-    pub fn queue_depth(&self) -> usize {
+    fn queue_depth(&self) -> usize {
         self.in_flight
             .load(Ordering::SeqCst)
             .saturating_sub(self.threads)

@@ -25,7 +25,7 @@ pub enum LineFormat {
     Json,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Pending {
     buffer: Vec<u8>,
     /// Bytes ever queued, and ever written: a flush waits for `written` to reach `queued`.
@@ -35,7 +35,7 @@ struct Pending {
     flushing: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
     /// Wakes the writer: a batch started, grew large, or a flush is waiting.
@@ -45,9 +45,16 @@ struct Shared {
 }
 
 /// A handle for sending whole lines (each ending in `\n`) to the writer thread.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogSink {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LogSink {
+    // Never the queued lines: a `Config` printed for debugging would dump them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
 }
 
 /// Guard for the writer thread: dropping it waits until every line queued so far is written.
