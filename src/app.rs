@@ -57,6 +57,7 @@ pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
         settings: config.http.clone(),
         login_limiter: RateLimiter::new(config.login_limit.0, config.login_limit.1),
         register_limiter: RateLimiter::new(config.register_limit.0, config.register_limit.1),
+        refresh_limiter: RateLimiter::new(config.refresh_limit.0, config.refresh_limit.1),
         metrics: Metrics::default(),
         clock: config.clock.clone(),
         access_log: config.access_log.clone(),

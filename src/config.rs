@@ -5,6 +5,7 @@ use crate::auth::AuthSettings;
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::password::HashParams;
 use crate::domain::password_policy::PasswordPolicy;
+use crate::domain::session::SessionPolicy;
 use crate::http::HttpSettings;
 use crate::http::access_log::AccessLog;
 use crate::support::clock::{self, Clock};
@@ -18,8 +19,10 @@ pub const DEFAULT_DB_PATH: &str = "data/tessera.db";
 /// Token issuer (`iss`) and audience (`aud`).
 pub const DEFAULT_ISSUER: &str = "tessera";
 pub const DEFAULT_AUDIENCE: &str = "tessera-api";
-/// Access-token lifetime in seconds; also the longest lifetime the codec accepts.
-pub const DEFAULT_TOKEN_TTL: i64 = 3600;
+/// Access-token lifetime in seconds; also the longest lifetime the codec accepts. Short,
+/// because refresh tokens carry sessions (OAuth 2.0 Security BCP §4.14; GoTrue and Kratos
+/// default to minutes too), and it bounds how long the denylist keeps a row.
+pub const DEFAULT_TOKEN_TTL: i64 = 900;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 pub const DEFAULT_LEEWAY: i64 = 30;
 /// Requests allowed to wait for a hashing thread before 503.
@@ -29,6 +32,8 @@ pub const DEFAULT_HASH_NICE: i32 = 19;
 /// Per-client-IP token buckets: (burst, sustained per second).
 pub const DEFAULT_LOGIN_LIMIT: (u32, f64) = (20, 2.0);
 pub const DEFAULT_REGISTER_LIMIT: (u32, f64) = (10, 0.2);
+/// A refresh is one database write and no hash; a client needs one per access-token lifetime.
+pub const DEFAULT_REFRESH_LIMIT: (u32, f64) = (30, 1.0);
 /// Seconds between sweeps of expired denylist and ledger rows.
 pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 60;
 
@@ -49,6 +54,7 @@ pub struct Config {
     pub hash_nice: i32,
     pub login_limit: (u32, f64),
     pub register_limit: (u32, f64),
+    pub refresh_limit: (u32, f64),
     pub prune_interval: Duration,
     /// Where "now" comes from: the wall clock, or a test's manual clock.
     pub clock: Arc<dyn Clock>,
@@ -72,6 +78,7 @@ impl Config {
                 token_ttl: DEFAULT_TOKEN_TTL,
                 password_policy: PasswordPolicy::default(),
                 lockout: LockoutPolicy::default(),
+                sessions: SessionPolicy::default(),
             },
             http: HttpSettings::default(),
             hash_permits: default_hash_permits(),
@@ -79,6 +86,7 @@ impl Config {
             hash_nice: DEFAULT_HASH_NICE,
             login_limit: DEFAULT_LOGIN_LIMIT,
             register_limit: DEFAULT_REGISTER_LIMIT,
+            refresh_limit: DEFAULT_REFRESH_LIMIT,
             prune_interval: Duration::from_secs(DEFAULT_PRUNE_INTERVAL_SECS),
             clock: clock::system(),
             access_log: AccessLog::off(),

@@ -30,6 +30,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args, AccessLog::new(sink, format)),
         Command::Keys { action, keys } => print(admin::keys(&action, &keys)),
         Command::User { action, db } => print(admin::user(&action, &db)),
+        Command::Session {
+            action,
+            db,
+            session_idle,
+        } => print(admin::session(&action, &db, session_idle)),
         Command::Db { action, db } => print(admin::db(&action, &db)),
     };
     // Every line logged so far reaches stderr before the last words below.

@@ -1,9 +1,11 @@
 //! What a use case can answer instead of success.
 
 use super::hash_pool::PoolError;
+use crate::domain::ids::SessionId;
+use crate::domain::session::SessionStatus;
 use crate::domain::validation::FieldError;
 use crate::store::StoreError;
-use crate::token::TokenError;
+use crate::token::{RefreshTokenError, TokenError};
 
 /// Why a presented token does not authenticate anyone. Kept apart for logs and tests; clients
 /// all get the same 401.
@@ -17,6 +19,23 @@ pub enum TokenRejection {
     StaleGeneration,
     #[error("token's user no longer exists")]
     UnknownUser,
+}
+
+/// Why a presented refresh token earns nothing. Kept apart for logs, metrics and tests; clients
+/// all get the same 401. Never carries the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshRejection {
+    #[error("{0}")]
+    NotOurs(RefreshTokenError),
+    #[error("session {0} is not on file")]
+    UnknownSession(SessionId),
+    #[error("session {session} is not live: {status}")]
+    NotLive {
+        session: SessionId,
+        status: SessionStatus,
+    },
+    #[error("superseded refresh token replayed: session {0} ended")]
+    Reused(SessionId),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +52,10 @@ pub enum AuthError {
     Throttled { retry_after: u64 },
     #[error("invalid token: {0}")]
     InvalidToken(TokenRejection),
+    #[error("invalid refresh token: {0}")]
+    InvalidRefreshToken(RefreshRejection),
+    #[error("no such live session of this user")]
+    SessionNotFound,
     #[error("the password hashing queue is full")]
     Overloaded,
     #[error("the client left before its password was hashed")]
@@ -50,6 +73,12 @@ impl From<PoolError> for AuthError {
             PoolError::Abandoned => Self::ClientGone,
             other => Self::Hash(other),
         }
+    }
+}
+
+impl From<RefreshRejection> for AuthError {
+    fn from(rejection: RefreshRejection) -> Self {
+        Self::InvalidRefreshToken(rejection)
     }
 }
 

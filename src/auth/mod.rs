@@ -1,5 +1,6 @@
-//! The use cases — register, log in, authenticate, log out (one token or all), change password,
-//! delete account — combining the token codec, password hashing and the storage seam.
+//! The use cases — register, log in, authenticate, refresh, list and end sessions, log out (one
+//! session or all), change password, delete account — combining the token codec, password
+//! hashing and the storage seam. Sessions have their own module, [`sessions`].
 //!
 //! No HTTP types here, and everything is synchronous: the HTTP layer runs these calls on the
 //! blocking pool, because they hash passwords and touch storage — all but
@@ -8,25 +9,30 @@
 
 mod error;
 pub mod hash_pool;
+mod sessions;
 
-pub use error::{AuthError, Result, TokenRejection};
+pub use error::{AuthError, RefreshRejection, Result, TokenRejection};
 pub use hash_pool::{Cancellation, HashingStats, Requester};
+pub use sessions::{Grant, ListedSession, Refreshed, Rotation};
 
 use crate::domain::ids::UserId;
 use crate::domain::lockout::{LockoutPolicy, PhantomFailures};
 use crate::domain::password::{Password, Verification};
 use crate::domain::password_policy::PasswordPolicy;
 use crate::domain::secret::SecretString;
+use crate::domain::session::{EndReason, SessionPolicy};
 use crate::domain::user::{NewUser, UserProfile};
 use crate::domain::username::Username;
-use crate::store::{Credentials, IssuedTokenRecord, NewAccount, Store, StoreError, TokenState};
-use crate::token::{Codec, IssuedToken, VerifiedClaims};
+use crate::store::{
+    Credentials, NewAccount, PasswordChange, PasswordChangeOutcome, Store, StoreError, TokenState,
+};
+use crate::token::{Codec, VerifiedClaims};
 use hash_pool::HashPool;
 use std::sync::Arc;
 
 /// An authenticated request: verified claims and the user they belong to.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct Authenticated {
     pub claims: VerifiedClaims,
     pub profile: Arc<UserProfile>,
 }
@@ -38,6 +44,7 @@ pub struct AuthSettings {
     pub token_ttl: i64,
     pub password_policy: PasswordPolicy,
     pub lockout: LockoutPolicy,
+    pub sessions: SessionPolicy,
 }
 
 /// The service's core, shared by every request.
@@ -110,18 +117,20 @@ impl Auth {
         })
     }
 
-    /// Checks a password and mints a token. Unknown users and wrong passwords fail identically
-    /// and cost one argon2 verification each. The guess is reserved against the softlock
-    /// before any hashing, so concurrent guesses cannot exceed the policy; and the token is
-    /// issued only if the credentials it verified are still current, so a login racing a
-    /// password change or a log-out-everywhere can neither undo it nor survive it.
+    /// Checks a password and starts a session: an access token and a refresh token. Unknown
+    /// users and wrong passwords fail identically and cost one argon2 verification each. The
+    /// guess is reserved against the softlock before any hashing, so concurrent guesses cannot
+    /// exceed the policy; and the session starts only if the credentials it verified are still
+    /// current, so a login racing a password change or a log-out-everywhere can neither undo it
+    /// nor survive it. `user_agent` is kept for the session list.
     pub fn login(
         &self,
         username: &str,
         password: &SecretString,
+        user_agent: &str,
         now: i64,
         cancel: &Cancellation,
-    ) -> Result<IssuedToken> {
+    ) -> Result<Grant> {
         let lockout = &self.settings.lockout;
         let name = Username::parse(username).ok();
         let credentials = match &name {
@@ -149,7 +158,7 @@ impl Auth {
             (true, Ok(normalized)) => Some(self.hashing.hash(normalized, cancel)?),
             _ => None,
         };
-        self.issue_token(&credentials, rehashed.as_deref(), now)
+        self.start_session(&credentials, rehashed.as_deref(), user_agent, now)
             .map_err(|error| match error {
                 // The password changed or every token was revoked meanwhile: what was
                 // verified is no longer the password.
@@ -159,18 +168,18 @@ impl Auth {
     }
 
     /// Verifies a bearer token and checks revocation: one codec pass, one store read.
-    pub fn authenticate(&self, token: &str, now: i64) -> Result<Session> {
-        let (session, revoked) = self.check_token(token, now)?;
+    pub fn authenticate(&self, token: &str, now: i64) -> Result<Authenticated> {
+        let (caller, revoked) = self.check_token(token, now)?;
         if revoked {
             return Err(TokenRejection::Revoked.into());
         }
-        Ok(session)
+        Ok(caller)
     }
 
     /// The request path's first try: the codec plus the in-memory view of token state, with no
     /// blocking work, so it can run on the async reactor. `Ok(None)` means the view lacks this
     /// user: call [`Auth::authenticate`] on the blocking pool instead.
-    pub fn authenticate_in_memory(&self, token: &str, now: i64) -> Result<Option<Session>> {
+    pub fn authenticate_in_memory(&self, token: &str, now: i64) -> Result<Option<Authenticated>> {
         let claims = self
             .codec
             .verify(token, now)
@@ -182,41 +191,43 @@ impl Auth {
         else {
             return Ok(None);
         };
-        let (session, revoked) = judge(claims, state)?;
+        let (caller, revoked) = judge(claims, state)?;
         if revoked {
             return Err(TokenRejection::Revoked.into());
         }
-        Ok(Some(session))
+        Ok(Some(caller))
     }
 
-    /// Logs out the presented token. Idempotent: a genuine token already logged out succeeds.
+    /// Ends the presented token's session: its refresh token and every access token it issued
+    /// stop working at once. Idempotent: a genuine token of a session already ended succeeds.
     pub fn logout(&self, token: &str, now: i64) -> Result<()> {
-        let (session, _already_revoked) = self.check_token(token, now)?;
-        let claims = session.claims.claims();
+        let (caller, _already_revoked) = self.check_token(token, now)?;
+        let claims = caller.claims.claims();
         self.store
-            .revoke_token(&claims.jti, &claims.sub, claims.exp)?;
+            .end_session(&claims.sid, Some(&claims.sub), EndReason::Logout, now)?;
         Ok(())
     }
 
-    /// Logs out everywhere: every token issued so far stops working at once.
-    pub fn logout_everywhere(&self, session: &Session) -> Result<()> {
-        self.store.bump_generation(&session.profile.id)?;
+    /// Logs out everywhere: every session ends and every token issued so far stops working at
+    /// once — one generation bump.
+    pub fn logout_everywhere(&self, caller: &Authenticated) -> Result<()> {
+        self.store.bump_generation(&caller.profile.id)?;
         Ok(())
     }
 
-    /// Changes the password (current one required, ASVS 6.2.2); every other token dies and a
-    /// fresh token is returned. The current password is a guess like any login's: reserved
-    /// against the softlock before hashing.
+    /// Changes the password (current one required, ASVS 6.2.2); every other session ends, and
+    /// the caller's session continues with a fresh access and refresh token. The current
+    /// password is a guess like any login's: reserved against the softlock before hashing.
     pub fn change_password(
         &self,
-        session: &Session,
+        caller: &Authenticated,
         current: &SecretString,
         new: &SecretString,
         now: i64,
         cancel: &Cancellation,
-    ) -> Result<IssuedToken> {
-        let credentials = self.reauthenticate(session, current, now, cancel)?;
-        let profile = &session.profile;
+    ) -> Result<Grant> {
+        let credentials = self.reauthenticate(caller, current, now, cancel)?;
+        let profile = &caller.profile;
         let context = [profile.username.as_typed(), profile.full_name.as_str()];
         let password = self
             .settings
@@ -224,30 +235,37 @@ impl Auth {
             .accept("new_password", new, &context)
             .map_err(|e| AuthError::Validation(vec![e]))?;
         let hash = self.hashing.hash(password, cancel)?;
-        let generation = self
-            .store
-            .change_password(&credentials.user_id, &credentials.password_hash, &hash)?
-            // Changed by a concurrent request since we verified it: ours is not current.
-            .ok_or(AuthError::WrongCurrentPassword)?;
-        let changed = Credentials {
-            password_hash: hash,
-            token_generation: generation,
-            ..credentials
+        let session = self.live_session_of(caller, now)?;
+        let generation = credentials.token_generation.saturating_add(1);
+        let access = self.issue_access(&session, generation, now);
+        let change = PasswordChange {
+            token: sessions::ledger_row(&access),
+            verified_hash: &credentials.password_hash,
+            new_hash: &hash,
+            now,
         };
-        self.issue_token(&changed, None, now)
+        match self.store.change_password(&change)? {
+            PasswordChangeOutcome::Changed {
+                refresh_counter,
+                session_expires_at,
+            } => self.grant(access, refresh_counter, session_expires_at, now),
+            // Changed by a concurrent request since we verified it: ours is not current.
+            PasswordChangeOutcome::PasswordChanged => Err(AuthError::WrongCurrentPassword),
+            PasswordChangeOutcome::SessionEnded => Err(TokenRejection::Revoked.into()),
+        }
     }
 
     /// Deletes the account after re-authentication with the password (ASVS 5.0 asks for it
     /// before sensitive operations): its tokens die with it and the username is free again.
     pub fn delete_account(
         &self,
-        session: &Session,
+        caller: &Authenticated,
         password: &SecretString,
         now: i64,
         cancel: &Cancellation,
     ) -> Result<()> {
-        self.reauthenticate(session, password, now, cancel)?;
-        self.store.delete_user(&session.profile.id)?;
+        self.reauthenticate(caller, password, now, cancel)?;
+        self.store.delete_user(&caller.profile.id)?;
         Ok(())
     }
 
@@ -255,15 +273,15 @@ impl Auth {
     /// verified. A wrong password is [`AuthError::WrongCurrentPassword`].
     fn reauthenticate(
         &self,
-        session: &Session,
+        caller: &Authenticated,
         password: &SecretString,
         now: i64,
         cancel: &Cancellation,
     ) -> Result<Credentials> {
         let credentials = self
             .store
-            .find_credentials(&session.profile.username)?
-            .filter(|c| c.user_id == session.profile.id)
+            .find_credentials(&caller.profile.username)?
+            .filter(|c| c.user_id == caller.profile.id)
             .ok_or(TokenRejection::UnknownUser)?;
         self.reserve_attempt(&credentials.user_id, now)?;
         let verified = self.check_password(password, &credentials.password_hash, cancel)?;
@@ -279,16 +297,18 @@ impl Auth {
             .map_err(|retry_after| AuthError::Throttled { retry_after })
     }
 
-    /// Drops denylist and ledger rows for tokens past expiry (plus the codec's leeway).
+    /// Drops denylist and ledger rows for tokens past expiry (plus the codec's leeway), and
+    /// sessions that can serve nothing any more.
     pub fn prune(&self, now: i64) -> Result<usize> {
         let leeway = self.codec.policy().leeway;
         let cutoff = now.saturating_sub(leeway);
         let longest_lifetime = self.settings.token_ttl.saturating_add(leeway);
-        Ok(self.store.prune_expired(cutoff, longest_lifetime)?)
+        let idle = self.settings.sessions.idle_timeout;
+        Ok(self.store.prune_expired(cutoff, longest_lifetime, idle)?)
     }
 
-    /// Verified session plus whether the token is on the denylist.
-    fn check_token(&self, token: &str, now: i64) -> Result<(Session, bool)> {
+    /// Verified caller plus whether the token is on the denylist.
+    fn check_token(&self, token: &str, now: i64) -> Result<(Authenticated, bool)> {
         let claims = self
             .codec
             .verify(token, now)
@@ -311,39 +331,15 @@ impl Auth {
             }
         }
     }
-
-    /// Mints a token at the verified generation and records it — only if `verified` is still
-    /// what the store holds.
-    fn issue_token(
-        &self,
-        verified: &Credentials,
-        rehashed_password: Option<&str>,
-        now: i64,
-    ) -> Result<IssuedToken> {
-        let user_id = &verified.user_id;
-        let generation = verified.token_generation;
-        let issued = self
-            .codec
-            .issue(user_id, generation, now, self.settings.token_ttl);
-        self.store.record_login(
-            &IssuedTokenRecord {
-                jti: &issued.claims.jti,
-                user_id,
-                generation,
-                issued_at: issued.claims.iat,
-                expires_at: issued.claims.exp,
-            },
-            verified,
-            rehashed_password,
-        )?;
-        Ok(issued)
-    }
 }
 
 /// Whether a token that passed the codec still stands: its user exists and its generation is
 /// current. Returns the session and whether the `jti` is denylisted. Shared by the server and
 /// `tessera-token verify --db`, so both judge revocation identically.
-pub fn check_revocation(store: &dyn Store, claims: VerifiedClaims) -> Result<(Session, bool)> {
+pub fn check_revocation(
+    store: &dyn Store,
+    claims: VerifiedClaims,
+) -> Result<(Authenticated, bool)> {
     let state = store
         .token_state(&claims.claims().sub, &claims.claims().jti)?
         .ok_or(TokenRejection::UnknownUser)?;
@@ -351,13 +347,13 @@ pub fn check_revocation(store: &dyn Store, claims: VerifiedClaims) -> Result<(Se
 }
 
 /// A token stands if it carries its user's current generation; says whether it is denylisted.
-fn judge(claims: VerifiedClaims, state: TokenState) -> Result<(Session, bool)> {
+fn judge(claims: VerifiedClaims, state: TokenState) -> Result<(Authenticated, bool)> {
     if claims.claims().r#gen != state.current_generation {
         return Err(TokenRejection::StaleGeneration.into());
     }
-    let session = Session {
+    let caller = Authenticated {
         claims,
         profile: state.profile,
     };
-    Ok((session, state.revoked))
+    Ok((caller, state.revoked))
 }

@@ -1,7 +1,9 @@
 //! Operator commands: keys, users and the database, straight on the files (no server needed).
 //! Each returns the text to print, so tests can check it.
 
-use crate::cli::args::{DbAction, KeysAction, UserAction};
+use crate::cli::args::{DbAction, KeysAction, SessionAction, UserAction};
+use crate::domain::ids::SessionId;
+use crate::domain::session::{EndReason, SessionPolicy};
 use crate::domain::username::{Username, UsernameError};
 use crate::store::{self, StoreError};
 use crate::support::clock;
@@ -19,6 +21,8 @@ pub enum AdminError {
     Username(#[from] UsernameError),
     #[error("no user named {0:?}")]
     NoSuchUser(String),
+    #[error("no session {0:?} that is not already ended")]
+    NoSuchSession(String),
     #[error("integrity check failed: {0}")]
     Integrity(String),
 }
@@ -96,7 +100,8 @@ pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
                 .revoke_all_of(&name)?
                 .ok_or_else(|| AdminError::NoSuchUser(username.clone()))?;
             Ok(format!(
-                "revoked every token of {username} (token generation is now {generation})\n"
+                "ended every session and revoked every token of {username} (token generation \
+                 is now {generation})\n"
             ))
         }
         UserAction::Unlock { username } => {
@@ -105,6 +110,48 @@ pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
                 return Err(AdminError::NoSuchUser(username.clone()));
             }
             Ok(format!("cleared failed logins of {username}\n"))
+        }
+    }
+}
+
+/// `tessera session …`; `idle_timeout` is the server's `--session-idle`, to tell idle sessions.
+pub fn session(action: &SessionAction, db: &Path, idle_timeout: i64) -> Result<String, AdminError> {
+    let store = store::open_existing(db)?;
+    let now = clock::now();
+    match action {
+        SessionAction::List { username } => {
+            let name = Username::parse(username)?;
+            let user = store
+                .find_credentials(&name)?
+                .ok_or_else(|| AdminError::NoSuchUser(username.clone()))?;
+            let policy = SessionPolicy {
+                idle_timeout,
+                ..SessionPolicy::default()
+            };
+            let mut out =
+                String::from("id	status	created_at	last_used_at	expires_at	user_agent\n");
+            for session in store.sessions_of(&user.user_id)? {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    session.id,
+                    policy.status(&session, now),
+                    clock::rfc3339(session.created_at),
+                    clock::rfc3339(session.last_used_at),
+                    clock::rfc3339(session.expires_at),
+                    session.user_agent
+                );
+            }
+            Ok(out)
+        }
+        SessionAction::Revoke { id } => {
+            let session = SessionId::from_string(id.clone());
+            if !store.end_session(&session, None, EndReason::Revoked, now)? {
+                return Err(AdminError::NoSuchSession(id.clone()));
+            }
+            Ok(format!(
+                "ended session {id}: its refresh token and access tokens no longer work\n"
+            ))
         }
     }
 }

@@ -7,11 +7,12 @@ use crate::auth::AuthSettings;
 use crate::config::{
     Config, DEFAULT_AUDIENCE, DEFAULT_DB_PATH, DEFAULT_HASH_NICE, DEFAULT_HASH_QUEUE,
     DEFAULT_ISSUER, DEFAULT_KEYS_PATH, DEFAULT_LEEWAY, DEFAULT_PRUNE_INTERVAL_SECS,
-    DEFAULT_TOKEN_TTL,
+    DEFAULT_REFRESH_LIMIT, DEFAULT_TOKEN_TTL,
 };
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::password::HashParams;
 use crate::domain::password_policy::{ABSOLUTE_MIN_CHARS, PasswordPolicy};
+use crate::domain::session::SessionPolicy;
 use crate::http::HttpSettings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -44,6 +45,17 @@ pub enum Command {
         /// SQLite database file; must already exist (only `serve` creates one).
         #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
+    },
+    /// List and end users' sessions directly in the database (works while the server runs).
+    Session {
+        #[command(subcommand)]
+        action: SessionAction,
+        /// SQLite database file; must already exist (only `serve` creates one).
+        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
+        db: PathBuf,
+        /// Idle timeout in seconds, as the server's `--session-idle` (to tell idle sessions).
+        #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout, global = true)]
+        session_idle: i64,
     },
     /// Inspect the database.
     Db {
@@ -97,6 +109,20 @@ pub enum UserAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SessionAction {
+    /// List a user's sessions on file, newest first, with their status (never token material).
+    List {
+        /// The account's username (any case or width).
+        username: String,
+    },
+    /// End a session: its refresh token and every access token it issued stop working at once.
+    Revoke {
+        /// The session id, as `session list` or `tessera-token inspect` (`sid`) prints it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DbAction {
     /// Print a plain-text SQL dump to stdout.
     Dump,
@@ -134,6 +160,16 @@ pub struct ServeArgs {
     /// Access-token lifetime in seconds; also the longest lifetime accepted.
     #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = DEFAULT_TOKEN_TTL, value_parser = clap::value_parser!(i64).range(60..=86_400))]
     pub token_ttl: i64,
+    /// Seconds without a refresh after which a session ends (default 14 days).
+    #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout, value_parser = clap::value_parser!(i64).range(60..=31_536_000))]
+    pub session_idle: i64,
+    /// Seconds after login at which a session ends, refreshed or not (default 30 days).
+    #[arg(long, env = "TESSERA_SESSION_MAX_AGE", default_value_t = SessionPolicy::default().max_age, value_parser = clap::value_parser!(i64).range(60..=31_536_000))]
+    pub session_max_age: i64,
+    /// Seconds during which the refresh token superseded last still gets the session's current
+    /// one (two tabs refreshing at once); after that, presenting it ends the session.
+    #[arg(long, env = "TESSERA_REFRESH_REUSE_GRACE", default_value_t = SessionPolicy::default().reuse_grace, value_parser = clap::value_parser!(i64).range(0..=300))]
+    pub refresh_reuse_grace: i64,
     /// Clock skew tolerated on exp/nbf/iat, in seconds.
     #[arg(long, env = "TESSERA_LEEWAY", default_value_t = DEFAULT_LEEWAY, value_parser = clap::value_parser!(i64).range(0..=300))]
     pub leeway: i64,
@@ -183,6 +219,12 @@ pub struct ServeArgs {
     /// Registrations per client IP per second, sustained (0 disables).
     #[arg(long, env = "TESSERA_REGISTER_RATE", default_value_t = 0.2)]
     pub register_rate: f64,
+    /// Refreshes per client IP in a burst.
+    #[arg(long, env = "TESSERA_REFRESH_BURST", default_value_t = DEFAULT_REFRESH_LIMIT.0)]
+    pub refresh_burst: u32,
+    /// Refreshes per client IP per second, sustained (0 disables).
+    #[arg(long, env = "TESSERA_REFRESH_RATE", default_value_t = DEFAULT_REFRESH_LIMIT.1)]
+    pub refresh_rate: f64,
     /// Largest request body in bytes.
     #[arg(long, env = "TESSERA_BODY_LIMIT", default_value_t = 16 * 1024)]
     pub body_limit: usize,
@@ -242,6 +284,11 @@ impl ServeArgs {
                     base_delay: self.lockout_base_delay,
                     max_delay: self.lockout_max_delay,
                 },
+                sessions: SessionPolicy {
+                    idle_timeout: self.session_idle,
+                    max_age: self.session_max_age,
+                    reuse_grace: self.refresh_reuse_grace,
+                },
             },
             http: HttpSettings {
                 body_limit: self.body_limit,
@@ -260,6 +307,7 @@ impl ServeArgs {
             hash_nice: self.hash_nice,
             login_limit: (self.login_burst, self.login_rate),
             register_limit: (self.register_burst, self.register_rate),
+            refresh_limit: (self.refresh_burst, self.refresh_rate),
             prune_interval: Duration::from_secs(self.prune_interval.max(1)),
             clock: crate::support::clock::system(),
             access_log: crate::http::access_log::AccessLog::off(),
@@ -278,7 +326,9 @@ mod tests {
             panic!()
         };
         let config = args.to_config();
-        assert_eq!(config.auth.token_ttl, 3600);
+        assert_eq!(config.auth.token_ttl, 900);
+        assert_eq!(config.auth.sessions, SessionPolicy::default());
+        assert_eq!(config.refresh_limit, DEFAULT_REFRESH_LIMIT);
         assert_eq!(config.auth.password_policy, PasswordPolicy::default());
         assert_eq!(config.hash, HashParams::default());
         assert!(config.create_missing_keys);

@@ -1,5 +1,5 @@
-//! Identifiers, as types: a user id and a token id (`jti`) cannot be swapped for each other or
-//! for a username by mistake. Both are 128 random bits from the OS, base64url without padding —
+//! Identifiers, as types: a user id, a token id (`jti`) and a session id (`sid`) cannot be
+//! swapped for each other or for a username by mistake. All are 128 random bits from the OS, base64url without padding —
 //! opaque, so they reveal neither order nor volume.
 
 use crate::crypto::random;
@@ -58,6 +58,11 @@ random_id!(
 random_id!(
     /// A token's id (`jti`): the denylist key.
     TokenId
+);
+random_id!(
+    /// A session's id (`sid`): what a login starts, its refresh tokens rotate within and its
+    /// access tokens carry. Not a secret: it names a session, it does not prove one.
+    SessionId
 );
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod password;
 pub mod password_policy;
 pub mod profile_text;
 pub mod secret;
+pub mod session;
 pub mod user;
 pub mod username;
 pub mod validation;

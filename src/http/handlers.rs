@@ -1,18 +1,21 @@
 //! Handlers: parse the request into domain input, call `auth` off the reactor, render.
 
-use super::metrics::LoginOutcome;
+use super::metrics::{LoginOutcome, RefreshOutcome};
 use super::problem::ApiError;
 use super::response::{self, HttpResponse};
 use super::router::Route;
 use super::{AppState, bearer};
 use super::{body, profile_view};
-use crate::auth::{AuthError, Cancellation, Requester, Session, TokenRejection};
+use crate::auth::{
+    AuthError, Authenticated, Cancellation, Grant, ListedSession, RefreshRejection, Requester,
+    Rotation, TokenRejection,
+};
+use crate::domain::session;
 use crate::domain::user::{NewUser, RegistrationForm, UserProfile};
 use crate::domain::username::Username;
 use crate::support::clock;
-use crate::token::IssuedToken;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, LOCATION};
+use hyper::header::{HeaderValue, LOCATION, USER_AGENT};
 use hyper::{Request, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
@@ -51,16 +54,19 @@ pub async fn handle(
     match route {
         Route::Register => register(call, request).await,
         Route::Login => login(call, request).await,
+        Route::Refresh => refresh(call, request).await,
+        Route::ListSessions => list_sessions(call, &request).await,
+        Route::EndSession(id) => end_session(call, &request, id).await,
         Route::Me => {
-            let session = authenticate(call, &request).await?;
-            Ok(shared_user_view(&session.profile))
+            let caller = authenticate(call, &request).await?;
+            Ok(shared_user_view(&caller.profile))
         }
         Route::UserByName(name) => user_by_name(call, &request, &name).await,
         Route::LogoutCurrent => logout_current(call, &request).await,
         Route::LogoutEverywhere => {
-            let session = authenticate(call, &request).await?;
+            let caller = authenticate(call, &request).await?;
             let auth = state.auth.clone();
-            blocking(call, move |_| auth.logout_everywhere(&session)).await?;
+            blocking(call, move |_| auth.logout_everywhere(&caller)).await?;
             state.metrics.logout(true);
             Ok(response::no_content())
         }
@@ -112,6 +118,10 @@ async fn register(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRes
 async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let state = call.state;
     state.login_limiter.check(call.peer.ip(), Instant::now())?;
+    let user_agent = request
+        .headers()
+        .get(USER_AGENT)
+        .map_or_else(String::new, |agent| session::user_agent(agent.as_bytes()));
     let mut body = read_body(state, request).await?;
     let username = body.string("username");
     let password = body.secret("password");
@@ -119,7 +129,7 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
     let auth = state.auth.clone();
     let now = state.clock.now();
     let result = blocking(call, move |cancel| {
-        auth.login(&username, &password, now, &cancel)
+        auth.login(&username, &password, &user_agent, now, &cancel)
     })
     .await;
     let outcome = match &result {
@@ -128,9 +138,69 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
         Err(_) => LoginOutcome::Failed,
     };
     state.metrics.login(outcome);
-    let issued = result?;
+    let grant = result?;
     state.metrics.token_issued();
-    Ok(token_response(&issued))
+    Ok(grant_response(&grant))
+}
+
+/// `POST /v1/sessions/refresh`: a refresh token for a new access token and (usually) a new
+/// refresh token. No Authorization header: the access token may have expired.
+async fn refresh(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let state = call.state;
+    state
+        .refresh_limiter
+        .check(call.peer.ip(), Instant::now())?;
+    let mut body = read_body(state, request).await?;
+    let token = body.secret("refresh_token");
+    body.finish()?;
+    let auth = state.auth.clone();
+    let now = state.clock.now();
+    // The use case's own error is kept (not yet an HTTP answer) to tell a replay from the rest.
+    let result = blocking(call, move |_| Ok(auth.refresh(&token, now))).await?;
+    let outcome = match &result {
+        Ok(refreshed) if refreshed.rotation == Rotation::Grace => RefreshOutcome::Grace,
+        Ok(_) => RefreshOutcome::Rotated,
+        Err(AuthError::InvalidRefreshToken(RefreshRejection::Reused(_))) => {
+            RefreshOutcome::Reused
+        }
+        Err(_) => RefreshOutcome::Rejected,
+    };
+    state.metrics.refresh(outcome);
+    let refreshed = result.map_err(|error| {
+        log_auth_error(call.request_id, &error);
+        ApiError::from(error)
+    })?;
+    state.metrics.token_issued();
+    Ok(grant_response(&refreshed.grant))
+}
+
+/// `GET /v1/sessions`: the caller's live sessions, newest first.
+async fn list_sessions(
+    call: &Call<'_>,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(call, request).await?;
+    let auth = call.state.auth.clone();
+    let now = call.state.clock.now();
+    let sessions = blocking(call, move |_| auth.list_sessions(&caller, now)).await?;
+    let sessions: Vec<_> = sessions.iter().map(session_view).collect();
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "sessions": sessions }),
+    ))
+}
+
+/// `DELETE /v1/sessions/{id}`: ends one of the caller's sessions.
+async fn end_session(
+    call: &Call<'_>,
+    request: &Request<Incoming>,
+    id: String,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(call, request).await?;
+    let auth = call.state.auth.clone();
+    let now = call.state.clock.now();
+    blocking(call, move |_| auth.end_session(&caller, &id, now)).await?;
+    Ok(response::no_content())
 }
 
 async fn user_by_name(
@@ -138,13 +208,13 @@ async fn user_by_name(
     request: &Request<Incoming>,
     name: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let session = authenticate(call, request).await?;
+    let caller = authenticate(call, request).await?;
     // 403 for anyone else, whether or not they exist: the answer must not reveal accounts.
     let requested = Username::parse(name).map_err(|_| ApiError::Forbidden)?;
-    if requested.canonical() != session.profile.username.canonical() {
+    if requested.canonical() != caller.profile.username.canonical() {
         return Err(ApiError::Forbidden);
     }
-    Ok(shared_user_view(&session.profile))
+    Ok(shared_user_view(&caller.profile))
 }
 
 async fn logout_current(
@@ -165,18 +235,18 @@ async fn change_password(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    let (session, mut body) = reauthentication(call, request).await?;
+    let (caller, mut body) = reauthentication(call, request).await?;
     let current = body.secret("current_password");
     let new = body.secret("new_password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
-    let issued = blocking(call, move |cancel| {
-        auth.change_password(&session, &current, &new, now, &cancel)
+    let grant = blocking(call, move |cancel| {
+        auth.change_password(&caller, &current, &new, now, &cancel)
     })
     .await?;
     state.metrics.token_issued();
-    Ok(token_response(&issued))
+    Ok(grant_response(&grant))
 }
 
 /// The start of every request that re-checks the password: the token, then the per-IP budget
@@ -184,13 +254,13 @@ async fn change_password(
 async fn reauthentication(
     call: &Call<'_>,
     request: Request<Incoming>,
-) -> Result<(Session, body::JsonObject), ApiError> {
-    let session = authenticate(call, &request).await?;
+) -> Result<(Authenticated, body::JsonObject), ApiError> {
+    let caller = authenticate(call, &request).await?;
     call.state
         .login_limiter
         .check(call.peer.ip(), Instant::now())?;
     let body = read_body(call.state, request).await?;
-    Ok((session, body))
+    Ok((caller, body))
 }
 
 /// Account deletion re-authenticates: `{"password": "…"}` in the body (ASVS 5.0).
@@ -199,13 +269,13 @@ async fn delete_account(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    let (session, mut body) = reauthentication(call, request).await?;
+    let (caller, mut body) = reauthentication(call, request).await?;
     let password = body.secret("password");
     body.finish()?;
     let auth = state.auth.clone();
     let now = state.clock.now();
     blocking(call, move |cancel| {
-        auth.delete_account(&session, &password, now, &cancel)
+        auth.delete_account(&caller, &password, now, &cancel)
     })
     .await?;
     Ok(response::no_content())
@@ -227,7 +297,10 @@ async fn ready(call: &Call<'_>) -> Result<HttpResponse, ApiError> {
 
 /// Bearer token → session, checked against revocation: in memory on the reactor when the
 /// revocation view is current and has the user (the common case), otherwise on the blocking pool.
-async fn authenticate(call: &Call<'_>, request: &Request<Incoming>) -> Result<Session, ApiError> {
+async fn authenticate(
+    call: &Call<'_>,
+    request: &Request<Incoming>,
+) -> Result<Authenticated, ApiError> {
     let state = call.state;
     let token = bearer::extract(request.headers(), request.uri())?;
     let now = state.clock.now();
@@ -290,6 +363,17 @@ fn log_auth_error(request_id: &str, error: &AuthError) {
         AuthError::InvalidToken(reason) => {
             tracing::info!(request_id, reason = %reason, "token rejected");
         }
+        AuthError::InvalidRefreshToken(reason @ RefreshRejection::Reused(session)) => {
+            tracing::warn!(
+                request_id,
+                session_id = %session,
+                reason = %reason,
+                "refresh token reuse: session ended"
+            );
+        }
+        AuthError::InvalidRefreshToken(reason) => {
+            tracing::info!(request_id, reason = %reason, "refresh token rejected");
+        }
         AuthError::Throttled { .. } => tracing::info!(request_id, "login throttled by softlock"),
         AuthError::Overloaded => tracing::warn!(request_id, "hashing queue full; answered 503"),
         AuthError::ClientGone => {
@@ -310,15 +394,31 @@ fn shared_user_view(profile: &Arc<UserProfile>) -> HttpResponse {
     response::json_bytes(StatusCode::OK, profile_view::shared(profile))
 }
 
-fn token_response(issued: &IssuedToken) -> HttpResponse {
-    let claims = &issued.claims;
+/// The body of a login, a refresh and a password change: the same shape for all three.
+fn grant_response(grant: &Grant) -> HttpResponse {
+    let claims = &grant.access.claims;
     response::with_token_cache_headers(response::json(
         StatusCode::OK,
         &json!({
-            "access_token": issued.token,
+            "access_token": grant.access.token,
             "token_type": "Bearer",
             "expires_in": claims.exp - claims.iat,
             "expires_at": clock::rfc3339(claims.exp),
+            "refresh_token": grant.refresh.expose(),
+            "refresh_expires_at": clock::rfc3339(grant.refresh_expires_at),
+            "session_id": grant.session_id,
         }),
     ))
+}
+
+fn session_view(listed: &ListedSession) -> serde_json::Value {
+    let s = &listed.session;
+    json!({
+        "id": s.id,
+        "created_at": clock::rfc3339(s.created_at),
+        "last_used_at": clock::rfc3339(s.last_used_at),
+        "expires_at": clock::rfc3339(s.expires_at),
+        "user_agent": s.user_agent,
+        "current": listed.current,
+    })
 }

@@ -34,6 +34,20 @@ pub enum LoginOutcome {
     Throttled,
 }
 
+/// How a refresh ended.
+#[derive(Debug, Clone, Copy)]
+pub enum RefreshOutcome {
+    Rotated,
+    /// The token superseded last, within the grace window: the current one handed out again.
+    Grace,
+    /// Unknown, malformed, expired, ended: refused with nothing else happening.
+    Rejected,
+    /// A superseded token replayed: refused, and its session ended.
+    Reused,
+}
+
+const REFRESH_OUTCOMES: [&str; 4] = ["rotated", "grace", "rejected", "reused"];
+
 /// Per-route counters, all atomics: two workers counting the same hot route never wait on
 /// each other (a mutex here showed up as futex wake-ups in profiles).
 #[derive(Debug, Default)]
@@ -51,6 +65,7 @@ pub struct Metrics {
     routes: Vec<RouteStats>,
     rare_statuses: Mutex<BTreeMap<(usize, u16), u64>>,
     logins: [AtomicU64; 3],
+    refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
     tokens_issued: AtomicU64,
     logouts: AtomicU64,
     logouts_everywhere: AtomicU64,
@@ -78,6 +93,7 @@ impl Default for Metrics {
             routes,
             rare_statuses: Mutex::new(BTreeMap::new()),
             logins: Default::default(),
+            refreshes: Default::default(),
             tokens_issued: AtomicU64::new(0),
             logouts: AtomicU64::new(0),
             logouts_everywhere: AtomicU64::new(0),
@@ -142,6 +158,12 @@ impl Metrics {
         }
     }
 
+    pub fn refresh(&self, outcome: RefreshOutcome) {
+        if let Some(count) = self.refreshes.get(outcome as usize) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn token_issued(&self) {
         self.tokens_issued.fetch_add(1, Ordering::Relaxed);
     }
@@ -155,8 +177,9 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The exposition text; the hashing pool's figures are sampled by the caller.
-    pub fn render(&self, hashing: HashingStats) -> String {
+    /// The exposition text; the hashing pool's figures and the live sessions (`None` when the
+    /// database could not be read) are sampled by the caller.
+    pub fn render(&self, hashing: HashingStats, live_sessions: Option<u64>) -> String {
         let HashingStats {
             queue_depth: hash_queue_depth,
             abandoned: hashes_abandoned,
@@ -202,6 +225,31 @@ impl Metrics {
                 counter.load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP tessera_refreshes_total Refresh attempts by outcome.\n");
+        out.push_str("# TYPE tessera_refreshes_total counter\n");
+        for (outcome, counter) in REFRESH_OUTCOMES.iter().zip(&self.refreshes) {
+            let _ = writeln!(
+                out,
+                "tessera_refreshes_total{{outcome=\"{outcome}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        if let Some(reused) = self.refreshes.get(RefreshOutcome::Reused as usize) {
+            counter(
+                &mut out,
+                "tessera_refresh_reuse_total",
+                "Superseded refresh tokens replayed after the grace window (each ended its session).",
+                reused,
+            );
+        }
+        if let Some(live) = live_sessions {
+            let _ = writeln!(
+                out,
+                "# HELP tessera_sessions_live Sessions live now (not ended, revoked or expired).\n\
+                 # TYPE tessera_sessions_live gauge\n\
+                 tessera_sessions_live {live}"
+            );
+        }
         counter(
             &mut out,
             "tessera_tokens_issued_total",
@@ -211,7 +259,7 @@ impl Metrics {
         counter(
             &mut out,
             "tessera_logouts_total",
-            "Single tokens revoked by logout.",
+            "Sessions ended by logout (DELETE /v1/sessions/current).",
             &self.logouts,
         );
         counter(
@@ -302,7 +350,13 @@ pub async fn serve_metrics(
             } else if request.method() != Method::GET {
                 ApiError::MethodNotAllowed { allow: "GET" }.into_response()
             } else {
-                let body = state.metrics.render(state.auth.hashing_stats());
+                let auth = state.auth.clone();
+                let now = state.clock.now();
+                let live = tokio::task::spawn_blocking(move || auth.live_sessions(now).ok())
+                    .await
+                    .ok()
+                    .flatten();
+                let body = state.metrics.render(state.auth.hashing_stats(), live);
                 response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
             };
             response::add_standard_headers(&mut response, "metrics");
@@ -323,11 +377,17 @@ mod tests {
         metrics.observe_request("GET /v1/users/me", 200, Duration::from_millis(30));
         metrics.observe_request("GET /v1/users/me", 401, Duration::from_secs(3));
         metrics.login(LoginOutcome::Throttled);
-        let text = metrics.render(HashingStats {
-            queue_depth: 4,
-            abandoned: 2,
-            padded: 3,
-        });
+        metrics.refresh(RefreshOutcome::Reused);
+        metrics.refresh(RefreshOutcome::Rotated);
+        metrics.refresh(RefreshOutcome::Rotated);
+        let text = metrics.render(
+            HashingStats {
+                queue_depth: 4,
+                abandoned: 2,
+                padded: 3,
+            },
+            Some(7),
+        );
         assert!(
             text.contains(
                 "tessera_http_requests_total{route=\"GET /v1/users/me\",status=\"200\"} 2"
@@ -338,6 +398,9 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 3"));
         assert!(text.contains("tessera_logins_total{outcome=\"throttled\"} 1"));
         assert!(text.contains("tessera_argon2_queue_depth 4"));
+        assert!(text.contains("tessera_refreshes_total{outcome=\"rotated\"} 2"));
+        assert!(text.contains("tessera_refresh_reuse_total 1"));
+        assert!(text.contains("tessera_sessions_live 7"));
         assert!(text.contains("tessera_argon2_abandoned_total 2"));
         assert!(text.contains("tessera_argon2_padded_total 3"));
     }

@@ -77,6 +77,7 @@ pub struct AppState {
     pub settings: HttpSettings,
     pub login_limiter: RateLimiter,
     pub register_limiter: RateLimiter,
+    pub refresh_limiter: RateLimiter,
     pub metrics: Metrics,
     /// The one source of "now" for every request.
     pub clock: Arc<dyn crate::support::clock::Clock>,

@@ -47,6 +47,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     UsernameTaken,
     InvalidCredentials,
+    /// Any refresh token that earns nothing: one answer whatever the reason.
+    InvalidRefreshToken,
+    /// Not one of the caller's live sessions: one answer whatever the reason.
+    SessionNotFound,
     WrongCurrentPassword,
     Bearer(BearerProblem),
     Forbidden,
@@ -71,6 +75,8 @@ impl From<AuthError> for ApiError {
             AuthError::WrongCurrentPassword => Self::WrongCurrentPassword,
             AuthError::Throttled { retry_after } => Self::TooManyRequests { retry_after },
             AuthError::InvalidToken(_) => Self::Bearer(BearerProblem::InvalidToken),
+            AuthError::InvalidRefreshToken(_) => Self::InvalidRefreshToken,
+            AuthError::SessionNotFound => Self::SessionNotFound,
             // Nobody reads the answer to a client that left; "not done, retry" is the truth.
             AuthError::Overloaded | AuthError::ClientGone => Self::Overloaded { retry_after: 1 },
             AuthError::Store(e) if e.is_unavailable() => Self::NotReady,
@@ -82,7 +88,7 @@ impl From<AuthError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,7 +98,9 @@ impl ApiError {
             }
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UsernameTaken => StatusCode::CONFLICT,
-            Self::InvalidCredentials | Self::Bearer(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidCredentials | Self::InvalidRefreshToken | Self::Bearer(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::WrongCurrentPassword | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -113,6 +121,8 @@ impl ApiError {
             Self::Validation(_) => "validation-failed",
             Self::UsernameTaken => "username-taken",
             Self::InvalidCredentials => "invalid-credentials",
+            Self::InvalidRefreshToken => "invalid-refresh-token",
+            Self::SessionNotFound => "session-not-found",
             Self::WrongCurrentPassword => "wrong-current-password",
             Self::Bearer(BearerProblem::Missing) => "authentication-required",
             Self::Bearer(BearerProblem::InvalidRequest(_)) => "invalid-request",
@@ -137,6 +147,10 @@ impl ApiError {
             Self::Validation(_) => "One or more fields are invalid; see `errors`.".into(),
             Self::UsernameTaken => "That username is already registered.".into(),
             Self::InvalidCredentials => "The username or password is incorrect.".into(),
+            Self::InvalidRefreshToken => {
+                "The refresh token is invalid, expired or revoked; log in again.".into()
+            }
+            Self::SessionNotFound => "You have no live session with this id.".into(),
             Self::WrongCurrentPassword => "The current password is incorrect.".into(),
             Self::Bearer(BearerProblem::Missing) => {
                 "This resource needs an `Authorization: Bearer` token.".into()
@@ -204,9 +218,9 @@ impl ApiError {
     /// RFC 6750 §3 challenges; a 401 must carry one (RFC 9110 §15.5.2).
     fn challenge(&self) -> Option<HeaderValue> {
         let value = match self {
-            Self::InvalidCredentials | Self::Bearer(BearerProblem::Missing) => {
-                r#"Bearer realm="tessera""#.to_string()
-            }
+            Self::InvalidCredentials
+            | Self::InvalidRefreshToken
+            | Self::Bearer(BearerProblem::Missing) => r#"Bearer realm="tessera""#.to_string(),
             Self::Bearer(BearerProblem::InvalidToken) => format!(
                 r#"Bearer realm="tessera", error="invalid_token", error_description="{INVALID_TOKEN_DESCRIPTION}""#
             ),

@@ -13,8 +13,11 @@ pub enum Route {
     ChangePassword,
     UserByName(String),
     Login,
+    Refresh,
+    ListSessions,
     LogoutEverywhere,
     LogoutCurrent,
+    EndSession(String),
     Health,
     Ready,
     OpenApi,
@@ -28,8 +31,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/users/me/password"),
     ("GET", "/v1/users/{username}"),
     ("POST", "/v1/sessions"),
+    ("GET", "/v1/sessions"),
     ("DELETE", "/v1/sessions"),
+    ("POST", "/v1/sessions/refresh"),
     ("DELETE", "/v1/sessions/current"),
+    ("DELETE", "/v1/sessions/{id}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
@@ -45,8 +51,11 @@ impl Route {
             Self::ChangePassword => "PUT /v1/users/me/password",
             Self::UserByName(_) => "GET /v1/users/{username}",
             Self::Login => "POST /v1/sessions",
+            Self::ListSessions => "GET /v1/sessions",
             Self::LogoutEverywhere => "DELETE /v1/sessions",
+            Self::Refresh => "POST /v1/sessions/refresh",
             Self::LogoutCurrent => "DELETE /v1/sessions/current",
+            Self::EndSession(_) => "DELETE /v1/sessions/{id}",
             Self::Health => "GET /healthz",
             Self::Ready => "GET /readyz",
             Self::OpenApi => "GET /openapi.json",
@@ -91,14 +100,21 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
                 m,
                 &[
                     (Method::POST, Route::Login),
+                    (Method::GET, Route::ListSessions),
                     (Method::DELETE, Route::LogoutEverywhere),
                 ],
             ),
-            "POST, DELETE",
+            "GET, HEAD, POST, DELETE",
         ),
+        ["v1", "sessions", "refresh"] => (pick(m, &[(Method::POST, Route::Refresh)]), "POST"),
         ["v1", "sessions", "current"] => {
             (pick(m, &[(Method::DELETE, Route::LogoutCurrent)]), "DELETE")
         }
+        // Session ids are base64url: nothing to decode, and anything else names no session.
+        ["v1", "sessions", id] if !id.is_empty() => (
+            pick(m, &[(Method::DELETE, Route::EndSession((*id).to_owned()))]),
+            "DELETE",
+        ),
         ["healthz"] => (pick(m, &[(Method::GET, Route::Health)]), "GET, HEAD"),
         ["readyz"] => (pick(m, &[(Method::GET, Route::Ready)]), "GET, HEAD"),
         ["openapi.json"] => (pick(m, &[(Method::GET, Route::OpenApi)]), "GET, HEAD"),
@@ -127,7 +143,9 @@ mod tests {
     #[test]
     fn every_listed_route_resolves_to_its_own_name() {
         for (method, template) in ROUTES {
-            let path = template.replace("{username}", "kvothe");
+            let path = template
+                .replace("{username}", "kvothe")
+                .replace("{id}", "abc");
             let method: Method = method.parse().unwrap();
             let route = route(&method, &path).unwrap();
             assert_eq!(route.name(), format!("{method} {template}"));
@@ -152,9 +170,11 @@ mod tests {
     fn wrong_method_gives_405_with_allow() {
         for (method, path, allow) in [
             (Method::PATCH, "/v1/users/me", "GET, HEAD, DELETE"),
-            (Method::TRACE, "/v1/sessions", "POST, DELETE"),
+            (Method::TRACE, "/v1/sessions", "GET, HEAD, POST, DELETE"),
+            (Method::GET, "/v1/sessions/refresh", "POST"),
+            (Method::GET, "/v1/sessions/abc", "DELETE"),
             (Method::GET, "/v1/users", "POST"),
-            (Method::HEAD, "/v1/sessions", "POST, DELETE"),
+            (Method::PUT, "/v1/sessions", "GET, HEAD, POST, DELETE"),
         ] {
             match route(&method, path) {
                 Err(ApiError::MethodNotAllowed { allow: a }) => assert_eq!(a, allow),

@@ -28,6 +28,8 @@ pub enum StoreError {
     },
     #[error("the database files changed under the server; revocation state cannot be proven")]
     Unprovable,
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {

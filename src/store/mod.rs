@@ -15,11 +15,15 @@ mod records;
 mod sqlite;
 
 pub use error::{Result, StoreError};
-pub use records::{Credentials, IssuedTokenRecord, NewAccount, TokenState, UserSummary};
+pub use records::{
+    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange,
+    PasswordChangeOutcome, SessionGrant, TokenState, UserSummary,
+};
 pub use sqlite::SqliteStore;
 
-use crate::domain::ids::{TokenId, UserId};
+use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::session::{EndReason, SessionRecord};
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::path::Path;
@@ -46,27 +50,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<std::result::Result<(), u64>>;
 
-    /// A successful login: records the token, clears the failure counter and optionally stores
-    /// a rehashed password, in one transaction — only if the hash and generation are still
-    /// `verified`; otherwise [`StoreError::CredentialsChanged`] and the token must not go out.
+    /// A successful login: starts the session, records its first token, clears the failure
+    /// counter and optionally stores a rehashed password, in one transaction — only if the hash
+    /// and generation are still `verified`; otherwise [`StoreError::CredentialsChanged`] and
+    /// nothing must go out.
     fn record_login(
         &self,
         token: &IssuedTokenRecord<'_>,
         verified: &Credentials,
         rehashed_password: Option<&str>,
+        session: &NewSession<'_>,
     ) -> Result<()>;
 
-    /// Replaces the hash and bumps the generation, only if the stored hash is still
-    /// `verified_hash`. The new generation, or `None` if it changed meanwhile or the user is gone.
-    fn change_password(
-        &self,
-        user: &UserId,
-        verified_hash: &str,
-        new_hash: &str,
-    ) -> Result<Option<u64>>;
+    /// Replaces the hash and bumps the generation (every session ends), keeping the caller's
+    /// session alive at the new generation with a fresh refresh token and recording its new
+    /// access token — one transaction, only if hash, generation and session are still as
+    /// verified.
+    fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome>;
 
-    /// Deletes a user with its ledger and denylist rows. True if one was deleted.
+    /// Deletes a user with its sessions, ledger and denylist rows. True if one was deleted.
     fn delete_user(&self, user: &UserId) -> Result<bool>;
+
+    // Sessions.
+
+    /// A session with its user's current generation; `None` if unknown (or pruned, or its
+    /// user deleted).
+    fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>>;
+
+    /// The user's sessions on file, newest first — ended and expired ones included.
+    fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>>;
+
+    /// Records an access token issued in a session and moves its refresh counter, only if the
+    /// session is as the caller judged it (see [`SessionGrant`]). False if not: judge again.
+    fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool>;
+
+    /// Ends a session not yet ended — of `owner`, if given — and denylists every access token it
+    /// issued, in one transaction. False if there was no such session to end.
+    fn end_session(
+        &self,
+        id: &SessionId,
+        owner: Option<&UserId>,
+        reason: EndReason,
+        now: i64,
+    ) -> Result<bool>;
+
+    /// Sessions live at `now` (not ended, not revoked, before both deadlines).
+    fn live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64>;
 
     // Token state: the revocation view.
 
@@ -85,9 +114,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Revokes every token the user holds. The new generation, or `None` if no such user.
     fn bump_generation(&self, user: &UserId) -> Result<Option<u64>>;
 
-    /// Drops rows of tokens expired before `cutoff`; keeps change history for at least
-    /// `longest_token_lifetime`. Returns how many denylist and ledger rows went.
-    fn prune_expired(&self, cutoff: i64, longest_token_lifetime: i64) -> Result<usize>;
+    /// Drops rows of tokens expired before `cutoff`, and sessions that can serve nothing any
+    /// more; keeps change history for at least `longest_token_lifetime`. Returns how many
+    /// session, denylist and ledger rows went.
+    fn prune_expired(
+        &self,
+        cutoff: i64,
+        longest_token_lifetime: i64,
+        session_idle: i64,
+    ) -> Result<usize>;
 
     // Operators.
 

@@ -1,6 +1,6 @@
 //! The plain values that cross the storage seam.
 
-use crate::domain::ids::{TokenId, UserId};
+use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::fmt;
@@ -57,14 +57,68 @@ pub struct TokenState {
     pub revoked: bool,
 }
 
-/// One row of the login ledger.
+/// One row of the ledger of issued access tokens: ending a session denylists its rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedTokenRecord<'a> {
     pub jti: &'a TokenId,
     pub user_id: &'a UserId,
+    pub session_id: &'a SessionId,
     pub generation: u64,
     pub issued_at: i64,
     pub expires_at: i64,
+}
+
+/// A session a login starts, at the generation the login verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession<'a> {
+    pub id: &'a SessionId,
+    pub user_agent: &'a str,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An access token issued in an existing session — on a refresh, or after a password change —
+/// recorded only if the session is still where the caller saw it: not ended, at `generation`
+/// (and its user too), on refresh token `expected_counter`. The counter then becomes
+/// `new_counter`; `rotated` says whether that supersedes a token (and starts its grace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionGrant<'a> {
+    pub token: IssuedTokenRecord<'a>,
+    pub expected_counter: u64,
+    pub new_counter: u64,
+    pub now: i64,
+}
+
+/// A password change in the caller's session: the new hash, and the access token the session
+/// gets at the new generation (`token.generation`, one above the verified one).
+pub struct PasswordChange<'a> {
+    pub token: IssuedTokenRecord<'a>,
+    pub verified_hash: &'a str,
+    pub new_hash: &'a str,
+    pub now: i64,
+}
+
+impl fmt::Debug for PasswordChange<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordChange")
+            .field("token", &self.token)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of a [`PasswordChange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordChangeOutcome {
+    /// Changed; the session's refresh token is now the one at `refresh_counter`.
+    Changed {
+        refresh_counter: u64,
+        session_expires_at: i64,
+    },
+    /// Someone changed the password first: what was verified is not current.
+    PasswordChanged,
+    /// The session ended, or all sessions were revoked, meanwhile (or the user is gone).
+    SessionEnded,
 }
 
 /// One line of `tessera user list`.

@@ -1,7 +1,7 @@
 //! The claim set we issue and the rules a verified token's claims must meet (RFC 7519 §4.1, RFC 8725 §3.8–3.10).
 
 use super::TokenError;
-use crate::domain::ids::{TokenId, UserId};
+use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::support::strict_json::ObjectError;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,9 @@ pub struct Claims {
     pub exp: i64,
     /// Token id: 128 random bits, base64url. The denylist key.
     pub jti: TokenId,
+    /// Session id: the login session this token was issued in (refreshes keep it). Ending the
+    /// session denylists every token issued in it.
+    pub sid: SessionId,
     /// The user's token generation at issue; bumping it revokes every earlier token.
     pub r#gen: u64,
 }
@@ -100,12 +103,12 @@ impl Claims {
 }
 
 /// The payload exactly as [`super::Codec::sign`] writes it — serde_json, claims in declaration
-/// order, no whitespace: `{"iss":"…","aud":"…","sub":"…","iat":1,"nbf":1,"exp":1,"jti":"…","gen":0}`.
+/// order, no whitespace: `{"iss":"…","aud":"…","sub":"…","iat":1,"nbf":1,"exp":1,"jti":"…","sid":"…","gen":0}`.
 /// Strings without escapes, integers without sign or leading zeros. Returns `None` for anything
 /// else, and for values the general parser would refuse, so it can only ever agree with it
 /// (`token::tests::the_canonical_fast_path_agrees_with_the_general_parser`).
 pub(super) mod canonical {
-    use super::{Claims, MAX_STRING_CLAIM, TokenId, UserId};
+    use super::{Claims, MAX_STRING_CLAIM, SessionId, TokenId, UserId};
 
     struct Reader<'a> {
         rest: &'a [u8],
@@ -173,6 +176,8 @@ pub(super) mod canonical {
         let exp = r.time()?;
         r.literal(br#","jti":""#)?;
         let jti = r.plain_string()?;
+        r.literal(br#","sid":""#)?;
+        let sid = r.plain_string()?;
         r.literal(br#","gen":"#)?;
         let r#gen = r.unsigned()?;
         r.literal(b"}")?;
@@ -187,6 +192,7 @@ pub(super) mod canonical {
             nbf,
             exp,
             jti: TokenId::from_string(jti.to_owned()),
+            sid: SessionId::from_string(sid.to_owned()),
             r#gen,
         })
     }
@@ -201,6 +207,7 @@ struct ClaimsBuilder {
     nbf: Option<i64>,
     exp: Option<i64>,
     jti: Option<String>,
+    sid: Option<String>,
     r#gen: Option<u64>,
 }
 
@@ -222,6 +229,10 @@ impl ClaimsBuilder {
             "jti" => (
                 self.jti.is_some(),
                 string_claim("jti", value).map(|v| self.jti = Some(v)),
+            ),
+            "sid" => (
+                self.sid.is_some(),
+                string_claim("sid", value).map(|v| self.sid = Some(v)),
             ),
             "iat" => (
                 self.iat.is_some(),
@@ -258,6 +269,7 @@ impl ClaimsBuilder {
             nbf: self.nbf.ok_or(TokenError::MissingClaim("nbf"))?,
             exp: self.exp.ok_or(TokenError::MissingClaim("exp"))?,
             jti: TokenId::from_string(self.jti.ok_or(TokenError::MissingClaim("jti"))?),
+            sid: SessionId::from_string(self.sid.ok_or(TokenError::MissingClaim("sid"))?),
             r#gen: self.r#gen.ok_or(TokenError::MissingClaim("gen"))?,
         })
     }
@@ -320,7 +332,9 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 /// to be reported as unknown.
 struct ClaimName(Cow<'static, str>);
 
-const CLAIM_NAMES: [&str; 8] = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "gen"];
+const CLAIM_NAMES: [&str; 9] = [
+    "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen",
+];
 
 impl<'de> Deserialize<'de> for ClaimName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

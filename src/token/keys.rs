@@ -8,7 +8,7 @@
 use crate::crypto::random;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit};
+use hmac::{Hmac, KeyInit, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt;
@@ -265,6 +265,8 @@ pub(super) struct KeyEntry {
     pub(super) mac: HmacSha256,
     /// `base64url({"alg":"HS256","typ":"at+jwt","kid":"<kid>"})`, our canonical header segment.
     pub(super) header_segment: String,
+    /// Keyed with HMAC(key, [`super::refresh::KEY_LABEL`]): refresh-token tags only.
+    pub(super) refresh_mac: HmacSha256,
 }
 
 /// Verified, in-memory keys: one that signs (the file's first) and older ones that only verify.
@@ -357,7 +359,7 @@ impl Keyring {
     }
 
     /// Every key, the signing one first.
-    fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
+    pub(super) fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
         std::iter::once(&self.signing).chain(&self.verify_only)
     }
 
@@ -375,11 +377,17 @@ impl KeyEntry {
     #[allow(clippy::expect_used)]
     fn new(kid: &str, secret: &[u8]) -> Self {
         let header = super::canonical_header(kid);
+        // HMAC accepts keys of any length; these cannot fail.
+        let mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
+        let mut derive = mac.clone();
+        derive.update(super::refresh::KEY_LABEL);
+        let refresh_key = Zeroizing::new(<[u8; 32]>::from(derive.finalize().into_bytes()));
         Self {
             kid: kid.into(),
-            // HMAC accepts keys of any length; this cannot fail.
-            mac: HmacSha256::new_from_slice(secret).expect("HMAC takes any key length"),
+            mac,
             header_segment: URL_SAFE_NO_PAD.encode(header),
+            refresh_mac: HmacSha256::new_from_slice(refresh_key.as_slice())
+                .expect("HMAC takes any key length"),
         }
     }
 }

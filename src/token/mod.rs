@@ -15,11 +15,13 @@ mod claims;
 
 pub mod inspect;
 pub mod keys;
+pub mod refresh;
 
 pub use claims::{Claims, ValidationPolicy};
 pub use keys::{JwkSet, KeyError, KeyInfo, Keyring};
+pub use refresh::{REFRESH_TOKEN_PREFIX, RefreshClaims, RefreshTokenError};
 
-use crate::domain::ids::{TokenId, UserId};
+use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::support::strict_json::{self, ObjectError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -149,9 +151,16 @@ impl Codec {
         &self.keyring
     }
 
-    /// Mints a token for `subject` at `generation`, valid from `now` for `lifetime` seconds,
-    /// with a fresh 128-bit `jti`.
-    pub fn issue(&self, subject: &UserId, generation: u64, now: i64, lifetime: i64) -> IssuedToken {
+    /// Mints a token for `subject` in `session` at `generation`, valid from `now` for
+    /// `lifetime` seconds, with a fresh 128-bit `jti`.
+    pub fn issue(
+        &self,
+        subject: &UserId,
+        session: &SessionId,
+        generation: u64,
+        now: i64,
+        lifetime: i64,
+    ) -> IssuedToken {
         let claims = Claims {
             iss: self.policy.issuer.clone(),
             aud: self.policy.audience.clone(),
@@ -160,6 +169,7 @@ impl Codec {
             nbf: now,
             exp: now.saturating_add(lifetime),
             jti: TokenId::random(),
+            sid: session.clone(),
             r#gen: generation,
         };
         IssuedToken {

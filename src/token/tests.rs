@@ -9,6 +9,10 @@ fn uid(id: &str) -> UserId {
     UserId::from_string(id.into())
 }
 
+fn sid() -> SessionId {
+    SessionId::from_string("session-1".into())
+}
+
 const SECRET: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 const KID: &str = "test-key";
 const NOW: i64 = 1_764_000_000;
@@ -29,7 +33,7 @@ fn codec() -> Codec {
 
 fn claims_json() -> Value {
     json!({"iss":"tessera","aud":"tessera-api","sub":"user-1","iat":NOW,"nbf":NOW,
-           "exp":NOW + HOUR,"jti":"abcdefghijklmnopqrstuv","gen":0})
+           "exp":NOW + HOUR,"jti":"abcdefghijklmnopqrstuv","sid":"session-1","gen":0})
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -66,7 +70,7 @@ fn verify(token: &str) -> Result<VerifiedClaims, TokenError> {
 #[test]
 fn issued_token_verifies_and_carries_its_claims() {
     let codec = codec();
-    let issued = codec.issue(&uid("user-1"), 7, NOW, HOUR);
+    let issued = codec.issue(&uid("user-1"), &sid(), 7, NOW, HOUR);
     let verified = codec.verify(&issued.token, NOW + 1).unwrap();
     assert_eq!(verified.claims(), &issued.claims);
     assert_eq!(verified.claims().r#gen, 7);
@@ -79,7 +83,7 @@ fn issued_token_verifies_and_carries_its_claims() {
 
 #[test]
 fn encoder_writes_the_pinned_header_in_canonical_order() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     let header = token.split('.').next().unwrap();
     let decoded = URL_SAFE_NO_PAD.decode(header).unwrap();
     assert_eq!(
@@ -91,8 +95,8 @@ fn encoder_writes_the_pinned_header_in_canonical_order() {
 #[test]
 fn each_jti_is_fresh() {
     let codec = codec();
-    let a = codec.issue(&uid("u"), 0, NOW, HOUR).claims.jti;
-    let b = codec.issue(&uid("u"), 0, NOW, HOUR).claims.jti;
+    let a = codec.issue(&uid("u"), &sid(), 0, NOW, HOUR).claims.jti;
+    let b = codec.issue(&uid("u"), &sid(), 0, NOW, HOUR).claims.jti;
     assert_ne!(a, b);
 }
 
@@ -112,7 +116,7 @@ fn token_over_the_size_cap_is_rejected_before_decoding() {
 
 #[test]
 fn wrong_segment_counts_are_rejected() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     let two: Vec<_> = token.split('.').take(2).collect();
     assert_eq!(verify(&two.join(".")), Err(TokenError::SegmentCount));
     assert_eq!(verify(&format!("{token}.x")), Err(TokenError::SegmentCount));
@@ -121,14 +125,14 @@ fn wrong_segment_counts_are_rejected() {
 
 #[test]
 fn empty_signature_is_rejected() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     let stripped = &token[..token.rfind('.').unwrap() + 1];
     assert_eq!(verify(stripped), Err(TokenError::EmptySignature));
 }
 
 #[test]
 fn stripped_signature_segment_is_rejected() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     let stripped = &token[..token.rfind('.').unwrap()];
     assert_eq!(verify(stripped), Err(TokenError::SegmentCount));
 }
@@ -140,7 +144,7 @@ fn empty_header_or_payload_is_rejected() {
 
 #[test]
 fn characters_outside_base64url_are_rejected() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     assert_eq!(
         verify(&token.replacen('A', "+", 1)),
         Err(TokenError::InvalidCharacter)
@@ -157,13 +161,13 @@ fn characters_outside_base64url_are_rejected() {
 
 #[test]
 fn padding_is_rejected() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     assert_eq!(verify(&format!("{token}=")), Err(TokenError::Padding));
 }
 
 #[test]
 fn whitespace_and_line_breaks_are_rejected() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     for ws in [" ", "\t", "\r", "\n", "\r\n"] {
         assert_eq!(verify(&format!("{token}{ws}")), Err(TokenError::Whitespace));
         let (head, tail) = token.split_at(10);
@@ -178,7 +182,7 @@ fn whitespace_and_line_breaks_are_rejected() {
 fn non_canonical_base64_trailing_bits_are_rejected() {
     // A 32-byte MAC is 43 characters whose last one carries 2 unused bits; setting them
     // decodes to the same bytes in a lenient decoder, so it must be refused.
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     let tampered = flip_trailing_bits(&token, 2);
     assert_ne!(tampered, token);
     assert_eq!(verify(&tampered), Err(TokenError::NonCanonicalBase64));
@@ -186,7 +190,7 @@ fn non_canonical_base64_trailing_bits_are_rejected() {
 
 #[test]
 fn signature_of_the_wrong_length_is_rejected() {
-    let token = codec().issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     assert_eq!(
         verify(&format!("{token}AAAA")),
         Err(TokenError::SignatureLength)
@@ -303,7 +307,7 @@ fn mac_from_another_key_is_rejected() {
 
 #[test]
 fn tampered_claims_fail_the_mac() {
-    let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("user-1"), &sid(), 0, NOW, HOUR).token;
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     for (name, value) in [
         ("sub", json!("admin")),
@@ -425,7 +429,7 @@ fn non_integer_times_are_rejected() {
 
 #[test]
 fn missing_required_claims_are_rejected() {
-    for claim in ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "gen"] {
+    for claim in ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen"] {
         let mut claims = claims_json();
         claims.as_object_mut().unwrap().remove(claim);
         let error = verify(&forge(&our_header(), &claims.to_string())).unwrap_err();
@@ -469,7 +473,7 @@ fn wrong_issuer_or_audience_is_rejected() {
 #[test]
 fn expired_token_is_rejected_after_the_leeway() {
     let codec = codec();
-    let token = codec.issue(&uid("u"), 0, NOW, HOUR).token;
+    let token = codec.issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     let exp = NOW + HOUR;
     assert!(
         codec.verify(&token, exp + 29).is_ok(),
@@ -491,7 +495,7 @@ fn token_not_yet_valid_is_rejected() {
 #[test]
 fn token_issued_in_the_future_is_rejected() {
     let codec = codec();
-    let token = codec.issue(&uid("u"), 0, NOW + 600, 60).token;
+    let token = codec.issue(&uid("u"), &sid(), 0, NOW + 600, 60).token;
     assert_eq!(codec.verify(&token, NOW), Err(TokenError::IssuedInFuture));
 }
 
@@ -556,6 +560,7 @@ struct InteropClaims {
     nbf: i64,
     exp: i64,
     jti: String,
+    sid: String,
     r#gen: u64,
 }
 
@@ -572,7 +577,7 @@ fn jsonwebtoken_verifies_our_tokens() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let issued = codec().issue(&uid("user-1"), 3, now, HOUR);
+    let issued = codec().issue(&uid("user-1"), &sid(), 3, now, HOUR);
     let decoded = jsonwebtoken::decode::<InteropClaims>(
         &issued.token,
         &jsonwebtoken::DecodingKey::from_secret(SECRET),
@@ -597,6 +602,7 @@ fn we_verify_jsonwebtoken_tokens() {
         nbf: NOW,
         exp: NOW + HOUR,
         jti: "jti-from-elsewhere".into(),
+        sid: "session-from-elsewhere".into(),
         r#gen: 1,
     };
     let token = jsonwebtoken::encode(
@@ -614,7 +620,7 @@ fn we_verify_jsonwebtoken_tokens() {
 
 #[test]
 fn inspect_decodes_without_a_key_and_lists_problems() {
-    let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
+    let token = codec().issue(&uid("user-1"), &sid(), 0, NOW, HOUR).token;
     let fine = inspect::inspect(&token, NOW + 1, &policy());
     assert!(fine.problems.is_empty());
     assert_eq!(fine.claims.unwrap()["sub"], "user-1");
@@ -662,7 +668,7 @@ fn segment_variants(segment: &str) -> Vec<String> {
 
 #[test]
 fn our_own_payloads_take_the_canonical_fast_path() {
-    let issued = codec().issue(&uid("Ibe-mlq6Vrc_p1FJYaRCnA"), 7, NOW, HOUR);
+    let issued = codec().issue(&uid("Ibe-mlq6Vrc_p1FJYaRCnA"), &sid(), 7, NOW, HOUR);
     let payload = issued.token.split('.').nth(1).unwrap();
     let json = URL_SAFE_NO_PAD.decode(payload).unwrap();
     assert_eq!(claims::canonical::parse(&json), Some(issued.claims));
@@ -680,10 +686,11 @@ fn arbitrary_claims() -> impl Strategy<Value = Claims> {
             any::<String>(),
             any::<String>(),
             any::<String>(),
+            any::<String>(),
         ),
         (any::<i64>(), any::<i64>(), any::<i64>(), any::<u64>()),
     )
-        .prop_map(|((iss, aud, sub, jti), (iat, nbf, exp, r#gen))| Claims {
+        .prop_map(|((iss, aud, sub, jti, sid), (iat, nbf, exp, r#gen))| Claims {
             iss,
             aud,
             sub: uid(&sub),
@@ -691,6 +698,7 @@ fn arbitrary_claims() -> impl Strategy<Value = Claims> {
             nbf,
             exp,
             jti: TokenId::from_string(jti),
+            sid: SessionId::from_string(sid),
             r#gen,
         })
 }
@@ -725,7 +733,7 @@ proptest! {
         lifetime in 1i64..=HOUR,
     ) {
         let codec = codec();
-        let issued = codec.issue(&uid(&sub), generation, now, lifetime);
+        let issued = codec.issue(&uid(&sub), &sid(), generation, now, lifetime);
         let verified = codec.verify(&issued.token, now).unwrap();
         prop_assert_eq!(verified.claims(), &issued.claims);
         prop_assert_eq!(verified.claims().sub.as_str(), sub.as_str());
@@ -734,7 +742,7 @@ proptest! {
 
     #[test]
     fn changing_any_single_byte_is_rejected(index in any::<prop::sample::Index>(), replacement in any::<u8>()) {
-        let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
+        let token = codec().issue(&uid("user-1"), &sid(), 0, NOW, HOUR).token;
         let mut bytes = token.clone().into_bytes();
         let i = index.index(bytes.len());
         prop_assume!(bytes[i] != replacement);
@@ -763,7 +771,7 @@ proptest! {
 
     #[test]
     fn non_canonical_reencodings_never_verify(segment in 0usize..3) {
-        let token = codec().issue(&uid("user-1"), 0, NOW, HOUR).token;
+        let token = codec().issue(&uid("user-1"), &sid(), 0, NOW, HOUR).token;
         let parts: Vec<&str> = token.split('.').collect();
         for variant in segment_variants(parts[segment]) {
             let mut changed: Vec<String> = parts.iter().map(|s| s.to_string()).collect();

@@ -14,13 +14,16 @@ mod dump;
 mod revocation;
 mod schema;
 mod sessions;
+mod tokens;
 mod users;
 
 use super::{
-    Credentials, IssuedTokenRecord, NewAccount, Result, Store, StoreError, TokenState, UserSummary,
+    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange,
+    PasswordChangeOutcome, Result, SessionGrant, Store, StoreError, TokenState, UserSummary,
 };
-use crate::domain::ids::{TokenId, UserId};
+use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::lockout::LockoutPolicy;
+use crate::domain::session::{EndReason, SessionRecord};
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 
@@ -139,19 +142,36 @@ impl Store for SqliteStore {
         token: &IssuedTokenRecord<'_>,
         verified: &Credentials,
         rehashed_password: Option<&str>,
+        session: &NewSession<'_>,
     ) -> Result<()> {
-        self.record_issued(token, verified, rehashed_password)
+        SqliteStore::record_login(self, token, verified, rehashed_password, session)
     }
-    fn change_password(
-        &self,
-        user: &UserId,
-        verified_hash: &str,
-        new_hash: &str,
-    ) -> Result<Option<u64>> {
-        self.replace_password(user, verified_hash, new_hash)
+    fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome> {
+        self.change_password_in_session(change)
     }
     fn delete_user(&self, user: &UserId) -> Result<bool> {
         self.remove_user(user)
+    }
+    fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
+        self.session_by_id(id)
+    }
+    fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>> {
+        self.sessions_of_user(user)
+    }
+    fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
+        SqliteStore::grant_in_session(self, grant)
+    }
+    fn end_session(
+        &self,
+        id: &SessionId,
+        owner: Option<&UserId>,
+        reason: EndReason,
+        now: i64,
+    ) -> Result<bool> {
+        SqliteStore::end_session(self, id, owner, reason, now)
+    }
+    fn live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64> {
+        self.count_live_sessions(now, idle_timeout)
     }
     fn token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
         self.exact_token_state(user, jti)
@@ -165,8 +185,13 @@ impl Store for SqliteStore {
     fn bump_generation(&self, user: &UserId) -> Result<Option<u64>> {
         self.bump_generation_where("id", user.as_str())
     }
-    fn prune_expired(&self, cutoff: i64, longest_token_lifetime: i64) -> Result<usize> {
-        self.prune(cutoff, longest_token_lifetime)
+    fn prune_expired(
+        &self,
+        cutoff: i64,
+        longest_token_lifetime: i64,
+        session_idle: i64,
+    ) -> Result<usize> {
+        self.prune(cutoff, longest_token_lifetime, session_idle)
     }
     fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>> {
         self.bump_generation_where("username_canonical", username.canonical())

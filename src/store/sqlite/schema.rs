@@ -69,6 +69,42 @@ const MIGRATIONS: &[&str] = &[
         BEGIN INSERT INTO token_changes (user_id, jti, expires_at)
               VALUES (NEW.user_id, NEW.jti, NEW.expires_at); END;
     ",
+    // 3: sessions with rotating refresh tokens (store/sqlite/sessions.rs). Ending a session
+    // denylists the access tokens the ledger says it issued, so the change log above already
+    // carries it to every view: no new kind of change.
+    r"
+    CREATE TABLE sessions (
+        id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
+        user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        generation      INTEGER NOT NULL,        -- the user's token generation it lives at
+        refresh_counter INTEGER NOT NULL DEFAULT 0, -- which refresh token is current; tokens are
+                                                    -- derived from keys/, never stored
+        rotated_at      INTEGER,                 -- when the current one superseded the one before
+        user_agent      TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        last_used_at    INTEGER NOT NULL,        -- login or last refresh: the idle clock
+        expires_at      INTEGER NOT NULL,        -- absolute end
+        ended_at        INTEGER,
+        end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
+        CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+    ) STRICT;
+    CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
+
+    -- The session each access token was issued in (NULL for tokens from before sessions).
+    ALTER TABLE issued_tokens ADD COLUMN session_id TEXT;
+    CREATE INDEX issued_tokens_by_session ON issued_tokens(session_id);
+
+    -- Who is logged in now: sessions not ended, not revoked by a generation bump, not past
+    -- their absolute end (the idle timeout is a server setting, so it is not applied here).
+    DROP VIEW active_sessions;
+    CREATE VIEW active_sessions AS
+        SELECT u.username, s.id AS session_id, s.created_at, s.last_used_at, s.expires_at,
+               s.user_agent
+        FROM sessions s JOIN users u ON u.id = s.user_id
+        WHERE s.ended_at IS NULL
+          AND s.generation = u.token_generation
+          AND s.expires_at > unixepoch();
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -1,34 +1,77 @@
-//! Token state: the login ledger, the denylist and the per-user token generation.
+//! Sessions: started by a login, rotated by refreshes, ended by a logout, a reuse detection, an
+//! operator — or all at once by a generation bump. Every access token a session issues goes in
+//! the ledger (`issued_tokens.session_id`), and ending the session denylists those rows in the
+//! same transaction: the existing change log then carries the end to every revocation view, and
+//! token checks stay a denylist lookup.
 //!
-//! Revocation has two levers. Logging out one token puts its `jti` on the denylist until the
-//! token's own expiry (after which the MAC check refuses it anyway, so the row can go). Logging
-//! out everywhere bumps the user's generation: every token carries the generation it was minted
-//! at, and any token below the current one is dead — one UPDATE, however many tokens exist.
+//! Every write here is conditional on the state the caller judged (counter, generation, not
+//! ended), in one IMMEDIATE transaction, so of two racing requests exactly one wins and the
+//! other sees `false` and judges again: a refresh and a logout cannot both succeed in a way that
+//! leaves a live token in an ended session.
 
-use super::revocation::Lookup;
-use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS, profile_from_row};
 use super::{Result, SqliteStore, StoreError, to_u64};
-use crate::domain::ids::{TokenId, UserId};
-use crate::store::{Credentials, IssuedTokenRecord, TokenState};
-use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
-use std::sync::Arc;
+use crate::domain::ids::{SessionId, UserId};
+use crate::domain::session::{EndReason, SessionRecord};
+use crate::store::{
+    Credentials, IssuedTokenRecord, NewSession, PasswordChange, PasswordChangeOutcome,
+    SessionGrant,
+};
+use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-/// Least seconds of change-log history kept. The view stays exact whatever the log holds (it
-/// rebuilds when it finds a gap); keeping at least a token lifetime of history means a view
-/// that was idle that long still catches up by applying the log rather than rebuilding.
-const MIN_CHANGE_LOG_RETENTION: i64 = 3600;
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.generation, u.token_generation, \
+     s.refresh_counter, s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, \
+     s.end_reason, s.user_agent";
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let ended_at: Option<i64> = row.get(9)?;
+    let reason: Option<String> = row.get(10)?;
+    Ok(SessionRecord {
+        id: SessionId::from_string(row.get(0)?),
+        user_id: UserId::from_string(row.get(1)?),
+        generation: to_u64(row.get(2)?),
+        current_generation: to_u64(row.get(3)?),
+        refresh_counter: to_u64(row.get(4)?),
+        rotated_at: row.get(5)?,
+        created_at: row.get(6)?,
+        last_used_at: row.get(7)?,
+        expires_at: row.get(8)?,
+        ended: ended_at.map(|at| (at, EndReason::from_stored(reason.as_deref().unwrap_or("")))),
+        user_agent: row.get(11)?,
+    })
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn insert_ledger_row(conn: &Connection, token: &IssuedTokenRecord<'_>) -> Result<()> {
+    conn.execute(
+        "INSERT INTO issued_tokens (jti, user_id, generation, issued_at, expires_at, session_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            token.jti.as_str(),
+            token.user_id.as_str(),
+            to_i64(token.generation),
+            token.issued_at,
+            token.expires_at,
+            token.session_id.as_str(),
+        ],
+    )?;
+    Ok(())
+}
 
 impl SqliteStore {
-    /// A successful login: record the token in the ledger, clear the failure counter and
-    /// optionally store a rehashed password — one transaction, and only if the password hash
-    /// and generation are still the ones the login verified (`verified`). Otherwise the
-    /// password changed or every token was revoked while the login was being checked, and
-    /// [`StoreError::CredentialsChanged`] says so: the token must not be handed out.
-    pub(super) fn record_issued(
+    /// A successful login: start the session, record its first access token, clear the failure
+    /// counter and optionally store a rehashed password — one transaction, and only if the
+    /// password hash and generation are still the ones the login verified. Otherwise the
+    /// password changed or every session was revoked while the login was being checked, and
+    /// [`StoreError::CredentialsChanged`] says so: nothing must go out.
+    pub(super) fn record_login(
         &self,
         token: &IssuedTokenRecord<'_>,
         verified: &Credentials,
         rehashed_password: Option<&str>,
+        session: &NewSession<'_>,
     ) -> Result<()> {
         self.with_write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -39,7 +82,7 @@ impl SqliteStore {
                 params![
                     verified.user_id.as_str(),
                     verified.password_hash,
-                    i64::try_from(verified.token_generation).unwrap_or(i64::MAX),
+                    to_i64(verified.token_generation),
                     rehashed_password
                 ],
             )? == 1;
@@ -47,146 +90,201 @@ impl SqliteStore {
                 return Err(StoreError::CredentialsChanged);
             }
             tx.execute(
-                "INSERT INTO issued_tokens (jti, user_id, generation, issued_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sessions (id, user_id, generation, user_agent, created_at,
+                     last_used_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
                 params![
-                    token.jti.as_str(),
-                    token.user_id.as_str(),
-                    i64::try_from(token.generation).unwrap_or(i64::MAX),
-                    token.issued_at,
-                    token.expires_at
+                    session.id.as_str(),
+                    verified.user_id.as_str(),
+                    to_i64(verified.token_generation),
+                    session.user_agent,
+                    session.created_at,
+                    session.expires_at,
                 ],
             )?;
+            insert_ledger_row(&tx, token)?;
             tx.commit()?;
             Ok(())
         })
     }
 
-    /// The token's user, its current generation and whether this `jti` is denylisted: from the
-    /// revocation view when it has the user (catching it up first if anything was committed),
-    /// otherwise with one indexed read that then fills the view. `None` when the user no longer
-    /// exists. Blocking: runs SQL whenever the view is stale.
-    pub(super) fn exact_token_state(
-        &self,
-        user_id: &UserId,
-        jti: &TokenId,
-    ) -> Result<Option<TokenState>> {
-        let Some(view) = &self.view else {
-            return self.load_token_state(user_id, jti);
-        };
-        let mut lookup = view.lookup(user_id, jti)?;
-        if let Lookup::Stale = lookup {
-            self.with_conn(|conn| view.catch_up(conn))?;
-            lookup = view.lookup(user_id, jti)?;
-        }
-        match lookup {
-            Lookup::Hit(state) => Ok(Some(state)),
-            Lookup::Miss { version } => {
-                let state = self.load_token_state(user_id, jti)?;
-                if let Some(state) = &state {
-                    view.remember(version, &state.profile, state.current_generation);
-                }
-                Ok(state)
-            }
-            // Commits keep landing: the tables themselves are exact.
-            Lookup::Stale => self.load_token_state(user_id, jti),
-        }
-    }
-
-    /// The same from memory only, with no SQL and no blocking: `Ok(None)` when the view is
-    /// stale or lacks the user, and the caller must use [`Store::token_state`] off the async
-    /// reactor. An error when the view cannot prove it is current.
-    pub(super) fn in_memory_token_state(
-        &self,
-        user_id: &UserId,
-        jti: &TokenId,
-    ) -> Result<Option<TokenState>> {
-        let Some(view) = &self.view else {
-            return Ok(None);
-        };
-        Ok(match view.lookup(user_id, jti)? {
-            Lookup::Hit(state) => Some(state),
-            Lookup::Miss { .. } | Lookup::Stale => None,
-        })
-    }
-
-    fn load_token_state(&self, user_id: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
+    pub(super) fn session_by_id(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
         self.with_conn(|conn| {
             let sql = format!(
-                "SELECT {PROFILE_COLUMNS}, token_generation,
-                        EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?2)
-                 FROM users WHERE id = ?1"
+                "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.id = ?1"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
-            Ok(stmt
-                .query_row(params![user_id.as_str(), jti.as_str()], |row| {
-                    Ok(TokenState {
-                        profile: Arc::new(profile_from_row(row)?),
-                        current_generation: to_u64(row.get(PROFILE_COLUMN_COUNT)?),
-                        revoked: row.get(PROFILE_COLUMN_COUNT + 1)?,
-                    })
-                })
-                .optional()?)
+            Ok(stmt.query_row([id.as_str()], session_from_row).optional()?)
         })
     }
 
-    pub(super) fn denylist(&self, jti: &TokenId, user_id: &UserId, expires_at: i64) -> Result<()> {
-        self.with_write(|conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at) VALUES (?1, ?2, ?3)",
-                params![jti.as_str(), user_id.as_str(), expires_at],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// `column` is one of the two fixed names above, never input.
-    pub(super) fn bump_generation_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<u64>> {
-        self.with_write(|conn| {
+    /// Every session of the user still on file, newest first.
+    pub(super) fn sessions_of_user(&self, user: &UserId) -> Result<Vec<SessionRecord>> {
+        self.with_conn(|conn| {
             let sql = format!(
-                "UPDATE users SET token_generation = token_generation + 1
-                 WHERE {column} = ?1 RETURNING token_generation"
+                "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.user_id = ?1 ORDER BY s.created_at DESC, s.id"
             );
-            Ok(conn
-                .query_row(&sql, [value], |row| row.get::<_, i64>(0))
-                .optional()?
-                .map(to_u64))
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map([user.as_str()], session_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
-    /// Drops denylist and ledger rows whose tokens have expired: such tokens fail the codec's
-    /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway;
-    /// `longest_token_lifetime` sets how much change-log history is kept. Returns how many
-    /// denylist and ledger rows went.
-    pub(super) fn prune(&self, now: i64, longest_token_lifetime: i64) -> Result<usize> {
-        let pruned = self.with_conn(|conn| {
-            let revoked =
-                conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
-            let issued = conn.execute("DELETE FROM issued_tokens WHERE expires_at < ?1", [now])?;
-            let retention = longest_token_lifetime.max(MIN_CHANGE_LOG_RETENTION);
-            conn.execute(
-                "DELETE FROM token_changes WHERE changed_at < ?1",
-                [now.saturating_sub(retention)],
-            )?;
-            Ok(revoked + issued)
-        })?;
-        if let Some(view) = &self.view {
-            view.prune(now);
-        }
-        Ok(pruned)
+    /// Records an access token issued in a session and moves its refresh counter — only if the
+    /// session is still on `expected_counter`, not ended, and at the token's generation, which
+    /// must also be its user's. False when any of that changed: the caller judges again.
+    pub(super) fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
+        self.with_write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let token = &grant.token;
+            let moved = tx.execute(
+                "UPDATE sessions SET refresh_counter = ?4,
+                     rotated_at = CASE WHEN ?4 != ?3 THEN ?6 ELSE rotated_at END,
+                     last_used_at = ?6
+                 WHERE id = ?1 AND user_id = ?2 AND refresh_counter = ?3 AND ended_at IS NULL
+                   AND generation = ?5
+                   AND generation = (SELECT token_generation FROM users WHERE id = ?2)",
+                params![
+                    token.session_id.as_str(),
+                    token.user_id.as_str(),
+                    to_i64(grant.expected_counter),
+                    to_i64(grant.new_counter),
+                    to_i64(token.generation),
+                    grant.now,
+                ],
+            )? == 1;
+            if !moved {
+                return Ok(false);
+            }
+            insert_ledger_row(&tx, token)?;
+            tx.commit()?;
+            Ok(true)
+        })
     }
 
-    pub(super) fn count_denylisted(&self) -> Result<u64> {
+    /// Ends a session not yet ended (of `owner`, if given) and denylists every access token it
+    /// issued. False if there was none to end.
+    pub(super) fn end_session(
+        &self,
+        id: &SessionId,
+        owner: Option<&UserId>,
+        reason: EndReason,
+        now: i64,
+    ) -> Result<bool> {
+        self.with_write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ended = tx.execute(
+                "UPDATE sessions SET ended_at = ?3, end_reason = ?4
+                 WHERE id = ?1 AND ended_at IS NULL AND (?2 IS NULL OR user_id = ?2)",
+                params![id.as_str(), owner.map(UserId::as_str), now, reason.as_str()],
+            )? == 1;
+            if !ended {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at)
+                 SELECT jti, user_id, expires_at FROM issued_tokens WHERE session_id = ?1",
+                [id.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    /// Replaces the password and bumps the generation — ending every session — then moves the
+    /// caller's session to the new generation with a fresh refresh token (the superseded one
+    /// gets no grace) and records its new access token. One transaction, only if hash and
+    /// generation are still the verified ones and the session is not ended.
+    pub(super) fn change_password_in_session(
+        &self,
+        change: &PasswordChange<'_>,
+    ) -> Result<PasswordChangeOutcome> {
+        self.with_write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let token = &change.token;
+            let changed = tx.execute(
+                "UPDATE users SET password_hash = ?3, token_generation = token_generation + 1,
+                     failed_logins = 0, last_failed_login_at = NULL
+                 WHERE id = ?1 AND password_hash = ?2 AND token_generation + 1 = ?4",
+                params![
+                    token.user_id.as_str(),
+                    change.verified_hash,
+                    change.new_hash,
+                    to_i64(token.generation),
+                ],
+            )? == 1;
+            if !changed {
+                let hash_same: Option<bool> = tx
+                    .query_row(
+                        "SELECT password_hash = ?2 FROM users WHERE id = ?1",
+                        params![token.user_id.as_str(), change.verified_hash],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                return Ok(match hash_same {
+                    Some(false) => PasswordChangeOutcome::PasswordChanged,
+                    _ => PasswordChangeOutcome::SessionEnded,
+                });
+            }
+            let kept = tx
+                .query_row(
+                    "UPDATE sessions SET generation = ?3, refresh_counter = refresh_counter + 1,
+                         rotated_at = NULL, last_used_at = ?4
+                     WHERE id = ?1 AND user_id = ?2 AND ended_at IS NULL
+                     RETURNING refresh_counter, expires_at",
+                    params![
+                        token.session_id.as_str(),
+                        token.user_id.as_str(),
+                        to_i64(token.generation),
+                        change.now,
+                    ],
+                    |row| Ok((to_u64(row.get(0)?), row.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            let Some((refresh_counter, expires_at)) = kept else {
+                return Ok(PasswordChangeOutcome::SessionEnded);
+            };
+            insert_ledger_row(&tx, token)?;
+            tx.commit()?;
+            Ok(PasswordChangeOutcome::Changed {
+                refresh_counter,
+                session_expires_at: expires_at,
+            })
+        })
+    }
+
+    /// Sessions live at `now` under an idle timeout of `idle_timeout` seconds.
+    pub(super) fn count_live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64> {
         self.with_conn(|conn| {
             Ok(to_u64(conn.query_row(
-                "SELECT count(*) FROM revoked_tokens",
-                [],
+                "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.ended_at IS NULL AND s.generation = u.token_generation
+                   AND s.expires_at > ?1 AND s.last_used_at > ?1 - ?2",
+                params![now, idle_timeout],
                 |row| row.get(0),
             )?))
         })
+    }
+
+    /// Drops sessions that can serve nothing any more: ended, revoked by a generation bump, or
+    /// idle, for longer than any access token they issued can live; or past their absolute
+    /// end (access tokens never outlive it). Returns how many went.
+    pub(super) fn prune_sessions(
+        conn: &Connection,
+        cutoff: i64,
+        longest_token_lifetime: i64,
+        idle_timeout: i64,
+    ) -> Result<usize> {
+        let settled = cutoff.saturating_sub(longest_token_lifetime);
+        Ok(conn.execute(
+            "DELETE FROM sessions WHERE expires_at < ?1
+                OR ended_at < ?2
+                OR last_used_at < ?2 - ?3
+                OR (last_used_at < ?2 AND generation !=
+                    (SELECT token_generation FROM users u WHERE u.id = sessions.user_id))",
+            params![cutoff, settled, idle_timeout],
+        )?)
     }
 }

@@ -17,6 +17,19 @@ fn tid(id: &str) -> &'static TokenId {
     Box::leak(Box::new(TokenId::from_string(id.into())))
 }
 
+fn sid(id: &str) -> &'static SessionId {
+    Box::leak(Box::new(SessionId::from_string(id.into())))
+}
+
+fn session(id: &str) -> NewSession<'static> {
+    NewSession {
+        id: sid(id),
+        user_agent: "curl/8",
+        created_at: 100,
+        expires_at: 10_000,
+    }
+}
+
 fn name(name: &str) -> &'static Username {
     Box::leak(Box::new(Username::parse(name).unwrap()))
 }
@@ -37,10 +50,15 @@ fn verified(store: &SqliteStore, username: &str) -> Credentials {
 }
 
 fn ledger(jti: &str, user_id: &str) -> IssuedTokenRecord<'static> {
+    in_session(jti, user_id, "s1", 0)
+}
+
+fn in_session(jti: &str, user_id: &str, session: &str, generation: u64) -> IssuedTokenRecord<'static> {
     IssuedTokenRecord {
         jti: tid(jti),
         user_id: uid(user_id),
-        generation: 0,
+        session_id: sid(session),
+        generation,
         issued_at: 100,
         expires_at: 200,
     }
@@ -76,7 +94,7 @@ fn token_state_reports_generation_and_denylist() {
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
     store
-        .record_login(&ledger("j1", "u1"), &creds, None)
+        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
         .unwrap();
     let state = store.token_state(uid("u1"), tid("j1")).unwrap().unwrap();
     assert_eq!((state.current_generation, state.revoked), (0, false));
@@ -134,7 +152,12 @@ fn reserved_attempts_count_up_and_reset_on_login() {
     assert_eq!(store.failed_logins(name("kvothe")).unwrap(), Some(5));
     let creds = verified(&store, "kvothe");
     store
-        .record_login(&ledger("j1", "u1"), &creds, Some("$argon2id$new"))
+        .record_login(
+            &ledger("j1", "u1"),
+            &creds,
+            Some("$argon2id$new"),
+            &session("s1"),
+        )
         .unwrap();
     assert_eq!(store.failed_logins(name("kvothe")).unwrap(), Some(0));
     assert_eq!(verified(&store, "kvothe").password_hash, "$argon2id$new");
@@ -148,14 +171,24 @@ fn a_login_is_not_recorded_once_its_credentials_changed() {
     store.create_user(&user("u1", "kvothe")).unwrap();
     let before = verified(&store, "kvothe");
     store
-        .change_password(uid("u1"), &before.password_hash, "$argon2id$changed")
-        .unwrap()
+        .record_login(&ledger("j0", "u1"), &before, None, &session("s0"))
         .unwrap();
+    let change = PasswordChange {
+        token: in_session("j1", "u1", "s0", 1),
+        verified_hash: &before.password_hash,
+        new_hash: "$argon2id$changed",
+        now: 150,
+    };
+    assert!(matches!(
+        store.change_password(&change).unwrap(),
+        PasswordChangeOutcome::Changed { .. }
+    ));
     assert!(matches!(
         store.record_login(
-            &ledger("j1", "u1"),
+            &ledger("j2", "u1"),
             &before,
-            Some("$argon2id$rehash-of-old")
+            Some("$argon2id$rehash-of-old"),
+            &session("s1"),
         ),
         Err(StoreError::CredentialsChanged)
     ));
@@ -166,7 +199,7 @@ fn a_login_is_not_recorded_once_its_credentials_changed() {
     let current = verified(&store, "kvothe");
     store.bump_generation(uid("u1")).unwrap();
     assert!(matches!(
-        store.record_login(&ledger("j2", "u1"), &current, None),
+        store.record_login(&ledger("j3", "u1"), &current, None, &session("s2")),
         Err(StoreError::CredentialsChanged)
     ));
 }
@@ -177,7 +210,7 @@ fn pruning_drops_only_expired_rows() {
     store.create_user(&user("u1", "kvothe")).unwrap();
     store.revoke_token(tid("old"), uid("u1"), 50).unwrap();
     store.revoke_token(tid("new"), uid("u1"), 500).unwrap();
-    store.prune_expired(100, 3600).unwrap();
+    store.prune_expired(100, 3600, 1000).unwrap();
     assert_eq!(store.denylist_len().unwrap(), 1);
     assert!(
         store
@@ -194,7 +227,7 @@ fn deleting_a_user_frees_the_name_and_cascades() {
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
     store
-        .record_login(&ledger("j1", "u1"), &creds, None)
+        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
         .unwrap();
     store.revoke_token(tid("j1"), uid("u1"), 200).unwrap();
     assert!(store.delete_user(uid("u1")).unwrap());
@@ -203,23 +236,103 @@ fn deleting_a_user_frees_the_name_and_cascades() {
 }
 
 #[test]
-fn changing_the_password_bumps_the_generation() {
+fn changing_the_password_bumps_the_generation_and_keeps_only_the_callers_session() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    store.record_login(&ledger("j1", "u1"), &creds, None, &session("s1")).unwrap();
+    store.record_login(&ledger("j2", "u1"), &creds, None, &session("s2")).unwrap();
+    let change = |jti, hash| PasswordChange {
+        token: in_session(jti, "u1", "s1", 1),
+        verified_hash: "$argon2id$stub",
+        new_hash: hash,
+        now: 150,
+    };
     assert_eq!(
-        store
-            .change_password(uid("u1"), "$argon2id$stub", "$argon2id$x")
-            .unwrap(),
-        Some(1)
+        store.change_password(&change("j3", "$argon2id$x")).unwrap(),
+        PasswordChangeOutcome::Changed {
+            refresh_counter: 1,
+            session_expires_at: 10_000
+        }
     );
     assert_eq!(verified(&store, "kvothe").token_generation, 1);
+    let kept = store.session(sid("s1")).unwrap().unwrap();
+    assert_eq!((kept.generation, kept.current_generation, kept.rotated_at), (1, 1, None));
+    let other = store.session(sid("s2")).unwrap().unwrap();
+    assert_eq!((other.generation, other.current_generation), (0, 1), "ended by the bump");
     assert_eq!(
-        store
-            .change_password(uid("u1"), "$argon2id$stub", "$argon2id$y")
-            .unwrap(),
-        None,
+        store.change_password(&change("j4", "$argon2id$y")).unwrap(),
+        PasswordChangeOutcome::PasswordChanged,
         "compare-and-set on the verified hash"
     );
+}
+
+#[test]
+fn a_grant_lands_only_on_the_session_as_judged() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    store.record_login(&ledger("j1", "u1"), &creds, None, &session("s1")).unwrap();
+    let grant = |jti, expected, new| SessionGrant {
+        token: in_session(jti, "u1", "s1", 0),
+        expected_counter: expected,
+        new_counter: new,
+        now: 160,
+    };
+    assert!(store.grant_in_session(&grant("j2", 0, 1)).unwrap());
+    assert!(!store.grant_in_session(&grant("j3", 0, 1)).unwrap(), "lost the race");
+    let rotated = store.session(sid("s1")).unwrap().unwrap();
+    assert_eq!((rotated.refresh_counter, rotated.rotated_at, rotated.last_used_at), (1, Some(160), 160));
+    assert!(store.grant_in_session(&grant("j4", 1, 1)).unwrap(), "grace: no rotation");
+    assert_eq!(store.session(sid("s1")).unwrap().unwrap().rotated_at, Some(160));
+    store.bump_generation(uid("u1")).unwrap();
+    assert!(!store.grant_in_session(&grant("j5", 1, 2)).unwrap(), "generation moved");
+}
+
+#[test]
+fn ending_a_session_denylists_every_token_it_issued_and_nothing_else() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    store.record_login(&ledger("j1", "u1"), &creds, None, &session("s1")).unwrap();
+    store.record_login(&in_session("k1", "u1", "s2", 0), &creds, None, &session("s2")).unwrap();
+    let grant = SessionGrant {
+        token: in_session("j2", "u1", "s1", 0),
+        expected_counter: 0,
+        new_counter: 1,
+        now: 160,
+    };
+    assert!(store.grant_in_session(&grant).unwrap());
+    assert!(!store.end_session(sid("s1"), Some(uid("u2")), EndReason::Revoked, 170).unwrap(), "not the owner");
+    assert!(store.end_session(sid("s1"), Some(uid("u1")), EndReason::Logout, 170).unwrap());
+    assert!(!store.end_session(sid("s1"), None, EndReason::Logout, 171).unwrap(), "already ended");
+    for (jti, revoked) in [("j1", true), ("j2", true), ("k1", false)] {
+        let state = store.token_state(uid("u1"), tid(jti)).unwrap().unwrap();
+        assert_eq!(state.revoked, revoked, "{jti}");
+    }
+    let ended = store.session(sid("s1")).unwrap().unwrap();
+    assert_eq!(ended.ended, Some((170, EndReason::Logout)));
+    assert!(!store.grant_in_session(&grant).unwrap(), "an ended session issues nothing");
+    assert_eq!(store.live_sessions(170, 1000).unwrap(), 1);
+}
+
+#[test]
+fn pruning_drops_sessions_only_once_they_can_serve_nothing() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    store.record_login(&ledger("j1", "u1"), &creds, None, &session("ended")).unwrap();
+    store.record_login(&ledger("j2", "u1"), &creds, None, &session("live")).unwrap();
+    store.end_session(sid("ended"), None, EndReason::Logout, 200).unwrap();
+    // Ended at 200; tokens live up to 900 s: kept until 1100.
+    store.prune_expired(1000, 900, 100_000).unwrap();
+    assert!(store.session(sid("ended")).unwrap().is_some());
+    store.prune_expired(1101, 900, 100_000).unwrap();
+    assert!(store.session(sid("ended")).unwrap().is_none());
+    assert!(store.session(sid("live")).unwrap().is_some());
+    // Idle since 100 with a 500 s timeout and 900 s tokens: gone after 1500.
+    store.prune_expired(1501, 900, 500).unwrap();
+    assert!(store.session(sid("live")).unwrap().is_none());
 }
 
 #[test]
@@ -230,7 +343,8 @@ fn dump_holds_schema_and_rows() {
     assert!(dump.contains("CREATE TABLE users"));
     assert!(dump.contains("CREATE VIEW active_sessions"));
     assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
-    assert!(dump.contains("PRAGMA user_version=2;"));
+    assert!(dump.contains("PRAGMA user_version=3;"));
+    assert!(dump.contains("CREATE TABLE sessions"));
 }
 
 #[test]

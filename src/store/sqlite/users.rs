@@ -139,26 +139,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn replace_password(
-        &self,
-        user_id: &UserId,
-        verified_hash: &str,
-        new_hash: &str,
-    ) -> Result<Option<u64>> {
-        self.with_write(|conn| {
-            Ok(conn
-                .query_row(
-                    "UPDATE users SET password_hash = ?3, token_generation = token_generation + 1
-                     WHERE id = ?1 AND password_hash = ?2 RETURNING token_generation",
-                    params![user_id.as_str(), verified_hash, new_hash],
-                    |row| row.get::<_, i64>(0),
-                )
-                .optional()?
-                .map(to_u64))
-        })
-    }
-
-    /// The ledger and denylist rows go with the user (ON DELETE CASCADE).
+    /// The sessions, ledger and denylist rows go with the user (ON DELETE CASCADE).
     pub(super) fn remove_user(&self, user_id: &UserId) -> Result<bool> {
         self.with_write(|conn| {
             Ok(conn.execute("DELETE FROM users WHERE id = ?1", [user_id.as_str()])? == 1)

@@ -1,0 +1,155 @@
+//! Token state: the login ledger, the denylist and the per-user token generation.
+//!
+//! Revocation has two levers. Logging out one token puts its `jti` on the denylist until the
+//! token's own expiry (after which the MAC check refuses it anyway, so the row can go). Logging
+//! out everywhere bumps the user's generation: every token carries the generation it was minted
+//! at, and any token below the current one is dead — one UPDATE, however many tokens exist.
+
+use super::revocation::Lookup;
+use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS, profile_from_row};
+use super::{Result, SqliteStore, to_u64};
+use crate::domain::ids::{TokenId, UserId};
+use crate::store::TokenState;
+use rusqlite::{OptionalExtension as _, params};
+use std::sync::Arc;
+
+/// Least seconds of change-log history kept. The view stays exact whatever the log holds (it
+/// rebuilds when it finds a gap); keeping at least a token lifetime of history means a view
+/// that was idle that long still catches up by applying the log rather than rebuilding.
+const MIN_CHANGE_LOG_RETENTION: i64 = 3600;
+
+impl SqliteStore {
+    /// The token's user, its current generation and whether this `jti` is denylisted: from the
+    /// revocation view when it has the user (catching it up first if anything was committed),
+    /// otherwise with one indexed read that then fills the view. `None` when the user no longer
+    /// exists. Blocking: runs SQL whenever the view is stale.
+    pub(super) fn exact_token_state(
+        &self,
+        user_id: &UserId,
+        jti: &TokenId,
+    ) -> Result<Option<TokenState>> {
+        let Some(view) = &self.view else {
+            return self.load_token_state(user_id, jti);
+        };
+        let mut lookup = view.lookup(user_id, jti)?;
+        if let Lookup::Stale = lookup {
+            self.with_conn(|conn| view.catch_up(conn))?;
+            lookup = view.lookup(user_id, jti)?;
+        }
+        match lookup {
+            Lookup::Hit(state) => Ok(Some(state)),
+            Lookup::Miss { version } => {
+                let state = self.load_token_state(user_id, jti)?;
+                if let Some(state) = &state {
+                    view.remember(version, &state.profile, state.current_generation);
+                }
+                Ok(state)
+            }
+            // Commits keep landing: the tables themselves are exact.
+            Lookup::Stale => self.load_token_state(user_id, jti),
+        }
+    }
+
+    /// The same from memory only, with no SQL and no blocking: `Ok(None)` when the view is
+    /// stale or lacks the user, and the caller must use [`Store::token_state`] off the async
+    /// reactor. An error when the view cannot prove it is current.
+    pub(super) fn in_memory_token_state(
+        &self,
+        user_id: &UserId,
+        jti: &TokenId,
+    ) -> Result<Option<TokenState>> {
+        let Some(view) = &self.view else {
+            return Ok(None);
+        };
+        Ok(match view.lookup(user_id, jti)? {
+            Lookup::Hit(state) => Some(state),
+            Lookup::Miss { .. } | Lookup::Stale => None,
+        })
+    }
+
+    fn load_token_state(&self, user_id: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
+        self.with_conn(|conn| {
+            let sql = format!(
+                "SELECT {PROFILE_COLUMNS}, token_generation,
+                        EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?2)
+                 FROM users WHERE id = ?1"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            Ok(stmt
+                .query_row(params![user_id.as_str(), jti.as_str()], |row| {
+                    Ok(TokenState {
+                        profile: Arc::new(profile_from_row(row)?),
+                        current_generation: to_u64(row.get(PROFILE_COLUMN_COUNT)?),
+                        revoked: row.get(PROFILE_COLUMN_COUNT + 1)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    pub(super) fn denylist(&self, jti: &TokenId, user_id: &UserId, expires_at: i64) -> Result<()> {
+        self.with_write(|conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![jti.as_str(), user_id.as_str(), expires_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// `column` is one of the two fixed names above, never input.
+    pub(super) fn bump_generation_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<u64>> {
+        self.with_write(|conn| {
+            let sql = format!(
+                "UPDATE users SET token_generation = token_generation + 1
+                 WHERE {column} = ?1 RETURNING token_generation"
+            );
+            Ok(conn
+                .query_row(&sql, [value], |row| row.get::<_, i64>(0))
+                .optional()?
+                .map(to_u64))
+        })
+    }
+
+    /// Drops denylist and ledger rows whose tokens have expired: such tokens fail the codec's
+    /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway;
+    /// `longest_token_lifetime` sets how much change-log history is kept. Returns how many
+    /// session, denylist and ledger rows went.
+    pub(super) fn prune(
+        &self,
+        now: i64,
+        longest_token_lifetime: i64,
+        session_idle: i64,
+    ) -> Result<usize> {
+        let pruned = self.with_conn(|conn| {
+            let sessions = Self::prune_sessions(conn, now, longest_token_lifetime, session_idle)?;
+            let revoked =
+                conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
+            let issued = conn.execute("DELETE FROM issued_tokens WHERE expires_at < ?1", [now])?;
+            let retention = longest_token_lifetime.max(MIN_CHANGE_LOG_RETENTION);
+            conn.execute(
+                "DELETE FROM token_changes WHERE changed_at < ?1",
+                [now.saturating_sub(retention)],
+            )?;
+            Ok(sessions + revoked + issued)
+        })?;
+        if let Some(view) = &self.view {
+            view.prune(now);
+        }
+        Ok(pruned)
+    }
+
+    pub(super) fn count_denylisted(&self) -> Result<u64> {
+        self.with_conn(|conn| {
+            Ok(to_u64(conn.query_row(
+                "SELECT count(*) FROM revoked_tokens",
+                [],
+                |row| row.get(0),
+            )?))
+        })
+    }
+}
