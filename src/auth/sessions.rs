@@ -107,10 +107,9 @@ impl Auth {
                 .ok_or_else(|| RefreshRejection::UnknownSession(presented.session.clone()))?;
             let (rotation, new_counter) =
                 match policy.judge_refresh(&session, presented.counter, now) {
-                    RefreshDecision::Rotate => (
-                        Rotation::Rotated,
-                        session.refresh_counter.saturating_add(1),
-                    ),
+                    RefreshDecision::Rotate => {
+                        (Rotation::Rotated, session.refresh_counter.saturating_add(1))
+                    }
                     RefreshDecision::Grace => (Rotation::Grace, session.refresh_counter),
                     RefreshDecision::Reuse => {
                         self.store
@@ -166,12 +165,9 @@ impl Auth {
         if !owned_and_live {
             return Err(AuthError::SessionNotFound);
         }
-        let ended = self.store.end_session(
-            &id,
-            Some(&caller.profile.id),
-            EndReason::Revoked,
-            now,
-        )?;
+        let ended =
+            self.store
+                .end_session(&id, Some(&caller.profile.id), EndReason::Revoked, now)?;
         if ended {
             Ok(())
         } else {

@@ -128,8 +128,7 @@ pub fn session(action: &SessionAction, db: &Path, idle_timeout: i64) -> Result<S
                 idle_timeout,
                 ..SessionPolicy::default()
             };
-            let mut out =
-                String::from("id	status	created_at	last_used_at	expires_at	user_agent\n");
+            let mut out = String::from("id	status	created_at	last_used_at	expires_at	user_agent\n");
             for session in store.sessions_of(&user.user_id)? {
                 let _ = writeln!(
                     out,

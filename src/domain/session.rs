@@ -100,7 +100,9 @@ impl fmt::Display for SessionStatus {
             Self::Live => "live",
             Self::Ended(EndReason::Logout) => "ended (logged out)",
             Self::Ended(EndReason::Revoked) => "ended (revoked)",
-            Self::Ended(EndReason::Reuse) => "reuse-revoked (a superseded refresh token was replayed)",
+            Self::Ended(EndReason::Reuse) => {
+                "reuse-revoked (a superseded refresh token was replayed)"
+            }
             Self::AllRevoked => "ended (all the user's sessions were revoked)",
             Self::Expired => "expired (absolute lifetime)",
             Self::IdleExpired => "expired (idle)",
@@ -147,7 +149,12 @@ impl SessionPolicy {
     }
 
     /// What presenting the refresh token of rotation `counter` earns at `now`.
-    pub fn judge_refresh(&self, session: &SessionRecord, counter: u64, now: i64) -> RefreshDecision {
+    pub fn judge_refresh(
+        &self,
+        session: &SessionRecord,
+        counter: u64,
+        now: i64,
+    ) -> RefreshDecision {
         match self.status(session, now) {
             SessionStatus::Live => {}
             other => return RefreshDecision::Refuse(other),
@@ -215,7 +222,10 @@ mod tests {
             rotated_at: None,
             ..session()
         };
-        assert_eq!(policy.judge_refresh(&no_grace, 4, NOW), RefreshDecision::Reuse);
+        assert_eq!(
+            policy.judge_refresh(&no_grace, 4, NOW),
+            RefreshDecision::Reuse
+        );
     }
 
     #[test]

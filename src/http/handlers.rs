@@ -160,9 +160,7 @@ async fn refresh(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResp
     let outcome = match &result {
         Ok(refreshed) if refreshed.rotation == Rotation::Grace => RefreshOutcome::Grace,
         Ok(_) => RefreshOutcome::Rotated,
-        Err(AuthError::InvalidRefreshToken(RefreshRejection::Reused(_))) => {
-            RefreshOutcome::Reused
-        }
+        Err(AuthError::InvalidRefreshToken(RefreshRejection::Reused(_))) => RefreshOutcome::Reused,
         Err(_) => RefreshOutcome::Rejected,
     };
     state.metrics.refresh(outcome);

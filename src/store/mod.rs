@@ -16,8 +16,8 @@ mod sqlite;
 
 pub use error::{Result, StoreError};
 pub use records::{
-    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange,
-    PasswordChangeOutcome, SessionGrant, TokenState, UserSummary,
+    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome,
+    SessionGrant, TokenState, UserSummary,
 };
 pub use sqlite::SqliteStore;
 

@@ -88,12 +88,9 @@ impl Codec {
             _ => return Err(RefreshTokenError::Malformed),
         }
         let (body, tag) = raw.split_at(BODY_BYTES);
-        let genuine = self
-            .keyring()
-            .entries()
-            .fold(false, |found, key| {
-                found | constant_time_eq(&refresh_tag(key, body), tag)
-            });
+        let genuine = self.keyring().entries().fold(false, |found, key| {
+            found | constant_time_eq(&refresh_tag(key, body), tag)
+        });
         if !genuine {
             return Err(RefreshTokenError::BadTag);
         }
@@ -142,7 +139,13 @@ mod tests {
         assert!(token.expose().starts_with("tsr_"));
         assert_eq!(token.expose().len(), 80);
         let opened = codec.open_refresh_token(token.expose()).unwrap();
-        assert_eq!(opened, RefreshClaims { session, counter: 41 });
+        assert_eq!(
+            opened,
+            RefreshClaims {
+                session,
+                counter: 41
+            }
+        );
     }
 
     #[test]
@@ -150,8 +153,14 @@ mod tests {
         let codec = codec(&[7; 32]);
         let session = SessionId::random();
         let a = codec.refresh_token(&session, 1).unwrap();
-        assert_eq!(a.expose(), codec.refresh_token(&session, 1).unwrap().expose());
-        assert_ne!(a.expose(), codec.refresh_token(&session, 2).unwrap().expose());
+        assert_eq!(
+            a.expose(),
+            codec.refresh_token(&session, 1).unwrap().expose()
+        );
+        assert_ne!(
+            a.expose(),
+            codec.refresh_token(&session, 2).unwrap().expose()
+        );
     }
 
     #[test]

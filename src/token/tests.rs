@@ -429,7 +429,9 @@ fn non_integer_times_are_rejected() {
 
 #[test]
 fn missing_required_claims_are_rejected() {
-    for claim in ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen"] {
+    for claim in [
+        "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen",
+    ] {
         let mut claims = claims_json();
         claims.as_object_mut().unwrap().remove(claim);
         let error = verify(&forge(&our_header(), &claims.to_string())).unwrap_err();
@@ -690,17 +692,19 @@ fn arbitrary_claims() -> impl Strategy<Value = Claims> {
         ),
         (any::<i64>(), any::<i64>(), any::<i64>(), any::<u64>()),
     )
-        .prop_map(|((iss, aud, sub, jti, sid), (iat, nbf, exp, r#gen))| Claims {
-            iss,
-            aud,
-            sub: uid(&sub),
-            iat,
-            nbf,
-            exp,
-            jti: TokenId::from_string(jti),
-            sid: SessionId::from_string(sid),
-            r#gen,
-        })
+        .prop_map(
+            |((iss, aud, sub, jti, sid), (iat, nbf, exp, r#gen))| Claims {
+                iss,
+                aud,
+                sub: uid(&sub),
+                iat,
+                nbf,
+                exp,
+                jti: TokenId::from_string(jti),
+                sid: SessionId::from_string(sid),
+                r#gen,
+            },
+        )
 }
 
 proptest! {

@@ -134,8 +134,10 @@ async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
     let reply = app.send("PATCH", "/v1/users/me", None).await;
     assert_problem(&reply, 405);
     assert_eq!(reply.header("allow"), Some("GET, HEAD, DELETE"));
-    let reply = app.send("GET", "/v1/sessions", None).await;
-    assert_eq!(reply.header("allow"), Some("POST, DELETE"));
+    let reply = app.send("PUT", "/v1/sessions", None).await;
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, POST, DELETE"));
+    let reply = app.send("GET", "/v1/sessions/refresh", None).await;
+    assert_eq!(reply.header("allow"), Some("POST"));
 }
 
 /// Finding 17: HEAD answered 405 where GET works (RFC 9110 §9.3.2 expects it wherever GET is).

@@ -267,3 +267,70 @@ async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
         assert!(!everything.contains(secret), "log leaked {secret}");
     }
 }
+
+/// Refresh tokens are secrets: never logged, whatever happens to them. A replay is logged as a
+/// warning naming the session it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_never_reach_the_logs_and_a_replay_names_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr, log) = start_binary_logged(dir.path());
+    let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": GOOD_PASSWORD,
+                      "mothers_favorite_search_engine": "Duck Duck Go"});
+    http_client::send_json(addr, "POST", "/v1/users", None, &body)
+        .await
+        .unwrap();
+    let login = json!({"username": "kvothe", "password": GOOD_PASSWORD});
+    let grant = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
+        .await
+        .unwrap()
+        .json();
+    let refresh = |token: String| async move {
+        http_client::send_json(
+            addr,
+            "POST",
+            "/v1/sessions/refresh",
+            None,
+            &json!({ "refresh_token": token }),
+        )
+        .await
+        .unwrap()
+    };
+    let first = grant["refresh_token"].as_str().unwrap().to_owned();
+    let second = refresh(first.clone()).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let third = refresh(second.clone()).await.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(refresh(first.clone()).await.status, 401, "replay");
+    assert_eq!(refresh(format!("{third}x")).await.status, 401, "malformed");
+    let request_lines = || {
+        let lines = log.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains("tessera::request"))
+            .count()
+    };
+    wait_for(|| request_lines() == 6).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let lines = log.lock().unwrap().clone();
+    let everything = lines.join("\n");
+    for token in [&first, &second, &third] {
+        let secret = token.strip_prefix("tsr_").unwrap();
+        assert!(!everything.contains(secret), "log leaked a refresh token");
+        assert!(!everything.contains(&secret[secret.len() - 24..]));
+    }
+    let reuse: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|entry| entry["fields"]["message"] == "refresh token reuse: session ended")
+        .collect();
+    assert_eq!(reuse.len(), 1, "{lines:#?}");
+    assert_eq!(reuse[0]["level"], "WARN");
+    assert_eq!(reuse[0]["fields"]["session_id"], grant["session_id"]);
+}

@@ -43,6 +43,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     };
     config.login_limit = (1, 0.0);
     config.register_limit = (1, 0.0);
+    config.refresh_limit = (1, 0.0);
     config
 }
 
@@ -203,6 +204,30 @@ impl TestApp {
         self.token(username, GOOD_PASSWORD).await
     }
 
+    /// `POST /v1/sessions/refresh` with this refresh token.
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post_json(
+            "/v1/sessions/refresh",
+            &json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    /// Logs in and returns the whole grant (access and refresh token, session id), asserting
+    /// success.
+    pub async fn grant(&self, username: &str, password: &str) -> Value {
+        let reply = self.login(username, password).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json());
+        reply.json()
+    }
+
+    /// Registers `username` with the standard good password and returns a login's grant.
+    pub async fn user_with_grant(&self, username: &str) -> Value {
+        let reply = self.register(username, GOOD_PASSWORD).await;
+        assert_eq!(reply.status, 201, "{:?}", reply.json());
+        self.grant(username, GOOD_PASSWORD).await
+    }
+
     pub async fn me(&self, token: &str) -> Reply {
         self.send("GET", "/v1/users/me", Some(token)).await
     }
@@ -240,6 +265,26 @@ impl TestApp {
             closed_by_server,
         )
     }
+}
+
+/// The access and refresh token of a grant (a login, refresh or password change body).
+pub fn tokens(grant: &Value) -> (String, String) {
+    (
+        grant["access_token"].as_str().unwrap().to_owned(),
+        grant["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Everything a client can observe, minus what differs per request by design.
+pub fn observable(reply: &Reply) -> (u16, Vec<(String, String)>, bytes::Bytes) {
+    let mut headers: Vec<_> = reply
+        .headers
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "date" | "x-request-id"))
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    (reply.status, headers, reply.body.clone())
 }
 
 /// Asserts an RFC 9457 problem response with this status, returning its body.

@@ -13,5 +13,6 @@ mod http_client;
 mod integrity;
 mod operations;
 mod races;
+mod refresh;
 mod registration;
 mod sessions;

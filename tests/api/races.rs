@@ -3,13 +3,20 @@
 //! sleep — while the password changes underneath it.
 
 use crate::helpers::*;
+use tessera::domain::ids::TokenId;
 use tessera::domain::password::{Hasher, Password};
+use tessera::store::{IssuedTokenRecord, PasswordChange, PasswordChangeOutcome};
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
 /// Starts a login with the old password, waits until it is queued for hashing behind the held
-/// threads, changes the password in the store, then lets the login finish.
-async fn login_racing_a_password_change(app: &TestApp) -> crate::http_client::Reply {
+/// threads, changes the password in the store (as `session_token`'s session would), then lets
+/// the login finish.
+async fn login_racing_a_password_change(
+    app: &TestApp,
+    session_token: &str,
+) -> crate::http_client::Reply {
+    let session = app.claims_of(session_token).sid;
     let hashing = || app.state.auth.hashing_stats();
     let held = app.state.auth.hold_hashing();
     let login = {
@@ -31,10 +38,24 @@ async fn login_racing_a_password_change(app: &TestApp) -> crate::http_client::Re
         .unwrap()
         .hash(&Password::normalize(NEW_PASSWORD).unwrap())
         .unwrap();
-    store
-        .change_password(&before.user_id, &before.password_hash, &new_hash)
-        .unwrap()
-        .unwrap();
+    let jti = TokenId::random();
+    let change = PasswordChange {
+        token: IssuedTokenRecord {
+            jti: &jti,
+            user_id: &before.user_id,
+            session_id: &session,
+            generation: before.token_generation + 1,
+            issued_at: 0,
+            expires_at: 1,
+        },
+        verified_hash: &before.password_hash,
+        new_hash: &new_hash,
+        now: 0,
+    };
+    assert!(matches!(
+        store.change_password(&change).unwrap(),
+        PasswordChangeOutcome::Changed { .. }
+    ));
     drop(held);
     login.await.unwrap()
 }
@@ -45,7 +66,7 @@ async fn login_racing_a_password_change(app: &TestApp) -> crate::http_client::Re
 async fn a_login_in_flight_during_a_password_change_gets_no_token() {
     let app = spawn_app_with(|c| c.hash_permits = 1).await;
     let before = app.user_with_token("kvothe").await;
-    let reply = login_racing_a_password_change(&app).await;
+    let reply = login_racing_a_password_change(&app, &before).await;
     assert_problem(&reply, 401);
     assert_problem(&app.me(&before).await, 401);
     assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
@@ -57,10 +78,158 @@ async fn a_login_in_flight_during_a_password_change_gets_no_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehashing_login_cannot_undo_a_password_change() {
     let app = spawn_app_with(|c| c.hash_permits = 1).await;
-    app.register("kvothe", GOOD_PASSWORD).await;
+    let session = app.user_with_token("kvothe").await;
     let app = app.restart_with_hash(512, 1).await;
-    let reply = login_racing_a_password_change(&app).await;
+    let reply = login_racing_a_password_change(&app, &session).await;
     assert_problem(&reply, 401);
     assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
     app.token("kvothe", NEW_PASSWORD).await;
+}
+
+// ---- refreshes racing the operations that end sessions ----
+
+/// A refresh and a logout of the same session, at once, many times over: whichever lands
+/// first, nothing the refresh handed out may work once both have answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_racing_a_logout_never_leaves_a_live_token() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let mut refreshes_won = 0;
+    for _ in 0..30 {
+        let (access, refresh) = tokens(&app.grant("kvothe", GOOD_PASSWORD).await);
+        let refreshing = tokio::spawn({
+            let app = app.clone();
+            async move { app.refresh(&refresh).await }
+        });
+        let logout = app
+            .send("DELETE", "/v1/sessions/current", Some(&access))
+            .await;
+        assert_eq!(logout.status, 204);
+        let refreshed = refreshing.await.unwrap();
+        if refreshed.status == 200 {
+            refreshes_won += 1;
+            let (new_access, new_refresh) = tokens(&refreshed.json());
+            assert_problem(&app.me(&new_access).await, 401);
+            assert_problem(&app.refresh(&new_refresh).await, 401);
+        } else {
+            assert_problem(&refreshed, 401);
+        }
+    }
+    // Not asserted (scheduling decides), but printed so a run shows both orders happened.
+    println!("refresh answered 200 before the logout in {refreshes_won} of 30 rounds");
+}
+
+/// The same against log-out-everywhere, with several sessions refreshing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refreshes_racing_a_logout_everywhere_leave_no_live_token() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    app.register("kvothe", GOOD_PASSWORD).await;
+    for _ in 0..10 {
+        let mut grants = Vec::new();
+        for _ in 0..4 {
+            grants.push(tokens(&app.grant("kvothe", GOOD_PASSWORD).await));
+        }
+        let refreshing: Vec<_> = grants
+            .iter()
+            .map(|(_, refresh)| {
+                let app = app.clone();
+                let refresh = refresh.clone();
+                tokio::spawn(async move { app.refresh(&refresh).await })
+            })
+            .collect();
+        let everywhere = app.send("DELETE", "/v1/sessions", Some(&grants[0].0)).await;
+        assert!(
+            matches!(everywhere.status, 204 | 401),
+            "{}",
+            everywhere.status
+        );
+        for task in refreshing {
+            let reply = task.await.unwrap();
+            if reply.status == 200 {
+                let (access, refresh) = tokens(&reply.json());
+                assert_problem(&app.me(&access).await, 401);
+                assert_problem(&app.refresh(&refresh).await, 401);
+            }
+        }
+        for (access, refresh) in &grants {
+            assert_problem(&app.me(access).await, 401);
+            assert_problem(&app.refresh(refresh).await, 401);
+        }
+    }
+}
+
+/// A second process — the admin CLI — ends a session while the server is busy refreshing
+/// others: the moment the command returns, that session's tokens are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_cli_ends_a_session_while_others_refresh() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (_, mut refresh) = tokens(&app.grant("kvothe", GOOD_PASSWORD).await);
+        let app = app.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let reply = app.refresh(&refresh).await;
+                assert_eq!(reply.status, 200, "{:?}", reply.json());
+                refresh = tokens(&reply.json()).1;
+                rounds += 1;
+            }
+            rounds
+        }));
+    }
+    for _ in 0..5 {
+        let victim = app.grant("kvothe", GOOD_PASSWORD).await;
+        let (access, refresh) = tokens(&victim);
+        let id = victim["session_id"].as_str().unwrap().to_owned();
+        let db = app.db_path.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(["session", "revoke", &id, "--db"])
+                .arg(db)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_problem(&app.me(&access).await, 401);
+        assert_problem(&app.refresh(&refresh).await, 401);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for worker in workers {
+        assert!(worker.await.unwrap() > 0);
+    }
+}
+
+/// The refresh bucket under concurrency: of sixteen refreshes at once from one address with
+/// a burst of four, exactly four are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_cannot_outrun_the_per_ip_bucket() {
+    let app = std::sync::Arc::new(spawn_app_with(|c| c.refresh_limit = (4, 0.001)).await);
+    let (_, refresh) = tokens(&app.user_with_grant("kvothe").await);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let app = app.clone();
+            let refresh = refresh.clone();
+            tokio::spawn(async move { app.refresh(&refresh).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        12,
+        "{statuses:?}"
+    );
 }

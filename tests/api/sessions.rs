@@ -1,5 +1,4 @@
 use crate::helpers::*;
-use crate::http_client::Reply;
 
 #[tokio::test]
 async fn login_returns_a_bearer_token_that_must_not_be_cached() {
@@ -11,13 +10,17 @@ async fn login_returns_a_bearer_token_that_must_not_be_cached() {
     assert_eq!(reply.header("pragma"), Some("no-cache"));
     let body = reply.json();
     assert_eq!(body["token_type"], "Bearer");
-    assert_eq!(body["expires_in"], 3600);
+    assert_eq!(body["expires_in"], 900, "15 minutes by default");
     assert!(body["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(body["refresh_token"].as_str().unwrap().starts_with("tsr_"));
+    assert!(body["refresh_expires_at"].as_str().unwrap().ends_with('Z'));
+    let session_id = body["session_id"].as_str().unwrap();
     let claims = app.claims_of(body["access_token"].as_str().unwrap());
     assert_ne!(
         claims.sub, "kvothe",
         "sub is an opaque id, never the username"
     );
+    assert_eq!(claims.sid, session_id);
 }
 
 #[tokio::test]
@@ -31,18 +34,6 @@ async fn me_returns_the_profile_with_no_store() {
     assert_eq!(body["username"], "kvothe");
     assert_eq!(body["full_name"], "Test User");
     assert_eq!(body["mothers_favorite_search_engine"], "Searx");
-}
-
-/// Everything a client can observe, minus what differs per request by design.
-fn observable(reply: &Reply) -> (u16, Vec<(String, String)>, bytes::Bytes) {
-    let mut headers: Vec<_> = reply
-        .headers
-        .iter()
-        .filter(|(name, _)| !matches!(name.as_str(), "date" | "x-request-id"))
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-        .collect();
-    headers.sort();
-    (reply.status, headers, reply.body.clone())
 }
 
 #[tokio::test]
@@ -155,4 +146,244 @@ async fn expired_denylist_rows_are_pruned() {
     assert_eq!(store.denylist_len().unwrap(), 1, "not yet expired");
     app.state.auth.prune(exp + 31).unwrap();
     assert_eq!(store.denylist_len().unwrap(), 0, "expired plus leeway");
+}
+
+// ---- sessions: list, end, and what the older operations now end ----
+
+async fn login_as(app: &TestApp, user_agent: &str) -> serde_json::Value {
+    let body = serde_json::json!({"username": "kvothe", "password": GOOD_PASSWORD});
+    let reply = app
+        .with_headers(
+            "POST",
+            "/v1/sessions",
+            &[
+                ("content-type", "application/json"),
+                ("user-agent", user_agent),
+            ],
+            Some(body.to_string().as_bytes()),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    reply.json()
+}
+
+async fn list(app: &TestApp, token: &str) -> Vec<serde_json::Value> {
+    let reply = app.send("GET", "/v1/sessions", Some(token)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    reply.json()["sessions"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_session_list_shows_exactly_the_callers_live_sessions() {
+    let clock = tessera::support::clock::ManualClock::starting_now();
+    let app = spawn_app_with(|c| c.clock = clock.clone()).await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let laptop = login_as(&app, "Firefox/140 laptop").await;
+    clock.advance(5);
+    let long_agent = format!("Phone\t(beta) {}", "x".repeat(400));
+    let phone = login_as(&app, &long_agent).await;
+    clock.advance(5);
+    let ended = login_as(&app, "curl/8").await;
+    app.send(
+        "DELETE",
+        "/v1/sessions/current",
+        Some(tokens(&ended).0.as_str()),
+    )
+    .await;
+    let theirs = app.user_with_grant("tpratchett").await;
+
+    let (phone_token, _) = tokens(&phone);
+    let sessions = list(&app, &phone_token).await;
+    let ids: Vec<_> = sessions.iter().map(|s| s["id"].clone()).collect();
+    assert_eq!(
+        ids,
+        [phone["session_id"].clone(), laptop["session_id"].clone()],
+        "newest first"
+    );
+    assert_eq!(sessions[0]["current"], true);
+    assert_eq!(sessions[1]["current"], false);
+    let agent = sessions[0]["user_agent"].as_str().unwrap();
+    assert_eq!(agent.chars().count(), 256);
+    assert!(
+        agent.starts_with("Phone(beta) xxx"),
+        "control characters removed: {agent}"
+    );
+    assert_eq!(sessions[1]["user_agent"], "Firefox/140 laptop");
+    for field in ["created_at", "last_used_at", "expires_at"] {
+        assert!(
+            sessions[0][field].as_str().unwrap().ends_with('Z'),
+            "{field}"
+        );
+    }
+    // The other user sees only theirs.
+    let their_list = list(&app, &tokens(&theirs).0).await;
+    assert_eq!(their_list.len(), 1);
+    assert_eq!(their_list[0]["id"], theirs["session_id"]);
+}
+
+#[tokio::test]
+async fn ending_one_of_your_sessions_kills_its_tokens_at_once() {
+    let app = spawn_app().await;
+    let mine = app.user_with_grant("kvothe").await;
+    let other = app.grant("kvothe", GOOD_PASSWORD).await;
+    let (my_access, my_refresh) = tokens(&mine);
+    let (other_access, other_refresh) = tokens(&other);
+    let path = format!("/v1/sessions/{}", other["session_id"].as_str().unwrap());
+    assert_eq!(
+        app.send("DELETE", &path, Some(&my_access)).await.status,
+        204
+    );
+    assert_problem(&app.me(&other_access).await, 401);
+    assert_problem(&app.refresh(&other_refresh).await, 401);
+    assert_eq!(app.me(&my_access).await.status, 200);
+    assert_eq!(app.refresh(&my_refresh).await.status, 200);
+    assert_eq!(list(&app, &my_access).await.len(), 1);
+}
+
+/// Someone else's, ended, unknown, malformed: the same 404, and the other user's session lives.
+#[tokio::test]
+async fn a_session_that_is_not_one_of_yours_is_404_whatever_the_reason() {
+    let app = spawn_app().await;
+    let (mine, _) = tokens(&app.user_with_grant("kvothe").await);
+    let ended = app.grant("kvothe", GOOD_PASSWORD).await;
+    app.send(
+        "DELETE",
+        "/v1/sessions/current",
+        Some(tokens(&ended).0.as_str()),
+    )
+    .await;
+    let theirs = app.user_with_grant("tpratchett").await;
+    let mut answers = Vec::new();
+    for id in [
+        theirs["session_id"].as_str().unwrap(),
+        ended["session_id"].as_str().unwrap(),
+        "AAAAAAAAAAAAAAAAAAAAAA",
+        "not%20a%20session",
+    ] {
+        let reply = app
+            .send("DELETE", &format!("/v1/sessions/{id}"), Some(&mine))
+            .await;
+        let body = assert_problem(&reply, 404);
+        assert_eq!(body["type"], "urn:tessera:problem:session-not-found");
+        answers.push(observable(&reply));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]));
+    let (their_access, their_refresh) = tokens(&theirs);
+    assert_eq!(app.me(&their_access).await.status, 200);
+    assert_eq!(app.refresh(&their_refresh).await.status, 200);
+}
+
+#[tokio::test]
+async fn logging_out_ends_the_session_refresh_token_included() {
+    let app = spawn_app().await;
+    let grant = app.user_with_grant("kvothe").await;
+    let (access, refresh) = tokens(&grant);
+    let (newer_access, _) = tokens(&app.refresh(&refresh).await.json());
+    for _ in 0..2 {
+        let reply = app
+            .send("DELETE", "/v1/sessions/current", Some(&access))
+            .await;
+        assert_eq!(reply.status, 204, "idempotent for a genuine token");
+    }
+    assert_problem(&app.refresh(&refresh).await, 401);
+    assert_problem(&app.me(&newer_access).await, 401);
+}
+
+#[tokio::test]
+async fn logging_out_everywhere_ends_every_session() {
+    let app = spawn_app().await;
+    let (first_access, first_refresh) = tokens(&app.user_with_grant("kvothe").await);
+    let (_, second_refresh) = tokens(&app.grant("kvothe", GOOD_PASSWORD).await);
+    assert_eq!(
+        app.send("DELETE", "/v1/sessions", Some(&first_access))
+            .await
+            .status,
+        204
+    );
+    assert_problem(&app.refresh(&first_refresh).await, 401);
+    assert_problem(&app.refresh(&second_refresh).await, 401);
+    let (fresh, _) = tokens(&app.grant("kvothe", GOOD_PASSWORD).await);
+    assert_eq!(list(&app, &fresh).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_password_change_keeps_only_the_current_session_with_a_fresh_pair() {
+    let app = spawn_app().await;
+    let current = app.user_with_grant("kvothe").await;
+    let other = app.grant("kvothe", GOOD_PASSWORD).await;
+    let (access, refresh) = tokens(&current);
+    let body = serde_json::json!({"current_password": GOOD_PASSWORD,
+                                  "new_password": "an entirely different passphrase"});
+    let reply = app.put_json("/v1/users/me/password", &access, &body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    let fresh = reply.json();
+    assert_eq!(
+        fresh["session_id"], current["session_id"],
+        "the same session continues"
+    );
+    let (fresh_access, fresh_refresh) = tokens(&fresh);
+    assert_ne!(fresh_refresh, refresh);
+    assert_problem(&app.me(&access).await, 401);
+    assert_problem(&app.refresh(&tokens(&other).1).await, 401);
+    assert_problem(&app.me(&tokens(&other).0).await, 401);
+    assert_eq!(app.me(&fresh_access).await.status, 200);
+    let (newest_access, _) = tokens(&app.refresh(&fresh_refresh).await.json());
+    assert_eq!(app.me(&newest_access).await.status, 200);
+    // The refresh token from before the change is superseded with no grace: presenting it is
+    // a replay (whoever made the user change the password may hold it), and the session ends.
+    assert_problem(&app.refresh(&refresh).await, 401);
+    assert_problem(&app.me(&newest_access).await, 401);
+}
+
+#[tokio::test]
+async fn deleting_the_account_ends_every_session() {
+    let app = spawn_app().await;
+    let (access, refresh) = tokens(&app.user_with_grant("kvothe").await);
+    let (_, other_refresh) = tokens(&app.grant("kvothe", GOOD_PASSWORD).await);
+    assert_eq!(app.delete_account(&access, GOOD_PASSWORD).await.status, 204);
+    assert_problem(&app.refresh(&refresh).await, 401);
+    assert_problem(&app.refresh(&other_refresh).await, 401);
+}
+
+fn admin(app: &TestApp, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .arg("--db")
+        .arg(&app.db_path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The admin CLI is another process on the database: what it ends is refused by the server on
+/// the very next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_lists_and_ends_sessions() {
+    let app = spawn_app().await;
+    let first = app.user_with_grant("kvothe").await;
+    let second = app.grant("kvothe", GOOD_PASSWORD).await;
+    let listed = admin(&app, &["session", "list", "kvothe"]);
+    for grant in [&first, &second] {
+        let id = grant["session_id"].as_str().unwrap();
+        assert!(listed.contains(&format!("{id}\tlive\t")), "{listed}");
+    }
+    for grant in [&first, &second] {
+        let (access, refresh) = tokens(grant);
+        assert!(!listed.contains(&access) && !listed.contains(&refresh[4..]));
+    }
+    admin(
+        &app,
+        &["session", "revoke", first["session_id"].as_str().unwrap()],
+    );
+    assert_problem(&app.me(&tokens(&first).0).await, 401);
+    assert_problem(&app.refresh(&tokens(&first).1).await, 401);
+    assert_eq!(app.me(&tokens(&second).0).await.status, 200);
+    let listed = admin(&app, &["session", "list", "kvothe"]);
+    assert!(listed.contains("ended (revoked)"), "{listed}");
+
+    admin(&app, &["user", "revoke", "kvothe"]);
+    assert_problem(&app.me(&tokens(&second).0).await, 401);
+    assert_problem(&app.refresh(&tokens(&second).1).await, 401);
 }

@@ -18,8 +18,8 @@ mod tokens;
 mod users;
 
 use super::{
-    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange,
-    PasswordChangeOutcome, Result, SessionGrant, Store, StoreError, TokenState, UserSummary,
+    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome,
+    Result, SessionGrant, Store, StoreError, TokenState, UserSummary,
 };
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::lockout::LockoutPolicy;

@@ -13,8 +13,7 @@ use super::{Result, SqliteStore, StoreError, to_u64};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::session::{EndReason, SessionRecord};
 use crate::store::{
-    Credentials, IssuedTokenRecord, NewSession, PasswordChange, PasswordChangeOutcome,
-    SessionGrant,
+    Credentials, IssuedTokenRecord, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
 };
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 

@@ -53,7 +53,12 @@ fn ledger(jti: &str, user_id: &str) -> IssuedTokenRecord<'static> {
     in_session(jti, user_id, "s1", 0)
 }
 
-fn in_session(jti: &str, user_id: &str, session: &str, generation: u64) -> IssuedTokenRecord<'static> {
+fn in_session(
+    jti: &str,
+    user_id: &str,
+    session: &str,
+    generation: u64,
+) -> IssuedTokenRecord<'static> {
     IssuedTokenRecord {
         jti: tid(jti),
         user_id: uid(user_id),
@@ -240,8 +245,12 @@ fn changing_the_password_bumps_the_generation_and_keeps_only_the_callers_session
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store.record_login(&ledger("j1", "u1"), &creds, None, &session("s1")).unwrap();
-    store.record_login(&ledger("j2", "u1"), &creds, None, &session("s2")).unwrap();
+    store
+        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
+        .unwrap();
+    store
+        .record_login(&ledger("j2", "u1"), &creds, None, &session("s2"))
+        .unwrap();
     let change = |jti, hash| PasswordChange {
         token: in_session(jti, "u1", "s1", 1),
         verified_hash: "$argon2id$stub",
@@ -257,9 +266,16 @@ fn changing_the_password_bumps_the_generation_and_keeps_only_the_callers_session
     );
     assert_eq!(verified(&store, "kvothe").token_generation, 1);
     let kept = store.session(sid("s1")).unwrap().unwrap();
-    assert_eq!((kept.generation, kept.current_generation, kept.rotated_at), (1, 1, None));
+    assert_eq!(
+        (kept.generation, kept.current_generation, kept.rotated_at),
+        (1, 1, None)
+    );
     let other = store.session(sid("s2")).unwrap().unwrap();
-    assert_eq!((other.generation, other.current_generation), (0, 1), "ended by the bump");
+    assert_eq!(
+        (other.generation, other.current_generation),
+        (0, 1),
+        "ended by the bump"
+    );
     assert_eq!(
         store.change_password(&change("j4", "$argon2id$y")).unwrap(),
         PasswordChangeOutcome::PasswordChanged,
@@ -272,7 +288,9 @@ fn a_grant_lands_only_on_the_session_as_judged() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store.record_login(&ledger("j1", "u1"), &creds, None, &session("s1")).unwrap();
+    store
+        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
+        .unwrap();
     let grant = |jti, expected, new| SessionGrant {
         token: in_session(jti, "u1", "s1", 0),
         expected_counter: expected,
@@ -280,13 +298,32 @@ fn a_grant_lands_only_on_the_session_as_judged() {
         now: 160,
     };
     assert!(store.grant_in_session(&grant("j2", 0, 1)).unwrap());
-    assert!(!store.grant_in_session(&grant("j3", 0, 1)).unwrap(), "lost the race");
+    assert!(
+        !store.grant_in_session(&grant("j3", 0, 1)).unwrap(),
+        "lost the race"
+    );
     let rotated = store.session(sid("s1")).unwrap().unwrap();
-    assert_eq!((rotated.refresh_counter, rotated.rotated_at, rotated.last_used_at), (1, Some(160), 160));
-    assert!(store.grant_in_session(&grant("j4", 1, 1)).unwrap(), "grace: no rotation");
-    assert_eq!(store.session(sid("s1")).unwrap().unwrap().rotated_at, Some(160));
+    assert_eq!(
+        (
+            rotated.refresh_counter,
+            rotated.rotated_at,
+            rotated.last_used_at
+        ),
+        (1, Some(160), 160)
+    );
+    assert!(
+        store.grant_in_session(&grant("j4", 1, 1)).unwrap(),
+        "grace: no rotation"
+    );
+    assert_eq!(
+        store.session(sid("s1")).unwrap().unwrap().rotated_at,
+        Some(160)
+    );
     store.bump_generation(uid("u1")).unwrap();
-    assert!(!store.grant_in_session(&grant("j5", 1, 2)).unwrap(), "generation moved");
+    assert!(
+        !store.grant_in_session(&grant("j5", 1, 2)).unwrap(),
+        "generation moved"
+    );
 }
 
 #[test]
@@ -294,8 +331,17 @@ fn ending_a_session_denylists_every_token_it_issued_and_nothing_else() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store.record_login(&ledger("j1", "u1"), &creds, None, &session("s1")).unwrap();
-    store.record_login(&in_session("k1", "u1", "s2", 0), &creds, None, &session("s2")).unwrap();
+    store
+        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
+        .unwrap();
+    store
+        .record_login(
+            &in_session("k1", "u1", "s2", 0),
+            &creds,
+            None,
+            &session("s2"),
+        )
+        .unwrap();
     let grant = SessionGrant {
         token: in_session("j2", "u1", "s1", 0),
         expected_counter: 0,
@@ -303,16 +349,33 @@ fn ending_a_session_denylists_every_token_it_issued_and_nothing_else() {
         now: 160,
     };
     assert!(store.grant_in_session(&grant).unwrap());
-    assert!(!store.end_session(sid("s1"), Some(uid("u2")), EndReason::Revoked, 170).unwrap(), "not the owner");
-    assert!(store.end_session(sid("s1"), Some(uid("u1")), EndReason::Logout, 170).unwrap());
-    assert!(!store.end_session(sid("s1"), None, EndReason::Logout, 171).unwrap(), "already ended");
+    assert!(
+        !store
+            .end_session(sid("s1"), Some(uid("u2")), EndReason::Revoked, 170)
+            .unwrap(),
+        "not the owner"
+    );
+    assert!(
+        store
+            .end_session(sid("s1"), Some(uid("u1")), EndReason::Logout, 170)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .end_session(sid("s1"), None, EndReason::Logout, 171)
+            .unwrap(),
+        "already ended"
+    );
     for (jti, revoked) in [("j1", true), ("j2", true), ("k1", false)] {
         let state = store.token_state(uid("u1"), tid(jti)).unwrap().unwrap();
         assert_eq!(state.revoked, revoked, "{jti}");
     }
     let ended = store.session(sid("s1")).unwrap().unwrap();
     assert_eq!(ended.ended, Some((170, EndReason::Logout)));
-    assert!(!store.grant_in_session(&grant).unwrap(), "an ended session issues nothing");
+    assert!(
+        !store.grant_in_session(&grant).unwrap(),
+        "an ended session issues nothing"
+    );
     assert_eq!(store.live_sessions(170, 1000).unwrap(), 1);
 }
 
@@ -321,9 +384,15 @@ fn pruning_drops_sessions_only_once_they_can_serve_nothing() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store.record_login(&ledger("j1", "u1"), &creds, None, &session("ended")).unwrap();
-    store.record_login(&ledger("j2", "u1"), &creds, None, &session("live")).unwrap();
-    store.end_session(sid("ended"), None, EndReason::Logout, 200).unwrap();
+    store
+        .record_login(&ledger("j1", "u1"), &creds, None, &session("ended"))
+        .unwrap();
+    store
+        .record_login(&ledger("j2", "u1"), &creds, None, &session("live"))
+        .unwrap();
+    store
+        .end_session(sid("ended"), None, EndReason::Logout, 200)
+        .unwrap();
     // Ended at 200; tokens live up to 900 s: kept until 1100.
     store.prune_expired(1000, 900, 100_000).unwrap();
     assert!(store.session(sid("ended")).unwrap().is_some());

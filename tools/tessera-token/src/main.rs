@@ -14,6 +14,7 @@ use tessera::auth::{self, AuthError, TokenRejection};
 use tessera::config::{
     DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEYS_PATH, DEFAULT_LEEWAY, DEFAULT_TOKEN_TTL,
 };
+use tessera::domain::session::SessionPolicy;
 use tessera::store;
 use tessera::support::clock;
 use tessera::token::inspect::inspect;
@@ -47,10 +48,14 @@ enum Command {
         /// JWK Set file holding the server's keys.
         #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH)]
         keys: PathBuf,
-        /// Also check revocation (logged out, stale generation, user deleted) in this database;
-        /// the server's own is the default when TESSERA_DB is set.
+        /// Also check revocation (logged out, stale generation, user deleted) and the token's
+        /// session (live, ended, expired, reuse-revoked) in this database; the server's own is
+        /// the default when TESSERA_DB is set.
         #[arg(long, env = "TESSERA_DB")]
         db: Option<PathBuf>,
+        /// Session idle timeout in seconds: the server's --session-idle.
+        #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout)]
+        session_idle: i64,
         #[command(flatten)]
         options: Options,
     },
@@ -94,8 +99,15 @@ fn main() -> ExitCode {
             token,
             keys,
             db,
+            session_idle,
             options,
-        } => read_token(token).and_then(|t| run_verify(&t, keys, db.as_deref(), options)),
+        } => read_token(token).and_then(|t| {
+            let sessions = SessionPolicy {
+                idle_timeout: *session_idle,
+                ..SessionPolicy::default()
+            };
+            run_verify(&t, keys, db.as_deref(), &sessions, options)
+        }),
     };
     match result {
         Ok(report) => {
@@ -170,11 +182,13 @@ fn run_verify(
     token: &str,
     keys: &std::path::Path,
     db: Option<&std::path::Path>,
+    sessions: &SessionPolicy,
     options: &Options,
 ) -> Result<Report, String> {
     let keyring = Keyring::load(keys).map_err(|e| e.to_string())?;
     let codec = Codec::new(keyring, options.policy());
     let now = clock::now();
+    let mut session = None;
     let outcome = match codec.verify(token, now) {
         Err(error) => Err(error.to_string()),
         Ok(claims) => match db {
@@ -188,6 +202,10 @@ fn run_verify(
                 }
                 let store = store::open_existing(path).map_err(|e| e.to_string())?;
                 let copy = claims.claims().clone();
+                session = Some(match store.session(&copy.sid).map_err(|e| e.to_string())? {
+                    Some(record) => sessions.status(&record, now).to_string(),
+                    None => "not on file (unknown, pruned, or its user deleted)".to_owned(),
+                });
                 match auth::check_revocation(store.as_ref(), claims) {
                     Ok((_, false)) => Ok((copy, "active".to_owned())),
                     Ok((_, true)) => Err(TokenRejection::Revoked.to_string()),
@@ -203,24 +221,37 @@ fn run_verify(
                 format!(
                     "{:#}\n",
                     json!({"valid": true, "sub": claims.sub, "jti": claims.jti,
-                           "gen": claims.r#gen, "exp": claims.exp, "revocation": revocation})
+                           "sid": claims.sid, "gen": claims.r#gen, "exp": claims.exp,
+                           "revocation": revocation, "session": session})
                 )
             } else {
-                format!(
-                    "valid: sub {} jti {} generation {}; {}\nrevocation: {revocation}\n",
+                let mut text = format!(
+                    "valid: sub {} sid {} jti {} generation {}; {}\nrevocation: {revocation}\n",
                     claims.sub,
+                    claims.sid,
                     claims.jti,
                     claims.r#gen,
                     relative_expiry(claims.exp, now)
-                )
+                );
+                if let Some(session) = &session {
+                    text.push_str(&format!("session: {session}\n"));
+                }
+                text
             };
             Report { text, ok: true }
         }
         Err(reason) => {
             let text = if options.json {
-                format!("{:#}\n", json!({"valid": false, "reason": reason}))
+                format!(
+                    "{:#}\n",
+                    json!({"valid": false, "reason": reason, "session": session})
+                )
             } else {
-                format!("invalid: {reason}\n")
+                let mut text = format!("invalid: {reason}\n");
+                if let Some(session) = &session {
+                    text.push_str(&format!("session: {session}\n"));
+                }
+                text
             };
             Report { text, ok: false }
         }

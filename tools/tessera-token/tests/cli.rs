@@ -42,6 +42,32 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Logs kvothe in: (access token, refresh token).
+async fn login(addr: std::net::SocketAddr) -> (String, String) {
+    let login = json!({"username": "kvothe", "password": PASSWORD});
+    let reply = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
+        .await
+        .unwrap();
+    let body = reply.json();
+    (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn refresh(addr: std::net::SocketAddr, token: &str) -> (u16, Value) {
+    let reply = http_client::send_json(
+        addr,
+        "POST",
+        "/v1/sessions/refresh",
+        None,
+        &json!({"refresh_token": token}),
+    )
+    .await
+    .unwrap();
+    (reply.status, reply.json())
+}
+
 /// Starts the server on a temp dir, registers and logs in one user; returns the token.
 async fn server_and_token(dir: &Path) -> (std::net::SocketAddr, String) {
     use clap::Parser as _;
@@ -79,14 +105,7 @@ async fn server_and_token(dir: &Path) -> (std::net::SocketAddr, String) {
         .await
         .unwrap();
     assert_eq!(created.status, 201);
-    let login = json!({"username": "kvothe", "password": PASSWORD});
-    let reply = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
-        .await
-        .unwrap();
-    (
-        addr,
-        reply.json()["access_token"].as_str().unwrap().to_owned(),
-    )
+    (addr, login(addr).await.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +123,7 @@ async fn inspect_and_verify_a_token_from_a_running_server() {
         "{text}"
     );
     assert!(
-        text.contains("expires in 59m") || text.contains("expires in 60m"),
+        text.contains("expires in 14m") || text.contains("expires in 15m"),
         "{text}"
     );
 
@@ -112,6 +131,9 @@ async fn inspect_and_verify_a_token_from_a_running_server() {
     let value: Value = serde_json::from_str(&stdout(&json_out)).unwrap();
     assert_eq!(value["problems"], json!([]));
     assert_eq!(value["header"]["alg"], "HS256");
+    let sid = value["claims"]["sid"].as_str().unwrap().to_owned();
+    assert_eq!(sid.len(), 22);
+    assert!(text.contains(&format!("\"sid\": \"{sid}\"")), "{text}");
 
     let verified = run(
         &[
@@ -126,6 +148,7 @@ async fn inspect_and_verify_a_token_from_a_running_server() {
     );
     assert!(verified.status.success(), "{}", stdout(&verified));
     assert!(stdout(&verified).contains("revocation: active"));
+    assert!(stdout(&verified).contains("session: live"));
 
     // Log out through the API: the CLI now reports the revocation and fails.
     let bearer = format!("Bearer {token}");
@@ -155,6 +178,36 @@ async fn inspect_and_verify_a_token_from_a_running_server() {
     let value: Value = serde_json::from_str(&stdout(&revoked)).unwrap();
     assert_eq!(value["valid"], false);
     assert_eq!(value["reason"], "token was logged out");
+    assert_eq!(value["session"], "ended (logged out)");
+
+    // A replayed refresh token ends its session: the CLI says so.
+    let (access, first) = login(addr).await;
+    let (status, body) = refresh(addr, &first).await;
+    assert_eq!(status, 200);
+    let second = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(refresh(addr, &second).await.0, 200);
+    assert_eq!(
+        refresh(addr, &first).await.0,
+        401,
+        "replay of a twice-superseded token"
+    );
+    let replayed = run(
+        &[
+            "verify",
+            "--keys",
+            keys.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "-",
+        ],
+        &access,
+    );
+    assert!(!replayed.status.success());
+    assert!(
+        stdout(&replayed).contains("session: reuse-revoked"),
+        "{}",
+        stdout(&replayed)
+    );
 }
 
 #[test]
@@ -190,7 +243,13 @@ fn verify_with_the_wrong_key_fails_with_the_reason() {
         max_lifetime: 3600,
     };
     let token = tessera::token::Codec::new(other, policy)
-        .issue(&uid("user"), 0, tessera::support::clock::now(), 3600)
+        .issue(
+            &uid("user"),
+            &tessera::domain::ids::SessionId::random(),
+            0,
+            tessera::support::clock::now(),
+            3600,
+        )
         .token;
     let output = run(&["verify", "--keys", keys.to_str().unwrap(), "-"], &token);
     assert!(!output.status.success());
@@ -215,7 +274,13 @@ fn verify_reads_the_servers_tessera_variables() {
         max_lifetime: 600,
     };
     let token = tessera::token::Codec::new(tessera::token::Keyring::load(&keys).unwrap(), policy)
-        .issue(&uid("user"), 0, tessera::support::clock::now(), 600)
+        .issue(
+            &uid("user"),
+            &tessera::domain::ids::SessionId::random(),
+            0,
+            tessera::support::clock::now(),
+            600,
+        )
         .token;
     let env = [
         ("TESSERA_KEYS", keys.to_str().unwrap()),
