@@ -17,7 +17,7 @@ base="http://127.0.0.1:$port"
 target/debug/tessera keys generate --keys "$workdir/jwks.json" >/dev/null
 # Cheap argon2 and no per-IP limits: the fuzzer sends thousands of requests from one address.
 target/debug/tessera serve --listen "127.0.0.1:$port" --db "$workdir/t.db" --keys "$workdir/jwks.json" \
-  --argon2-memory-kib 256 --argon2-iterations 1 --login-rate 0 --register-rate 0 \
+  --argon2-memory-kib 256 --argon2-iterations 1 --login-rate 0 --register-rate 0 --refresh-rate 0 \
   2>"$workdir/server.log" &
 server=$!
 cleanup() {
@@ -51,11 +51,16 @@ fuzz() {
     "$@"
 }
 
-# Operations that revoke the token they are given (logout, password change, account deletion)
-# run last, with a token of their own, so they cannot starve the others of authentication.
-destructive='^(DELETE /v1/sessions|DELETE /v1/sessions/current|DELETE /v1/users/me|PUT /v1/users/me/password)$'
+# Operations that revoke the token they are given (logout, password change, account deletion,
+# ending a session — which may be the token's own) run after the others, each group with a token
+# of its own, so they cannot starve the others of authentication.
+destructive='^(DELETE /v1/sessions|DELETE /v1/sessions/current|DELETE /v1/sessions/\{id\}|DELETE /v1/users/me|PUT /v1/users/me/password)$'
+# The session chain the stateful phase follows through the links: login → refresh → list → end.
+sessions='^(POST /v1/sessions|POST /v1/sessions/refresh|GET /v1/sessions|DELETE /v1/sessions/\{id\})$'
 echo "== schemathesis: every operation that keeps the token alive"
 fuzz --header "Authorization: Bearer $(fresh_token)" --exclude-name-regex "$destructive"
+echo "== schemathesis: the session chain (login, refresh, list, end)"
+fuzz --header "Authorization: Bearer $(fresh_token)" --include-name-regex "$sessions"
 echo "== schemathesis: operations that revoke their token"
 fuzz --header "Authorization: Bearer $(fresh_token)" --include-name-regex "$destructive"
 

@@ -26,6 +26,7 @@ struct JwtClaims {
     nbf: i64,
     exp: i64,
     jti: String,
+    sid: String,
     r#gen: u64,
 }
 
@@ -48,6 +49,7 @@ fn claims() -> Claims {
         nbf: NOW,
         exp: NOW + 3600,
         jti: tessera::domain::ids::TokenId::from_string("OjuksHr3oQJyp9QQcC7xmg".into()),
+        sid: tessera::domain::ids::SessionId::from_string("f3Qp9sVh0kXbW2mZr8LcTA".into()),
         r#gen: 0,
     }
 }
@@ -103,6 +105,7 @@ fn bench_encode(c: &mut Criterion) {
         nbf: claims.nbf,
         exp: claims.exp,
         jti: claims.jti.to_string(),
+        sid: claims.sid.to_string(),
         r#gen: claims.r#gen,
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);

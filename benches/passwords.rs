@@ -49,6 +49,7 @@ fn auth(dir: &std::path::Path) -> Auth {
             free_attempts: u32::MAX,
             ..LockoutPolicy::default()
         },
+        sessions: tessera::domain::session::SessionPolicy::default(),
     };
     Auth::new(
         store,
@@ -83,10 +84,10 @@ fn enumeration_medians() {
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
     for _ in 0..60 {
         let started = Instant::now();
-        let _ = auth.login("nobody", &wrong_password, now(), &never);
+        let _ = auth.login("nobody", &wrong_password, "", now(), &never);
         unknown.push(started.elapsed());
         let started = Instant::now();
-        let _ = auth.login("kvothe", &wrong_password, now(), &never);
+        let _ = auth.login("kvothe", &wrong_password, "", now(), &never);
         wrong.push(started.elapsed());
     }
     let (unknown, wrong) = (median(unknown), median(wrong));

@@ -1,23 +1,42 @@
--- Tessera database dump (schema version 2)
+-- Tessera database dump (schema version 3)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=2;
+PRAGMA user_version=3;
 CREATE TABLE issued_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         generation INTEGER NOT NULL,
         issued_at  INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
-    ) STRICT, WITHOUT ROWID;
-INSERT INTO "issued_tokens" VALUES('BouMxIEP5iZfgoQ1otQeBA','h1xXMpkVRY6pR-YbHvGNoQ',0,1795612073,1795615673);
-INSERT INTO "issued_tokens" VALUES('WXTZngnapuo8sHpRyL2N6g','nxhlhnL9tvcGF0oLqv_HSw',0,1795612073,1795615673);
-INSERT INTO "issued_tokens" VALUES('zhqm61N8cJ-0V_5E98aOlg','h1xXMpkVRY6pR-YbHvGNoQ',0,1795612073,1795615673);
+    , session_id TEXT) STRICT, WITHOUT ROWID;
+INSERT INTO "issued_tokens" VALUES('H4okSoupz0GAKOg-d0xxaQ','BgIeKIOMH00J2uvTL8E25Q',0,1795754407,1795755307,'vl-rWO5IYjiTLjo81_4peA');
+INSERT INTO "issued_tokens" VALUES('KI3x_pzaoXOaO6O2sksyIg','0FwZm_obXGViuSxSFP1GVA',0,1795754407,1795755307,'GzfuWew22XFEaTeI52PUzw');
+INSERT INTO "issued_tokens" VALUES('KRL57lfGy3o9WtHctD5PWA','0FwZm_obXGViuSxSFP1GVA',0,1795754407,1795755307,'GzfuWew22XFEaTeI52PUzw');
+INSERT INTO "issued_tokens" VALUES('uws_MG5LLDQMZyePUPS4UA','BgIeKIOMH00J2uvTL8E25Q',0,1795754407,1795755307,'FvjLS5eOyrSiOCa9xpZAHQ');
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('zhqm61N8cJ-0V_5E98aOlg','h1xXMpkVRY6pR-YbHvGNoQ',1795615673);
+INSERT INTO "revoked_tokens" VALUES('H4okSoupz0GAKOg-d0xxaQ','BgIeKIOMH00J2uvTL8E25Q',1795755307);
+CREATE TABLE sessions (
+        id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
+        user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        generation      INTEGER NOT NULL,        -- the user's token generation it lives at
+        refresh_counter INTEGER NOT NULL DEFAULT 0, -- which refresh token is current; tokens are
+                                                    -- derived from keys/, never stored
+        rotated_at      INTEGER,                 -- when the current one superseded the one before
+        user_agent      TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        last_used_at    INTEGER NOT NULL,        -- login or last refresh: the idle clock
+        expires_at      INTEGER NOT NULL,        -- absolute end
+        ended_at        INTEGER,
+        end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
+        CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+    ) STRICT;
+INSERT INTO "sessions" VALUES('FvjLS5eOyrSiOCa9xpZAHQ','BgIeKIOMH00J2uvTL8E25Q',0,0,NULL,'',1795754407,1795754407,1798346407,NULL,NULL);
+INSERT INTO "sessions" VALUES('GzfuWew22XFEaTeI52PUzw','0FwZm_obXGViuSxSFP1GVA',0,1,1795754407,'',1795754407,1795754407,1798346407,NULL,NULL);
+INSERT INTO "sessions" VALUES('vl-rWO5IYjiTLjo81_4peA','BgIeKIOMH00J2uvTL8E25Q',0,0,NULL,'',1795754407,1795754407,1798346407,1795754407,'logout');
 CREATE TABLE token_changes (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id    TEXT    NOT NULL,
@@ -25,7 +44,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'h1xXMpkVRY6pR-YbHvGNoQ','zhqm61N8cJ-0V_5E98aOlg',1795615673,1795612073);
+INSERT INTO "token_changes" VALUES(1,'BgIeKIOMH00J2uvTL8E25Q','H4okSoupz0GAKOg-d0xxaQ',1795755307,1795754407);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -38,17 +57,20 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('h1xXMpkVRY6pR-YbHvGNoQ','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$PMIR5vaiBCuoH+sKs16iAg$QZGfAkmB1eoGnGrUzITbrZ3vycWyhyzLrGHQRuGrY+s',0,0,NULL,1795612073);
-INSERT INTO "users" VALUES('nxhlhnL9tvcGF0oLqv_HSw','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$hdQna3fAs7hSJzlu+9wPGg$HmsN6dzEygcNkY71v3r4GUf7V7wyOKVptiXd24q0298',0,0,NULL,1795612073);
+INSERT INTO "users" VALUES('0FwZm_obXGViuSxSFP1GVA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$azBulp9weA5AEWQjIoYI8Q$HUL5Sv++CtB0Bc6Tw0YoFU72f+ra7MrgYxrp7ZaCvGU',0,0,NULL,1795754407);
+INSERT INTO "users" VALUES('BgIeKIOMH00J2uvTL8E25Q','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$isqOuGenFqyM4V21tSBFSg$XUCnwgYrvOvSDaSgYq2f072N6O01H8+dD6XWA8u15sk',0,0,NULL,1795754407);
 CREATE INDEX issued_tokens_by_expiry ON issued_tokens(expires_at);
+CREATE INDEX issued_tokens_by_session ON issued_tokens(session_id);
 CREATE INDEX issued_tokens_by_user ON issued_tokens(user_id);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
+CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS
-        SELECT u.username, t.jti, t.issued_at, t.expires_at
-        FROM issued_tokens t JOIN users u ON u.id = t.user_id
-        WHERE t.expires_at > unixepoch()
-          AND t.generation = u.token_generation
-          AND t.jti NOT IN (SELECT jti FROM revoked_tokens);
+        SELECT u.username, s.id AS session_id, s.created_at, s.last_used_at, s.expires_at,
+               s.user_agent
+        FROM sessions s JOIN users u ON u.id = s.user_id
+        WHERE s.ended_at IS NULL
+          AND s.generation = u.token_generation
+          AND s.expires_at > unixepoch();
 CREATE TRIGGER token_changes_on_delete AFTER DELETE ON users
         BEGIN INSERT INTO token_changes (user_id) VALUES (OLD.id); END;
 CREATE TRIGGER token_changes_on_generation AFTER UPDATE OF token_generation ON users

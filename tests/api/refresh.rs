@@ -48,6 +48,13 @@ async fn a_refresh_rotates_the_token_and_keeps_the_session() {
     let third = app.refresh(&second).await;
     assert_eq!(third.status, 200);
     assert_ne!(tokens(&third.json()).1, second);
+    app.grant("kvothe", GOOD_PASSWORD).await;
+    let text = metrics(&app).await;
+    assert!(text.contains("tessera_sessions_live 2"), "{text}");
+    assert!(
+        text.contains("tessera_refreshes_total{outcome=\"rotated\"} 2"),
+        "{text}"
+    );
 }
 
 /// Two tabs (here eight) refresh with one token at the same moment: all succeed, all end up

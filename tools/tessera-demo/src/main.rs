@@ -3,8 +3,9 @@
 //! settings), so the dump shows exactly what the service does with that data.
 //!
 //! Steps: register every CSV row; log in kvothe and tpratchett (the two whose passwords pass
-//! the policy); log kvothe in a second time and log that session out, so the denylist holds a
-//! row; dump. Tokens and keys never leave the temporary directory.
+//! the policy), each a live session, and refresh tpratchett's once (its session has rotated);
+//! log kvothe in a second time and log that session out, so an ended session and the denylist
+//! show; dump. Tokens, refresh tokens and keys never leave the temporary directory.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 // The tests' HTTP client, shared rather than copied: one request per connection, whole bodies.
@@ -146,8 +147,10 @@ async fn drive(addr: SocketAddr, users: &[SeedUser]) -> Result<String, DemoError
             describe(&reply)
         );
     }
+    let mut grants = Vec::new();
     for name in LOGGED_IN {
-        let token = login(addr, users, name).await?;
+        let grant = login(addr, users, name).await?;
+        let token = field(&grant, "access_token")?;
         let authorization = format!("Bearer {token}");
         let me = http_client::send(
             addr,
@@ -162,8 +165,26 @@ async fn drive(addr: SocketAddr, users: &[SeedUser]) -> Result<String, DemoError
             "login    {name:<12} -> 200, GET /v1/users/me -> {}",
             me.status
         );
+        grants.push(grant);
     }
-    let extra = login(addr, users, LOGGED_IN[0]).await?;
+    let last = grants
+        .last()
+        .ok_or_else(|| DemoError::Unexpected("nobody logged in".into()))?;
+    let refreshed = http_client::send_json(
+        addr,
+        "POST",
+        "/v1/sessions/refresh",
+        None,
+        &json!({ "refresh_token": field(last, "refresh_token")? }),
+    )
+    .await?;
+    expect(&refreshed, 200)?;
+    let _ = writeln!(
+        report,
+        "refresh  {:<12} -> 200 (the session's refresh token rotated)",
+        LOGGED_IN.last().unwrap_or(&"")
+    );
+    let extra = field(&login(addr, users, LOGGED_IN[0]).await?, "access_token")?;
     let logout = http_client::send(
         addr,
         "DELETE",
@@ -181,7 +202,12 @@ async fn drive(addr: SocketAddr, users: &[SeedUser]) -> Result<String, DemoError
     Ok(report)
 }
 
-async fn login(addr: SocketAddr, users: &[SeedUser], name: &str) -> Result<String, DemoError> {
+/// Logs `name` in; the grant (access and refresh token, session id).
+async fn login(
+    addr: SocketAddr,
+    users: &[SeedUser],
+    name: &str,
+) -> Result<serde_json::Value, DemoError> {
     let user = users
         .iter()
         .find(|u| u.username == name)
@@ -195,12 +221,15 @@ async fn login(addr: SocketAddr, users: &[SeedUser], name: &str) -> Result<Strin
     )
     .await?;
     expect(&reply, 200)?;
-    reply
-        .json()
-        .get("access_token")
+    Ok(reply.json())
+}
+
+fn field(grant: &serde_json::Value, name: &str) -> Result<String, DemoError> {
+    grant
+        .get(name)
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| DemoError::Unexpected("no access_token".into()))
+        .ok_or_else(|| DemoError::Unexpected(format!("no {name} in the grant")))
 }
 
 fn expect(reply: &Reply, status: u16) -> Result<(), DemoError> {

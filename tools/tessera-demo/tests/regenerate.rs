@@ -29,6 +29,10 @@ fn summary(dump: &str) -> Vec<String> {
          FROM users u LEFT JOIN issued_tokens t ON t.user_id = u.id
               LEFT JOIN revoked_tokens r ON r.jti = t.jti
          GROUP BY u.username ORDER BY u.username",
+        "SELECT u.username || ' session: rotated ' || s.refresh_counter || ' times, ' ||
+                coalesce('ended (' || s.end_reason || ')', 'live') || ', agent ' || s.user_agent
+         FROM sessions s JOIN users u ON u.id = s.user_id
+         ORDER BY u.username, s.end_reason IS NULL, s.refresh_counter",
         "SELECT 'user_version ' || user_version FROM pragma_user_version",
     ];
     for query in queries {
@@ -62,11 +66,19 @@ fn committed_dump_matches_a_fresh_regeneration() {
         state.contains(&"kvothe issued 2, revoked 1, at generation 0".to_owned()),
         "{state:?}"
     );
-    assert!(state.contains(&"tpratchett issued 1, revoked 0, at generation 0".to_owned()));
+    assert!(state.contains(&"tpratchett issued 2, revoked 0, at generation 0".to_owned()));
+    for session in [
+        "kvothe session: rotated 0 times, ended (logout), agent ",
+        "kvothe session: rotated 0 times, live, agent ",
+        "tpratchett session: rotated 1 times, live, agent ",
+    ] {
+        assert!(state.contains(&session.to_owned()), "{state:?}");
+    }
     assert!(state.iter().any(|r| r.starts_with(
         "kvothe|kvothe|Patrick Rothfuss|Duck Duck Go|$argon2id$v=19$m=19456,t=2,p=1$"
     )));
     // No token (they start with the base64 of `{"`), no MAC, no key in the dump.
     assert!(!committed.contains("eyJ"));
+    assert!(!committed.contains("tsr_"), "no refresh token");
     assert!(!committed.contains("\"k\""));
 }
