@@ -56,11 +56,13 @@ fuzz() {
 # of its own, so they cannot starve the others of authentication.
 destructive='^(DELETE /v1/sessions|DELETE /v1/sessions/current|DELETE /v1/sessions/\{id\}|DELETE /v1/users/me|PUT /v1/users/me/password)$'
 # The session chain the stateful phase follows through the links: login → refresh → list → end.
+# Its logins use the account registered above (.ci/schemathesis_hooks.py), so they succeed.
 sessions='^(POST /v1/sessions|POST /v1/sessions/refresh|GET /v1/sessions|DELETE /v1/sessions/\{id\})$'
 echo "== schemathesis: every operation that keeps the token alive"
 fuzz --header "Authorization: Bearer $(fresh_token)" --exclude-name-regex "$destructive"
 echo "== schemathesis: the session chain (login, refresh, list, end)"
-fuzz --header "Authorization: Bearer $(fresh_token)" --include-name-regex "$sessions"
+FUZZ_USERNAME=fuzzer FUZZ_PASSWORD="$password" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
+  fuzz --header "Authorization: Bearer $(fresh_token)" --include-name-regex "$sessions"
 echo "== schemathesis: operations that revoke their token"
 fuzz --header "Authorization: Bearer $(fresh_token)" --include-name-regex "$destructive"
 

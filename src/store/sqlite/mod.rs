@@ -45,6 +45,11 @@ pub struct SqliteStore {
     /// The file opened, as (device, inode): our connections keep writing to that file even if
     /// the path is deleted or replaced, so readiness checks the path still names it.
     identity: (u64, u64),
+    /// Taken by every write of this process, so its writers queue here and are woken the moment
+    /// the previous one commits — instead of all calling BEGIN IMMEDIATE and sleeping in SQLite's
+    /// busy handler, which backs off for milliseconds while the lock sits free (BENCHMARKS.md,
+    /// "Refresh"). Other processes' writers still meet `busy_timeout`.
+    writer: Mutex<()>,
     // Field order is drop order: connections close before the view's `-shm` descriptor.
     idle: Mutex<Vec<Connection>>,
     view: Option<revocation::RevocationView>,
@@ -78,6 +83,7 @@ impl SqliteStore {
         Ok(Self {
             path: path.into(),
             identity,
+            writer: Mutex::new(()),
             idle: Mutex::new(vec![conn]),
             view: None,
         })
@@ -101,7 +107,11 @@ impl SqliteStore {
     /// paths: a commit into a deleted `-wal` would be lost at the next start, so it must not
     /// be acknowledged.
     pub(crate) fn with_write<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let value = self.with_conn(f)?;
+        let value = {
+            // A panic under this lock leaves nothing half-done: the transaction rolls back.
+            let _turn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            self.with_conn(f)?
+        };
         self.verify_files()?;
         Ok(value)
     }
