@@ -2,23 +2,13 @@
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
 PRAGMA user_version=3;
-CREATE TABLE issued_tokens (
-        jti        TEXT    PRIMARY KEY,
-        user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        generation INTEGER NOT NULL,
-        issued_at  INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    , session_id TEXT) STRICT, WITHOUT ROWID;
-INSERT INTO "issued_tokens" VALUES('H4okSoupz0GAKOg-d0xxaQ','BgIeKIOMH00J2uvTL8E25Q',0,1795754407,1795755307,'vl-rWO5IYjiTLjo81_4peA');
-INSERT INTO "issued_tokens" VALUES('KI3x_pzaoXOaO6O2sksyIg','0FwZm_obXGViuSxSFP1GVA',0,1795754407,1795755307,'GzfuWew22XFEaTeI52PUzw');
-INSERT INTO "issued_tokens" VALUES('KRL57lfGy3o9WtHctD5PWA','0FwZm_obXGViuSxSFP1GVA',0,1795754407,1795755307,'GzfuWew22XFEaTeI52PUzw');
-INSERT INTO "issued_tokens" VALUES('uws_MG5LLDQMZyePUPS4UA','BgIeKIOMH00J2uvTL8E25Q',0,1795754407,1795755307,'FvjLS5eOyrSiOCa9xpZAHQ');
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
-    ) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('H4okSoupz0GAKOg-d0xxaQ','BgIeKIOMH00J2uvTL8E25Q',1795755307);
+    , kind TEXT NOT NULL DEFAULT 'token'
+        CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
+INSERT INTO "revoked_tokens" VALUES('89AE0dWLs5Xe7ywb5gnq0w','fVv3fgMz1hW1Xyd7PE2BZQ',1795756084,'session');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -29,14 +19,14 @@ CREATE TABLE sessions (
         user_agent      TEXT    NOT NULL,
         created_at      INTEGER NOT NULL,
         last_used_at    INTEGER NOT NULL,        -- login or last refresh: the idle clock
-        expires_at      INTEGER NOT NULL,        -- absolute end
+        expires_at      INTEGER NOT NULL,        -- absolute end; no access token outlives it
         ended_at        INTEGER,
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('FvjLS5eOyrSiOCa9xpZAHQ','BgIeKIOMH00J2uvTL8E25Q',0,0,NULL,'',1795754407,1795754407,1798346407,NULL,NULL);
-INSERT INTO "sessions" VALUES('GzfuWew22XFEaTeI52PUzw','0FwZm_obXGViuSxSFP1GVA',0,1,1795754407,'',1795754407,1795754407,1798346407,NULL,NULL);
-INSERT INTO "sessions" VALUES('vl-rWO5IYjiTLjo81_4peA','BgIeKIOMH00J2uvTL8E25Q',0,0,NULL,'',1795754407,1795754407,1798346407,1795754407,'logout');
+INSERT INTO "sessions" VALUES('89AE0dWLs5Xe7ywb5gnq0w','fVv3fgMz1hW1Xyd7PE2BZQ',0,0,NULL,'',1795755184,1795755184,1798347184,1795755184,'logout');
+INSERT INTO "sessions" VALUES('ODBHe-LugHDeoNoMyko7pg','fVv3fgMz1hW1Xyd7PE2BZQ',0,0,NULL,'',1795755184,1795755184,1798347184,NULL,NULL);
+INSERT INTO "sessions" VALUES('cNozG67McqW-M2ga1YmaTA','01s1tcf8Pbw7Q_YWHtikLA',0,1,1795755184,'',1795755184,1795755184,1798347184,NULL,NULL);
 CREATE TABLE token_changes (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id    TEXT    NOT NULL,
@@ -44,7 +34,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'BgIeKIOMH00J2uvTL8E25Q','H4okSoupz0GAKOg-d0xxaQ',1795755307,1795754407);
+INSERT INTO "token_changes" VALUES(1,'fVv3fgMz1hW1Xyd7PE2BZQ','89AE0dWLs5Xe7ywb5gnq0w',1795756084,1795755184);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -57,11 +47,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('0FwZm_obXGViuSxSFP1GVA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$azBulp9weA5AEWQjIoYI8Q$HUL5Sv++CtB0Bc6Tw0YoFU72f+ra7MrgYxrp7ZaCvGU',0,0,NULL,1795754407);
-INSERT INTO "users" VALUES('BgIeKIOMH00J2uvTL8E25Q','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$isqOuGenFqyM4V21tSBFSg$XUCnwgYrvOvSDaSgYq2f072N6O01H8+dD6XWA8u15sk',0,0,NULL,1795754407);
-CREATE INDEX issued_tokens_by_expiry ON issued_tokens(expires_at);
-CREATE INDEX issued_tokens_by_session ON issued_tokens(session_id);
-CREATE INDEX issued_tokens_by_user ON issued_tokens(user_id);
+INSERT INTO "users" VALUES('01s1tcf8Pbw7Q_YWHtikLA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$9YPEYnk49UDdZ69SyLo7ww$9h7QH99Y4OqStESIeunES8CVxkiuu5Bhv9lPMGHdVIc',0,0,NULL,1795755184);
+INSERT INTO "users" VALUES('fVv3fgMz1hW1Xyd7PE2BZQ','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$ZVaUBDLh81ScWyJINL/OSw$zbr9PrMLAeTKcDySiYNbtX8qiqIK9rELArw23y28JpY',0,0,NULL,1795755184);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS

@@ -3,7 +3,12 @@
 //! same filesystem (BENCHMARKS.md, "Refresh"). Run by `tools/bench-refresh.sh`; not a test.
 //!
 //!     refresh_load URL DIR [CLIENTS] [SECONDS] [ROUNDS]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[path = "../tests/api/http_client.rs"]
 #[allow(dead_code)]
@@ -72,7 +77,10 @@ impl Connection {
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let next = value["refresh_token"].as_str().unwrap_or_default().to_owned();
+        let next = value["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         (status, next)
     }
 }

@@ -23,6 +23,9 @@ pub const DEFAULT_AUDIENCE: &str = "tessera-api";
 /// because refresh tokens carry sessions (OAuth 2.0 Security BCP §4.14; GoTrue and Kratos
 /// default to minutes too), and it bounds how long the denylist keeps a row.
 pub const DEFAULT_TOKEN_TTL: i64 = 900;
+/// The longest `--token-ttl` accepted. Tools that cannot know the server's setting (the admin
+/// CLI ending a session) keep denylist rows this long, so no token can outlive them.
+pub const MAX_TOKEN_TTL: i64 = 86_400;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
 pub const DEFAULT_LEEWAY: i64 = 30;
 /// Requests allowed to wait for a hashing thread before 503.

@@ -185,9 +185,9 @@ impl Auth {
             .verify(token, now)
             .map_err(TokenRejection::Codec)?;
         let verified = claims.claims();
-        let Some(state) = self
-            .store
-            .cached_token_state(&verified.sub, &verified.jti)?
+        let Some(state) =
+            self.store
+                .cached_token_state(&verified.sub, &verified.jti, &verified.sid)?
         else {
             return Ok(None);
         };
@@ -203,8 +203,7 @@ impl Auth {
     pub fn logout(&self, token: &str, now: i64) -> Result<()> {
         let (caller, _already_revoked) = self.check_token(token, now)?;
         let claims = caller.claims.claims();
-        self.store
-            .end_session(&claims.sid, Some(&claims.sub), EndReason::Logout, now)?;
+        self.end_session_by(&claims.sid, Some(&claims.sub), EndReason::Logout, now)?;
         Ok(())
     }
 
@@ -239,7 +238,9 @@ impl Auth {
         let generation = credentials.token_generation.saturating_add(1);
         let access = self.issue_access(&session, generation, now);
         let change = PasswordChange {
-            token: sessions::ledger_row(&access),
+            user_id: &session.user_id,
+            session_id: &session.id,
+            new_generation: generation,
             verified_hash: &credentials.password_hash,
             new_hash: &hash,
             now,
@@ -341,7 +342,11 @@ pub fn check_revocation(
     claims: VerifiedClaims,
 ) -> Result<(Authenticated, bool)> {
     let state = store
-        .token_state(&claims.claims().sub, &claims.claims().jti)?
+        .token_state(
+            &claims.claims().sub,
+            &claims.claims().jti,
+            &claims.claims().sid,
+        )?
         .ok_or(TokenRejection::UnknownUser)?;
     judge(claims, state)
 }

@@ -12,9 +12,10 @@
 
 use super::{Auth, AuthError, Authenticated, RefreshRejection, Result, TokenRejection};
 use crate::domain::ids::SessionId;
+use crate::domain::ids::UserId;
 use crate::domain::secret::SecretString;
 use crate::domain::session::{EndReason, RefreshDecision, SessionRecord, SessionStatus};
-use crate::store::{Credentials, IssuedTokenRecord, NewSession, SessionGrant, StoreError};
+use crate::store::{Credentials, NewSession, SessionGrant, StoreError};
 use crate::token::IssuedToken;
 use std::fmt;
 
@@ -87,7 +88,7 @@ impl Auth {
             expires_at,
         };
         self.store
-            .record_login(&ledger_row(&access), verified, rehashed_password, &session)?;
+            .record_login(verified, rehashed_password, &session)?;
         self.grant(access, 0, expires_at, now)
     }
 
@@ -112,8 +113,7 @@ impl Auth {
                     }
                     RefreshDecision::Grace => (Rotation::Grace, session.refresh_counter),
                     RefreshDecision::Reuse => {
-                        self.store
-                            .end_session(&session.id, None, EndReason::Reuse, now)?;
+                        self.end_session_by(&session.id, None, EndReason::Reuse, now)?;
                         return Err(RefreshRejection::Reused(session.id).into());
                     }
                     RefreshDecision::Refuse(status) => {
@@ -126,7 +126,9 @@ impl Auth {
                 };
             let access = self.issue_access(&session, session.generation, now);
             let grant = SessionGrant {
-                token: ledger_row(&access),
+                session_id: &session.id,
+                user_id: &session.user_id,
+                generation: session.generation,
                 expected_counter: session.refresh_counter,
                 new_counter,
                 now,
@@ -165,14 +167,27 @@ impl Auth {
         if !owned_and_live {
             return Err(AuthError::SessionNotFound);
         }
-        let ended =
-            self.store
-                .end_session(&id, Some(&caller.profile.id), EndReason::Revoked, now)?;
+        let ended = self.end_session_by(&id, Some(&caller.profile.id), EndReason::Revoked, now)?;
         if ended {
             Ok(())
         } else {
             Err(AuthError::SessionNotFound)
         }
+    }
+
+    /// Ends a session (of `owner`, if given); its id stays denylisted until every access token
+    /// it can have issued — at `now` at the latest, living `--token-ttl` — has expired.
+    pub(super) fn end_session_by(
+        &self,
+        id: &SessionId,
+        owner: Option<&UserId>,
+        reason: EndReason,
+        now: i64,
+    ) -> Result<bool> {
+        let tokens_expire_by = now.saturating_add(self.settings.token_ttl);
+        Ok(self
+            .store
+            .end_session(id, owner, reason, now, tokens_expire_by)?)
     }
 
     /// Live sessions in the whole store (for the metrics gauge). Blocking.
@@ -238,18 +253,5 @@ impl Auth {
             refresh_expires_at: session_expires_at.min(idle_deadline),
             session_id,
         })
-    }
-}
-
-/// The ledger row of an access token just minted.
-pub(super) fn ledger_row(access: &IssuedToken) -> IssuedTokenRecord<'_> {
-    let claims = &access.claims;
-    IssuedTokenRecord {
-        jti: &claims.jti,
-        user_id: &claims.sub,
-        session_id: &claims.sid,
-        generation: claims.r#gen,
-        issued_at: claims.iat,
-        expires_at: claims.exp,
     }
 }

@@ -2,6 +2,7 @@
 //! Each returns the text to print, so tests can check it.
 
 use crate::cli::args::{DbAction, KeysAction, SessionAction, UserAction};
+use crate::config::MAX_TOKEN_TTL;
 use crate::domain::ids::SessionId;
 use crate::domain::session::{EndReason, SessionPolicy};
 use crate::domain::username::{Username, UsernameError};
@@ -145,7 +146,10 @@ pub fn session(action: &SessionAction, db: &Path, idle_timeout: i64) -> Result<S
         }
         SessionAction::Revoke { id } => {
             let session = SessionId::from_string(id.clone());
-            if !store.end_session(&session, None, EndReason::Revoked, now)? {
+            // The server's --token-ttl is not known here: keep the session's id on the denylist
+            // as long as any accepted lifetime (or until the session's own end, if sooner).
+            let tokens_expire_by = now.saturating_add(MAX_TOKEN_TTL);
+            if !store.end_session(&session, None, EndReason::Revoked, now, tokens_expire_by)? {
                 return Err(AdminError::NoSuchSession(id.clone()));
             }
             Ok(format!(

@@ -7,7 +7,7 @@ use crate::auth::AuthSettings;
 use crate::config::{
     Config, DEFAULT_AUDIENCE, DEFAULT_DB_PATH, DEFAULT_HASH_NICE, DEFAULT_HASH_QUEUE,
     DEFAULT_ISSUER, DEFAULT_KEYS_PATH, DEFAULT_LEEWAY, DEFAULT_PRUNE_INTERVAL_SECS,
-    DEFAULT_REFRESH_LIMIT, DEFAULT_TOKEN_TTL,
+    DEFAULT_REFRESH_LIMIT, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL,
 };
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::password::HashParams;
@@ -158,7 +158,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
     pub audience: String,
     /// Access-token lifetime in seconds; also the longest lifetime accepted.
-    #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = DEFAULT_TOKEN_TTL, value_parser = clap::value_parser!(i64).range(60..=86_400))]
+    #[arg(long, env = "TESSERA_TOKEN_TTL", default_value_t = DEFAULT_TOKEN_TTL, value_parser = clap::value_parser!(i64).range(60..=MAX_TOKEN_TTL))]
     pub token_ttl: i64,
     /// Seconds without a refresh after which a session ends (default 14 days).
     #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout, value_parser = clap::value_parser!(i64).range(60..=31_536_000))]

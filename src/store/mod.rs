@@ -16,8 +16,8 @@ mod sqlite;
 
 pub use error::{Result, StoreError};
 pub use records::{
-    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome,
-    SessionGrant, TokenState, UserSummary,
+    Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
+    TokenState, UserSummary,
 };
 pub use sqlite::SqliteStore;
 
@@ -50,22 +50,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<std::result::Result<(), u64>>;
 
-    /// A successful login: starts the session, records its first token, clears the failure
-    /// counter and optionally stores a rehashed password, in one transaction — only if the hash
-    /// and generation are still `verified`; otherwise [`StoreError::CredentialsChanged`] and
-    /// nothing must go out.
+    /// A successful login: starts the session, clears the failure counter and optionally stores
+    /// a rehashed password, in one transaction — only if the hash and generation are still
+    /// `verified`; otherwise [`StoreError::CredentialsChanged`] and nothing must go out.
     fn record_login(
         &self,
-        token: &IssuedTokenRecord<'_>,
         verified: &Credentials,
         rehashed_password: Option<&str>,
         session: &NewSession<'_>,
     ) -> Result<()>;
 
     /// Replaces the hash and bumps the generation (every session ends), keeping the caller's
-    /// session alive at the new generation with a fresh refresh token and recording its new
-    /// access token — one transaction, only if hash, generation and session are still as
-    /// verified.
+    /// session alive at the new generation with a fresh refresh token — one transaction, only
+    /// if hash, generation and session are still as verified.
     fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome>;
 
     /// Deletes a user with its sessions, ledger and denylist rows. True if one was deleted.
@@ -80,18 +77,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The user's sessions on file, newest first — ended and expired ones included.
     fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>>;
 
-    /// Records an access token issued in a session and moves its refresh counter, only if the
-    /// session is as the caller judged it (see [`SessionGrant`]). False if not: judge again.
+    /// Moves a session's refresh counter (a refresh), only if the session is as the caller
+    /// judged it (see [`SessionGrant`]). False if not: judge again.
     fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool>;
 
-    /// Ends a session not yet ended — of `owner`, if given — and denylists every access token it
-    /// issued, in one transaction. False if there was no such session to end.
+    /// Ends a session not yet ended — of `owner`, if given — and denylists its id until
+    /// `tokens_expire_by` (every access token it issued has expired by then; the session's own
+    /// end if sooner), in one transaction. False if there was no such session to end.
     fn end_session(
         &self,
         id: &SessionId,
         owner: Option<&UserId>,
         reason: EndReason,
         now: i64,
+        tokens_expire_by: i64,
     ) -> Result<bool>;
 
     /// Sessions live at `now` (not ended, not revoked, before both deadlines).
@@ -99,24 +98,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // Token state: the revocation view.
 
-    /// The token's user, current generation and whether `jti` is denylisted — exact, whatever
-    /// other processes committed. `None` when the user no longer exists. Blocking.
-    fn token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>>;
+    /// The token's user, current generation and whether its `jti` or its session `sid` is
+    /// denylisted — exact, whatever other processes committed. `None` when the user no longer
+    /// exists. Blocking.
+    fn token_state(
+        &self,
+        user: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Result<Option<TokenState>>;
 
     /// The same from memory only, never blocking: `Ok(None)` when the backend cannot answer
     /// without I/O (the caller then uses [`Store::token_state`] on the blocking pool); an error
     /// when it cannot prove its memory current.
-    fn cached_token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>>;
-
-    /// Denylists one token until `expires_at`. Idempotent.
-    fn revoke_token(&self, jti: &TokenId, user: &UserId, expires_at: i64) -> Result<()>;
+    fn cached_token_state(
+        &self,
+        user: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Result<Option<TokenState>>;
 
     /// Revokes every token the user holds. The new generation, or `None` if no such user.
     fn bump_generation(&self, user: &UserId) -> Result<Option<u64>>;
 
-    /// Drops rows of tokens expired before `cutoff`, and sessions that can serve nothing any
-    /// more; keeps change history for at least `longest_token_lifetime`. Returns how many
-    /// session, denylist and ledger rows went.
+    /// Drops denylist rows of tokens expired before `cutoff`, and sessions that can serve
+    /// nothing any more; keeps change history for at least `longest_token_lifetime`. Returns
+    /// how many session and denylist rows went.
     fn prune_expired(
         &self,
         cutoff: i64,

@@ -1,6 +1,6 @@
 //! The plain values that cross the storage seam.
 
-use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::domain::ids::{SessionId, UserId};
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::fmt;
@@ -57,17 +57,6 @@ pub struct TokenState {
     pub revoked: bool,
 }
 
-/// One row of the ledger of issued access tokens: ending a session denylists its rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuedTokenRecord<'a> {
-    pub jti: &'a TokenId,
-    pub user_id: &'a UserId,
-    pub session_id: &'a SessionId,
-    pub generation: u64,
-    pub issued_at: i64,
-    pub expires_at: i64,
-}
-
 /// A session a login starts, at the generation the login verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession<'a> {
@@ -77,22 +66,26 @@ pub struct NewSession<'a> {
     pub expires_at: i64,
 }
 
-/// An access token issued in an existing session — on a refresh, or after a password change —
-/// recorded only if the session is still where the caller saw it: not ended, at `generation`
-/// (and its user too), on refresh token `expected_counter`. The counter then becomes
-/// `new_counter`; `rotated` says whether that supersedes a token (and starts its grace).
+/// A refresh's write: the session's refresh counter moves from `expected_counter` to
+/// `new_counter` (the same, for a grace answer) — only if the session is still where the caller
+/// judged it: not ended, at `generation`, and its user too. A moved counter supersedes a token
+/// and starts its grace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionGrant<'a> {
-    pub token: IssuedTokenRecord<'a>,
+    pub session_id: &'a SessionId,
+    pub user_id: &'a UserId,
+    pub generation: u64,
     pub expected_counter: u64,
     pub new_counter: u64,
     pub now: i64,
 }
 
-/// A password change in the caller's session: the new hash, and the access token the session
-/// gets at the new generation (`token.generation`, one above the verified one).
+/// A password change in the caller's session: the new hash, and the generation the user and
+/// the session move to (one above the verified one). Debug leaves the hashes out.
 pub struct PasswordChange<'a> {
-    pub token: IssuedTokenRecord<'a>,
+    pub user_id: &'a UserId,
+    pub session_id: &'a SessionId,
+    pub new_generation: u64,
     pub verified_hash: &'a str,
     pub new_hash: &'a str,
     pub now: i64,
@@ -101,7 +94,9 @@ pub struct PasswordChange<'a> {
 impl fmt::Debug for PasswordChange<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PasswordChange")
-            .field("token", &self.token)
+            .field("user_id", self.user_id)
+            .field("session_id", self.session_id)
+            .field("new_generation", &self.new_generation)
             .field("now", &self.now)
             .finish_non_exhaustive()
     }

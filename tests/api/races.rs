@@ -3,9 +3,8 @@
 //! sleep — while the password changes underneath it.
 
 use crate::helpers::*;
-use tessera::domain::ids::TokenId;
 use tessera::domain::password::{Hasher, Password};
-use tessera::store::{IssuedTokenRecord, PasswordChange, PasswordChangeOutcome};
+use tessera::store::{PasswordChange, PasswordChangeOutcome};
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
@@ -38,16 +37,10 @@ async fn login_racing_a_password_change(
         .unwrap()
         .hash(&Password::normalize(NEW_PASSWORD).unwrap())
         .unwrap();
-    let jti = TokenId::random();
     let change = PasswordChange {
-        token: IssuedTokenRecord {
-            jti: &jti,
-            user_id: &before.user_id,
-            session_id: &session,
-            generation: before.token_generation + 1,
-            issued_at: 0,
-            expires_at: 1,
-        },
+        user_id: &before.user_id,
+        session_id: &session,
+        new_generation: before.token_generation + 1,
         verified_hash: &before.password_hash,
         new_hash: &new_hash,
         now: 0,

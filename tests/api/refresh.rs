@@ -119,7 +119,7 @@ async fn a_replay_after_the_grace_window_ends_the_whole_session() {
         let claims = app.claims_of(access);
         assert!(
             store
-                .token_state(&claims.sub, &claims.jti)
+                .token_state(&claims.sub, &claims.jti, &claims.sid)
                 .unwrap()
                 .unwrap()
                 .revoked

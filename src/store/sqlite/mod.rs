@@ -7,7 +7,7 @@
 //! - `synchronous=FULL`: every commit is fsynced. NORMAL would be durable across a process crash
 //!   but can lose the last commits on power loss — and a lost logout means a revoked token lives
 //!   again. Writes already sit behind an argon2 hash or are rare, so the fsync is affordable.
-//! - `foreign_keys=ON`: deleting a user removes its ledger and denylist rows.
+//! - `foreign_keys=ON`: deleting a user removes its sessions and denylist rows.
 //! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
 
 mod dump;
@@ -18,8 +18,8 @@ mod tokens;
 mod users;
 
 use super::{
-    Credentials, IssuedTokenRecord, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome,
-    Result, SessionGrant, Store, StoreError, TokenState, UserSummary,
+    Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, Result,
+    SessionGrant, Store, StoreError, TokenState, UserSummary,
 };
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::lockout::LockoutPolicy;
@@ -149,12 +149,11 @@ impl Store for SqliteStore {
     }
     fn record_login(
         &self,
-        token: &IssuedTokenRecord<'_>,
         verified: &Credentials,
         rehashed_password: Option<&str>,
         session: &NewSession<'_>,
     ) -> Result<()> {
-        SqliteStore::record_login(self, token, verified, rehashed_password, session)
+        SqliteStore::record_login(self, verified, rehashed_password, session)
     }
     fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome> {
         self.change_password_in_session(change)
@@ -177,20 +176,28 @@ impl Store for SqliteStore {
         owner: Option<&UserId>,
         reason: EndReason,
         now: i64,
+        tokens_expire_by: i64,
     ) -> Result<bool> {
-        SqliteStore::end_session(self, id, owner, reason, now)
+        SqliteStore::end_session(self, id, owner, reason, now, tokens_expire_by)
     }
     fn live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64> {
         self.count_live_sessions(now, idle_timeout)
     }
-    fn token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
-        self.exact_token_state(user, jti)
+    fn token_state(
+        &self,
+        user: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Result<Option<TokenState>> {
+        self.exact_token_state(user, jti, sid)
     }
-    fn cached_token_state(&self, user: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
-        self.in_memory_token_state(user, jti)
-    }
-    fn revoke_token(&self, jti: &TokenId, user: &UserId, expires_at: i64) -> Result<()> {
-        self.denylist(jti, user, expires_at)
+    fn cached_token_state(
+        &self,
+        user: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Result<Option<TokenState>> {
+        self.in_memory_token_state(user, jti, sid)
     }
     fn bump_generation(&self, user: &UserId) -> Result<Option<u64>> {
         self.bump_generation_where("id", user.as_str())

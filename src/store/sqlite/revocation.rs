@@ -28,7 +28,7 @@
 //! would be invisible. Once that is seen, every check answers [`StoreError::Unprovable`].
 
 use super::{Result, StoreError, TokenState};
-use crate::domain::ids::{TokenId, UserId};
+use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::user::UserProfile;
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -66,7 +66,8 @@ struct CachedUser {
 #[derive(Debug, Default)]
 struct View {
     users: HashMap<UserId, CachedUser>,
-    /// Denylisted `jti` → its token's expiry.
+    /// Denylisted ids — token ids and ended sessions' ids, which never collide (128 random
+    /// bits each) — → when the last token they cover expires.
     denylist: HashMap<TokenId, i64>,
     /// Sequence number of the last `token_changes` row applied.
     last_seq: i64,
@@ -105,8 +106,14 @@ impl RevocationView {
         &self.files.db_path
     }
 
-    /// No SQL, no blocking: a `pread` and an `fstat` on the `-shm`, then a hash-map lookup.
-    pub(super) fn lookup(&self, user_id: &UserId, jti: &TokenId) -> Result<Lookup> {
+    /// No SQL, no blocking: a `pread` and an `fstat` on the `-shm`, then hash-map lookups. A
+    /// token is revoked if its own id or its session's is on the denylist.
+    pub(super) fn lookup(
+        &self,
+        user_id: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Result<Lookup> {
         let header = self.header()?;
         let view = self.read();
         if header.is_none() || view.synced != header {
@@ -116,7 +123,8 @@ impl RevocationView {
             Some(user) => Lookup::Hit(TokenState {
                 profile: user.profile.clone(),
                 current_generation: user.generation,
-                revoked: view.denylist.contains_key(jti),
+                revoked: view.denylist.contains_key(jti.as_str())
+                    || view.denylist.contains_key(sid.as_str()),
             }),
             None => Lookup::Miss {
                 version: view.version,

@@ -69,9 +69,10 @@ const MIGRATIONS: &[&str] = &[
         BEGIN INSERT INTO token_changes (user_id, jti, expires_at)
               VALUES (NEW.user_id, NEW.jti, NEW.expires_at); END;
     ",
-    // 3: sessions with rotating refresh tokens (store/sqlite/sessions.rs). Ending a session
-    // denylists the access tokens the ledger says it issued, so the change log above already
-    // carries it to every view: no new kind of change.
+    // 3: sessions with rotating refresh tokens (store/sqlite/sessions.rs). Ending a session puts
+    // its id on the denylist beside token ids, so the change log above already carries it to
+    // every view: no new kind of change. Sessions now say who is logged in, so the ledger of
+    // issued tokens goes (it only ever served audit and the dump).
     r"
     CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
@@ -83,20 +84,22 @@ const MIGRATIONS: &[&str] = &[
         user_agent      TEXT    NOT NULL,
         created_at      INTEGER NOT NULL,
         last_used_at    INTEGER NOT NULL,        -- login or last refresh: the idle clock
-        expires_at      INTEGER NOT NULL,        -- absolute end
+        expires_at      INTEGER NOT NULL,        -- absolute end; no access token outlives it
         ended_at        INTEGER,
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
     CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 
-    -- The session each access token was issued in (NULL for tokens from before sessions).
-    ALTER TABLE issued_tokens ADD COLUMN session_id TEXT;
-    CREATE INDEX issued_tokens_by_session ON issued_tokens(session_id);
+    -- The denylist holds token ids (`jti`) and ids of ended sessions (`sid`): a token is refused
+    -- if either of its ids is listed, until the row's expires_at.
+    ALTER TABLE revoked_tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'token'
+        CHECK (kind IN ('token', 'session'));
 
+    DROP VIEW active_sessions;
+    DROP TABLE issued_tokens;
     -- Who is logged in now: sessions not ended, not revoked by a generation bump, not past
     -- their absolute end (the idle timeout is a server setting, so it is not applied here).
-    DROP VIEW active_sessions;
     CREATE VIEW active_sessions AS
         SELECT u.username, s.id AS session_id, s.created_at, s.last_used_at, s.expires_at,
                s.user_agent

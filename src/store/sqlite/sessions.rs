@@ -1,8 +1,8 @@
 //! Sessions: started by a login, rotated by refreshes, ended by a logout, a reuse detection, an
-//! operator — or all at once by a generation bump. Every access token a session issues goes in
-//! the ledger (`issued_tokens.session_id`), and ending the session denylists those rows in the
-//! same transaction: the existing change log then carries the end to every revocation view, and
-//! token checks stay a denylist lookup.
+//! operator — or all at once by a generation bump. Ending a session puts its id on the denylist
+//! (`revoked_tokens`, kind `session`) in the same transaction, so the existing change log
+//! carries the end to every revocation view and a token check stays one lookup per id: a token
+//! is refused if its `jti` or its `sid` is listed. A refresh is one UPDATE of one row.
 //!
 //! Every write here is conditional on the state the caller judged (counter, generation, not
 //! ended), in one IMMEDIATE transaction, so of two racing requests exactly one wins and the
@@ -12,9 +12,7 @@
 use super::{Result, SqliteStore, StoreError, to_u64};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::session::{EndReason, SessionRecord};
-use crate::store::{
-    Credentials, IssuedTokenRecord, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
-};
+use crate::store::{Credentials, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant};
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.generation, u.token_generation, \
@@ -43,31 +41,14 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn insert_ledger_row(conn: &Connection, token: &IssuedTokenRecord<'_>) -> Result<()> {
-    conn.execute(
-        "INSERT INTO issued_tokens (jti, user_id, generation, issued_at, expires_at, session_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            token.jti.as_str(),
-            token.user_id.as_str(),
-            to_i64(token.generation),
-            token.issued_at,
-            token.expires_at,
-            token.session_id.as_str(),
-        ],
-    )?;
-    Ok(())
-}
-
 impl SqliteStore {
-    /// A successful login: start the session, record its first access token, clear the failure
-    /// counter and optionally store a rehashed password — one transaction, and only if the
-    /// password hash and generation are still the ones the login verified. Otherwise the
-    /// password changed or every session was revoked while the login was being checked, and
-    /// [`StoreError::CredentialsChanged`] says so: nothing must go out.
+    /// A successful login: start the session, clear the failure counter and optionally store a
+    /// rehashed password — one transaction, and only if the password hash and generation are
+    /// still the ones the login verified. Otherwise the password changed or every session was
+    /// revoked while the login was being checked, and [`StoreError::CredentialsChanged`] says
+    /// so: nothing must go out.
     pub(super) fn record_login(
         &self,
-        token: &IssuedTokenRecord<'_>,
         verified: &Credentials,
         rehashed_password: Option<&str>,
         session: &NewSession<'_>,
@@ -101,7 +82,6 @@ impl SqliteStore {
                     session.expires_at,
                 ],
             )?;
-            insert_ledger_row(&tx, token)?;
             tx.commit()?;
             Ok(())
         })
@@ -131,14 +111,12 @@ impl SqliteStore {
         })
     }
 
-    /// Records an access token issued in a session and moves its refresh counter — only if the
-    /// session is still on `expected_counter`, not ended, and at the token's generation, which
-    /// must also be its user's. False when any of that changed: the caller judges again.
+    /// Moves a session's refresh counter — only if the session is still on `expected_counter`,
+    /// not ended, and at `generation`, which must also be its user's. False when any of that
+    /// changed: the caller judges again. One UPDATE, so a refresh costs one small commit.
     pub(super) fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
         self.with_write(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let token = &grant.token;
-            let moved = tx.execute(
+            Ok(conn.execute(
                 "UPDATE sessions SET refresh_counter = ?4,
                      rotated_at = CASE WHEN ?4 != ?3 THEN ?6 ELSE rotated_at END,
                      last_used_at = ?6
@@ -146,46 +124,52 @@ impl SqliteStore {
                    AND generation = ?5
                    AND generation = (SELECT token_generation FROM users WHERE id = ?2)",
                 params![
-                    token.session_id.as_str(),
-                    token.user_id.as_str(),
+                    grant.session_id.as_str(),
+                    grant.user_id.as_str(),
                     to_i64(grant.expected_counter),
                     to_i64(grant.new_counter),
-                    to_i64(token.generation),
+                    to_i64(grant.generation),
                     grant.now,
                 ],
-            )? == 1;
-            if !moved {
-                return Ok(false);
-            }
-            insert_ledger_row(&tx, token)?;
-            tx.commit()?;
-            Ok(true)
+            )? == 1)
         })
     }
 
-    /// Ends a session not yet ended (of `owner`, if given) and denylists every access token it
-    /// issued. False if there was none to end.
+    /// Ends a session not yet ended (of `owner`, if given) and denylists its id until
+    /// `tokens_expire_by` (or the session's own end, if sooner): every access token it issued
+    /// expires by then. False if there was none to end.
     pub(super) fn end_session(
         &self,
         id: &SessionId,
         owner: Option<&UserId>,
         reason: EndReason,
         now: i64,
+        tokens_expire_by: i64,
     ) -> Result<bool> {
         self.with_write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let ended = tx.execute(
-                "UPDATE sessions SET ended_at = ?3, end_reason = ?4
-                 WHERE id = ?1 AND ended_at IS NULL AND (?2 IS NULL OR user_id = ?2)",
-                params![id.as_str(), owner.map(UserId::as_str), now, reason.as_str()],
-            )? == 1;
-            if !ended {
+            let ended = tx
+                .query_row(
+                    "UPDATE sessions SET ended_at = ?3, end_reason = ?4
+                     WHERE id = ?1 AND ended_at IS NULL AND (?2 IS NULL OR user_id = ?2)
+                     RETURNING user_id, min(expires_at, ?5)",
+                    params![
+                        id.as_str(),
+                        owner.map(UserId::as_str),
+                        now,
+                        reason.as_str(),
+                        tokens_expire_by
+                    ],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            let Some((user_id, denied_until)) = ended else {
                 return Ok(false);
-            }
+            };
             tx.execute(
-                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at)
-                 SELECT jti, user_id, expires_at FROM issued_tokens WHERE session_id = ?1",
-                [id.as_str()],
+                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at, kind)
+                 VALUES (?1, ?2, ?3, 'session')",
+                params![id.as_str(), user_id, denied_until],
             )?;
             tx.commit()?;
             Ok(true)
@@ -194,31 +178,30 @@ impl SqliteStore {
 
     /// Replaces the password and bumps the generation — ending every session — then moves the
     /// caller's session to the new generation with a fresh refresh token (the superseded one
-    /// gets no grace) and records its new access token. One transaction, only if hash and
-    /// generation are still the verified ones and the session is not ended.
+    /// gets no grace). One transaction, only if hash and generation are still the verified ones
+    /// and the session is not ended.
     pub(super) fn change_password_in_session(
         &self,
         change: &PasswordChange<'_>,
     ) -> Result<PasswordChangeOutcome> {
         self.with_write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let token = &change.token;
             let changed = tx.execute(
                 "UPDATE users SET password_hash = ?3, token_generation = token_generation + 1,
                      failed_logins = 0, last_failed_login_at = NULL
                  WHERE id = ?1 AND password_hash = ?2 AND token_generation + 1 = ?4",
                 params![
-                    token.user_id.as_str(),
+                    change.user_id.as_str(),
                     change.verified_hash,
                     change.new_hash,
-                    to_i64(token.generation),
+                    to_i64(change.new_generation),
                 ],
             )? == 1;
             if !changed {
                 let hash_same: Option<bool> = tx
                     .query_row(
                         "SELECT password_hash = ?2 FROM users WHERE id = ?1",
-                        params![token.user_id.as_str(), change.verified_hash],
+                        params![change.user_id.as_str(), change.verified_hash],
                         |row| row.get(0),
                     )
                     .optional()?;
@@ -234,9 +217,9 @@ impl SqliteStore {
                      WHERE id = ?1 AND user_id = ?2 AND ended_at IS NULL
                      RETURNING refresh_counter, expires_at",
                     params![
-                        token.session_id.as_str(),
-                        token.user_id.as_str(),
-                        to_i64(token.generation),
+                        change.session_id.as_str(),
+                        change.user_id.as_str(),
+                        to_i64(change.new_generation),
                         change.now,
                     ],
                     |row| Ok((to_u64(row.get(0)?), row.get::<_, i64>(1)?)),
@@ -245,7 +228,6 @@ impl SqliteStore {
             let Some((refresh_counter, expires_at)) = kept else {
                 return Ok(PasswordChangeOutcome::SessionEnded);
             };
-            insert_ledger_row(&tx, token)?;
             tx.commit()?;
             Ok(PasswordChangeOutcome::Changed {
                 refresh_counter,

@@ -49,26 +49,6 @@ fn verified(store: &SqliteStore, username: &str) -> Credentials {
     store.find_credentials(name(username)).unwrap().unwrap()
 }
 
-fn ledger(jti: &str, user_id: &str) -> IssuedTokenRecord<'static> {
-    in_session(jti, user_id, "s1", 0)
-}
-
-fn in_session(
-    jti: &str,
-    user_id: &str,
-    session: &str,
-    generation: u64,
-) -> IssuedTokenRecord<'static> {
-    IssuedTokenRecord {
-        jti: tid(jti),
-        user_id: uid(user_id),
-        session_id: sid(session),
-        generation,
-        issued_at: 100,
-        expires_at: 200,
-    }
-}
-
 #[test]
 fn database_file_is_created_private_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,25 +78,26 @@ fn token_state_reports_generation_and_denylist() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store
-        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
+    store.record_login(&creds, None, &session("s1")).unwrap();
+    let state = store
+        .token_state(uid("u1"), tid("j1"), sid("no-session"))
+        .unwrap()
         .unwrap();
-    let state = store.token_state(uid("u1"), tid("j1")).unwrap().unwrap();
     assert_eq!((state.current_generation, state.revoked), (0, false));
     assert_eq!(state.profile.username.canonical(), "kvothe");
 
-    store.revoke_token(tid("j1"), uid("u1"), 200).unwrap();
-    store.revoke_token(tid("j1"), uid("u1"), 200).unwrap(); // idempotent
+    store.denylist(tid("j1"), uid("u1"), 200).unwrap();
+    store.denylist(tid("j1"), uid("u1"), 200).unwrap(); // idempotent
     assert!(
         store
-            .token_state(uid("u1"), tid("j1"))
+            .token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
     );
     assert!(
         !store
-            .token_state(uid("u1"), tid("j2"))
+            .token_state(uid("u1"), tid("j2"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
@@ -125,7 +106,7 @@ fn token_state_reports_generation_and_denylist() {
     assert_eq!(store.bump_generation(uid("u1")).unwrap(), Some(1));
     assert_eq!(
         store
-            .token_state(uid("u1"), tid("j2"))
+            .token_state(uid("u1"), tid("j2"), sid("no-session"))
             .unwrap()
             .unwrap()
             .current_generation,
@@ -133,7 +114,7 @@ fn token_state_reports_generation_and_denylist() {
     );
     assert!(
         store
-            .token_state(uid("nobody"), tid("j1"))
+            .token_state(uid("nobody"), tid("j1"), sid("no-session"))
             .unwrap()
             .is_none()
     );
@@ -157,12 +138,7 @@ fn reserved_attempts_count_up_and_reset_on_login() {
     assert_eq!(store.failed_logins(name("kvothe")).unwrap(), Some(5));
     let creds = verified(&store, "kvothe");
     store
-        .record_login(
-            &ledger("j1", "u1"),
-            &creds,
-            Some("$argon2id$new"),
-            &session("s1"),
-        )
+        .record_login(&creds, Some("$argon2id$new"), &session("s1"))
         .unwrap();
     assert_eq!(store.failed_logins(name("kvothe")).unwrap(), Some(0));
     assert_eq!(verified(&store, "kvothe").password_hash, "$argon2id$new");
@@ -175,11 +151,11 @@ fn a_login_is_not_recorded_once_its_credentials_changed() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let before = verified(&store, "kvothe");
-    store
-        .record_login(&ledger("j0", "u1"), &before, None, &session("s0"))
-        .unwrap();
+    store.record_login(&before, None, &session("s0")).unwrap();
     let change = PasswordChange {
-        token: in_session("j1", "u1", "s0", 1),
+        user_id: uid("u1"),
+        session_id: sid("s0"),
+        new_generation: 1,
         verified_hash: &before.password_hash,
         new_hash: "$argon2id$changed",
         now: 150,
@@ -189,12 +165,7 @@ fn a_login_is_not_recorded_once_its_credentials_changed() {
         PasswordChangeOutcome::Changed { .. }
     ));
     assert!(matches!(
-        store.record_login(
-            &ledger("j2", "u1"),
-            &before,
-            Some("$argon2id$rehash-of-old"),
-            &session("s1"),
-        ),
+        store.record_login(&before, Some("$argon2id$rehash-of-old"), &session("s1"),),
         Err(StoreError::CredentialsChanged)
     ));
     assert_eq!(
@@ -204,7 +175,7 @@ fn a_login_is_not_recorded_once_its_credentials_changed() {
     let current = verified(&store, "kvothe");
     store.bump_generation(uid("u1")).unwrap();
     assert!(matches!(
-        store.record_login(&ledger("j3", "u1"), &current, None, &session("s2")),
+        store.record_login(&current, None, &session("s2")),
         Err(StoreError::CredentialsChanged)
     ));
 }
@@ -213,13 +184,13 @@ fn a_login_is_not_recorded_once_its_credentials_changed() {
 fn pruning_drops_only_expired_rows() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
-    store.revoke_token(tid("old"), uid("u1"), 50).unwrap();
-    store.revoke_token(tid("new"), uid("u1"), 500).unwrap();
+    store.denylist(tid("old"), uid("u1"), 50).unwrap();
+    store.denylist(tid("new"), uid("u1"), 500).unwrap();
     store.prune_expired(100, 3600, 1000).unwrap();
     assert_eq!(store.denylist_len().unwrap(), 1);
     assert!(
         store
-            .token_state(uid("u1"), tid("new"))
+            .token_state(uid("u1"), tid("new"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
@@ -231,10 +202,8 @@ fn deleting_a_user_frees_the_name_and_cascades() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store
-        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
-        .unwrap();
-    store.revoke_token(tid("j1"), uid("u1"), 200).unwrap();
+    store.record_login(&creds, None, &session("s1")).unwrap();
+    store.denylist(tid("j1"), uid("u1"), 200).unwrap();
     assert!(store.delete_user(uid("u1")).unwrap());
     assert_eq!(store.denylist_len().unwrap(), 0);
     store.create_user(&user("u2", "kvothe")).unwrap();
@@ -245,20 +214,18 @@ fn changing_the_password_bumps_the_generation_and_keeps_only_the_callers_session
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store
-        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
-        .unwrap();
-    store
-        .record_login(&ledger("j2", "u1"), &creds, None, &session("s2"))
-        .unwrap();
-    let change = |jti, hash| PasswordChange {
-        token: in_session(jti, "u1", "s1", 1),
+    store.record_login(&creds, None, &session("s1")).unwrap();
+    store.record_login(&creds, None, &session("s2")).unwrap();
+    let change = |hash| PasswordChange {
+        user_id: uid("u1"),
+        session_id: sid("s1"),
+        new_generation: 1,
         verified_hash: "$argon2id$stub",
         new_hash: hash,
         now: 150,
     };
     assert_eq!(
-        store.change_password(&change("j3", "$argon2id$x")).unwrap(),
+        store.change_password(&change("$argon2id$x")).unwrap(),
         PasswordChangeOutcome::Changed {
             refresh_counter: 1,
             session_expires_at: 10_000
@@ -277,7 +244,7 @@ fn changing_the_password_bumps_the_generation_and_keeps_only_the_callers_session
         "ended by the bump"
     );
     assert_eq!(
-        store.change_password(&change("j4", "$argon2id$y")).unwrap(),
+        store.change_password(&change("$argon2id$y")).unwrap(),
         PasswordChangeOutcome::PasswordChanged,
         "compare-and-set on the verified hash"
     );
@@ -288,18 +255,18 @@ fn a_grant_lands_only_on_the_session_as_judged() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store
-        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
-        .unwrap();
-    let grant = |jti, expected, new| SessionGrant {
-        token: in_session(jti, "u1", "s1", 0),
+    store.record_login(&creds, None, &session("s1")).unwrap();
+    let grant = |expected, new| SessionGrant {
+        session_id: sid("s1"),
+        user_id: uid("u1"),
+        generation: 0,
         expected_counter: expected,
         new_counter: new,
         now: 160,
     };
-    assert!(store.grant_in_session(&grant("j2", 0, 1)).unwrap());
+    assert!(store.grant_in_session(&grant(0, 1)).unwrap());
     assert!(
-        !store.grant_in_session(&grant("j3", 0, 1)).unwrap(),
+        !store.grant_in_session(&grant(0, 1)).unwrap(),
         "lost the race"
     );
     let rotated = store.session(sid("s1")).unwrap().unwrap();
@@ -312,7 +279,7 @@ fn a_grant_lands_only_on_the_session_as_judged() {
         (1, Some(160), 160)
     );
     assert!(
-        store.grant_in_session(&grant("j4", 1, 1)).unwrap(),
+        store.grant_in_session(&grant(1, 1)).unwrap(),
         "grace: no rotation"
     );
     assert_eq!(
@@ -321,29 +288,22 @@ fn a_grant_lands_only_on_the_session_as_judged() {
     );
     store.bump_generation(uid("u1")).unwrap();
     assert!(
-        !store.grant_in_session(&grant("j5", 1, 2)).unwrap(),
+        !store.grant_in_session(&grant(1, 2)).unwrap(),
         "generation moved"
     );
 }
 
 #[test]
-fn ending_a_session_denylists_every_token_it_issued_and_nothing_else() {
+fn ending_a_session_denylists_its_id_and_nothing_else() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
-    store
-        .record_login(&ledger("j1", "u1"), &creds, None, &session("s1"))
-        .unwrap();
-    store
-        .record_login(
-            &in_session("k1", "u1", "s2", 0),
-            &creds,
-            None,
-            &session("s2"),
-        )
-        .unwrap();
+    store.record_login(&creds, None, &session("s1")).unwrap();
+    store.record_login(&creds, None, &session("s2")).unwrap();
     let grant = SessionGrant {
-        token: in_session("j2", "u1", "s1", 0),
+        session_id: sid("s1"),
+        user_id: uid("u1"),
+        generation: 0,
         expected_counter: 0,
         new_counter: 1,
         now: 160,
@@ -351,24 +311,39 @@ fn ending_a_session_denylists_every_token_it_issued_and_nothing_else() {
     assert!(store.grant_in_session(&grant).unwrap());
     assert!(
         !store
-            .end_session(sid("s1"), Some(uid("u2")), EndReason::Revoked, 170)
+            .end_session(
+                sid("s1"),
+                Some(uid("u2")),
+                EndReason::Revoked,
+                170,
+                170 + 900
+            )
             .unwrap(),
         "not the owner"
     );
     assert!(
         store
-            .end_session(sid("s1"), Some(uid("u1")), EndReason::Logout, 170)
+            .end_session(
+                sid("s1"),
+                Some(uid("u1")),
+                EndReason::Logout,
+                170,
+                170 + 900
+            )
             .unwrap()
     );
     assert!(
         !store
-            .end_session(sid("s1"), None, EndReason::Logout, 171)
+            .end_session(sid("s1"), None, EndReason::Logout, 171, 171 + 900)
             .unwrap(),
         "already ended"
     );
-    for (jti, revoked) in [("j1", true), ("j2", true), ("k1", false)] {
-        let state = store.token_state(uid("u1"), tid(jti)).unwrap().unwrap();
-        assert_eq!(state.revoked, revoked, "{jti}");
+    for (session, revoked) in [("s1", true), ("s2", false)] {
+        let state = store
+            .token_state(uid("u1"), tid("any-token"), sid(session))
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.revoked, revoked, "{session}");
     }
     let ended = store.session(sid("s1")).unwrap().unwrap();
     assert_eq!(ended.ended, Some((170, EndReason::Logout)));
@@ -377,6 +352,42 @@ fn ending_a_session_denylists_every_token_it_issued_and_nothing_else() {
         "an ended session issues nothing"
     );
     assert_eq!(store.live_sessions(170, 1000).unwrap(), 1);
+    // Until the last token it can have issued expires (or the session's own end): 170 + 900.
+    assert_eq!(store.denylist_len().unwrap(), 1);
+    store.prune_expired(1070, 900, 100_000).unwrap();
+    assert_eq!(store.denylist_len().unwrap(), 1);
+    store.prune_expired(1071, 900, 100_000).unwrap();
+    assert_eq!(store.denylist_len().unwrap(), 0);
+}
+
+/// A token is refused if either of its ids is listed — also when the view answers from memory.
+#[test]
+fn the_view_refuses_a_token_of_an_ended_session_from_memory() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    store.record_login(&creds, None, &session("s1")).unwrap();
+    let fill = store
+        .token_state(uid("u1"), tid("t1"), sid("s1"))
+        .unwrap()
+        .unwrap();
+    assert!(!fill.revoked);
+    store
+        .end_session(sid("s1"), None, EndReason::Reuse, 170, 1070)
+        .unwrap();
+    // The first check after a commit catches the view up; the next answers from memory.
+    assert!(
+        store
+            .token_state(uid("u1"), tid("t1"), sid("s1"))
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    let cached = store
+        .cached_token_state(uid("u1"), tid("t1"), sid("s1"))
+        .unwrap()
+        .unwrap();
+    assert!(cached.revoked);
 }
 
 #[test]
@@ -384,14 +395,10 @@ fn pruning_drops_sessions_only_once_they_can_serve_nothing() {
     let (_dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     let creds = verified(&store, "kvothe");
+    store.record_login(&creds, None, &session("ended")).unwrap();
+    store.record_login(&creds, None, &session("live")).unwrap();
     store
-        .record_login(&ledger("j1", "u1"), &creds, None, &session("ended"))
-        .unwrap();
-    store
-        .record_login(&ledger("j2", "u1"), &creds, None, &session("live"))
-        .unwrap();
-    store
-        .end_session(sid("ended"), None, EndReason::Logout, 200)
+        .end_session(sid("ended"), None, EndReason::Logout, 200, 200 + 900)
         .unwrap();
     // Ended at 200; tokens live up to 900 s: kept until 1100.
     store.prune_expired(1000, 900, 100_000).unwrap();
@@ -422,36 +429,39 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
     store.create_user(&user("u1", "kvothe")).unwrap();
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j1"))
+            .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .is_none(),
         "not loaded yet"
     );
-    store.token_state(uid("u1"), tid("j1")).unwrap().unwrap();
+    store
+        .token_state(uid("u1"), tid("j1"), sid("no-session"))
+        .unwrap()
+        .unwrap();
     let hit = store
-        .cached_token_state(uid("u1"), tid("j1"))
+        .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
         .unwrap()
         .unwrap();
     assert_eq!((hit.current_generation, hit.revoked), (0, false));
 
-    store.revoke_token(tid("j1"), uid("u1"), 200).unwrap();
+    store.denylist(tid("j1"), uid("u1"), 200).unwrap();
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j1"))
+            .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .is_none(),
         "a commit makes the view stale until it catches up"
     );
     assert!(
         store
-            .token_state(uid("u1"), tid("j1"))
+            .token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
     );
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j1"))
+            .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
@@ -464,14 +474,14 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
         .unwrap();
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j1"))
+            .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .is_none(),
         "invalidated"
     );
     assert_eq!(
         store
-            .token_state(uid("u1"), tid("j2"))
+            .token_state(uid("u1"), tid("j2"), sid("no-session"))
             .unwrap()
             .unwrap()
             .current_generation,
@@ -485,13 +495,13 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
         .unwrap();
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j2"))
+            .cached_token_state(uid("u1"), tid("j2"), sid("no-session"))
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .token_state(uid("u1"), tid("j2"))
+            .token_state(uid("u1"), tid("j2"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
@@ -502,18 +512,25 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
         .unwrap();
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j2"))
+            .cached_token_state(uid("u1"), tid("j2"), sid("no-session"))
             .unwrap()
             .is_none()
     );
-    assert!(store.token_state(uid("u1"), tid("j2")).unwrap().is_none());
+    assert!(
+        store
+            .token_state(uid("u1"), tid("j2"), sid("no-session"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
 fn memory_view_rebuilds_when_the_change_log_was_pruned_past_it() {
     let (dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
-    store.token_state(uid("u1"), tid("j1")).unwrap();
+    store
+        .token_state(uid("u1"), tid("j1"), sid("no-session"))
+        .unwrap();
     let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
     other
         .execute_batch(
@@ -531,15 +548,18 @@ fn memory_view_rebuilds_when_the_change_log_was_pruned_past_it() {
     // The two generation changes are gone from the log: the view must not trust its copy.
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j1"))
+            .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .is_none()
     );
-    let state = store.token_state(uid("u1"), tid("j1")).unwrap().unwrap();
+    let state = store
+        .token_state(uid("u1"), tid("j1"), sid("no-session"))
+        .unwrap()
+        .unwrap();
     assert_eq!((state.current_generation, state.revoked), (2, true));
     assert!(
         store
-            .cached_token_state(uid("u1"), tid("j1"))
+            .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
@@ -554,15 +574,18 @@ fn memory_view_sees_revocations_after_the_change_log_was_pruned_empty() {
     store.create_user(&user("u1", "kvothe")).unwrap();
     assert!(
         !store
-            .token_state(uid("u1"), tid("j1"))
+            .token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
     );
-    store.revoke_token(tid("j1"), uid("u1"), i64::MAX).unwrap();
+    store.denylist(tid("j1"), uid("u1"), i64::MAX).unwrap();
     store.bump_generation(uid("u1")).unwrap();
     let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
     other.execute("DELETE FROM token_changes", []).unwrap();
-    let state = store.token_state(uid("u1"), tid("j1")).unwrap().unwrap();
+    let state = store
+        .token_state(uid("u1"), tid("j1"), sid("no-session"))
+        .unwrap()
+        .unwrap();
     assert_eq!((state.current_generation, state.revoked), (1, true));
 }

@@ -1,14 +1,15 @@
-//! Token state: the login ledger, the denylist and the per-user token generation.
+//! Token state: the denylist and the per-user token generation.
 //!
-//! Revocation has two levers. Logging out one token puts its `jti` on the denylist until the
-//! token's own expiry (after which the MAC check refuses it anyway, so the row can go). Logging
-//! out everywhere bumps the user's generation: every token carries the generation it was minted
-//! at, and any token below the current one is dead — one UPDATE, however many tokens exist.
+//! Revocation has two levers. Ending a session puts its id (`sid`) on the denylist until every
+//! token it issued has expired (after which the MAC check refuses them anyway, so the row can
+//! go); the denylist takes token ids (`jti`) the same way. Logging out everywhere bumps the
+//! user's generation: every token carries the generation it was minted at, and any token below
+//! the current one is dead — one UPDATE, however many tokens exist.
 
 use super::revocation::Lookup;
 use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS, profile_from_row};
 use super::{Result, SqliteStore, to_u64};
-use crate::domain::ids::{TokenId, UserId};
+use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::store::TokenState;
 use rusqlite::{OptionalExtension as _, params};
 use std::sync::Arc;
@@ -27,26 +28,27 @@ impl SqliteStore {
         &self,
         user_id: &UserId,
         jti: &TokenId,
+        sid: &SessionId,
     ) -> Result<Option<TokenState>> {
         let Some(view) = &self.view else {
-            return self.load_token_state(user_id, jti);
+            return self.load_token_state(user_id, jti, sid);
         };
-        let mut lookup = view.lookup(user_id, jti)?;
+        let mut lookup = view.lookup(user_id, jti, sid)?;
         if let Lookup::Stale = lookup {
             self.with_conn(|conn| view.catch_up(conn))?;
-            lookup = view.lookup(user_id, jti)?;
+            lookup = view.lookup(user_id, jti, sid)?;
         }
         match lookup {
             Lookup::Hit(state) => Ok(Some(state)),
             Lookup::Miss { version } => {
-                let state = self.load_token_state(user_id, jti)?;
+                let state = self.load_token_state(user_id, jti, sid)?;
                 if let Some(state) = &state {
                     view.remember(version, &state.profile, state.current_generation);
                 }
                 Ok(state)
             }
             // Commits keep landing: the tables themselves are exact.
-            Lookup::Stale => self.load_token_state(user_id, jti),
+            Lookup::Stale => self.load_token_state(user_id, jti, sid),
         }
     }
 
@@ -57,36 +59,47 @@ impl SqliteStore {
         &self,
         user_id: &UserId,
         jti: &TokenId,
+        sid: &SessionId,
     ) -> Result<Option<TokenState>> {
         let Some(view) = &self.view else {
             return Ok(None);
         };
-        Ok(match view.lookup(user_id, jti)? {
+        Ok(match view.lookup(user_id, jti, sid)? {
             Lookup::Hit(state) => Some(state),
             Lookup::Miss { .. } | Lookup::Stale => None,
         })
     }
 
-    fn load_token_state(&self, user_id: &UserId, jti: &TokenId) -> Result<Option<TokenState>> {
+    fn load_token_state(
+        &self,
+        user_id: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Result<Option<TokenState>> {
         self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {PROFILE_COLUMNS}, token_generation,
-                        EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?2)
+                        EXISTS (SELECT 1 FROM revoked_tokens WHERE jti IN (?2, ?3))
                  FROM users WHERE id = ?1"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             Ok(stmt
-                .query_row(params![user_id.as_str(), jti.as_str()], |row| {
-                    Ok(TokenState {
-                        profile: Arc::new(profile_from_row(row)?),
-                        current_generation: to_u64(row.get(PROFILE_COLUMN_COUNT)?),
-                        revoked: row.get(PROFILE_COLUMN_COUNT + 1)?,
-                    })
-                })
+                .query_row(
+                    params![user_id.as_str(), jti.as_str(), sid.as_str()],
+                    |row| {
+                        Ok(TokenState {
+                            profile: Arc::new(profile_from_row(row)?),
+                            current_generation: to_u64(row.get(PROFILE_COLUMN_COUNT)?),
+                            revoked: row.get(PROFILE_COLUMN_COUNT + 1)?,
+                        })
+                    },
+                )
                 .optional()?)
         })
     }
 
+    /// Denylists one token id directly (tests of the view; the service ends sessions instead).
+    #[cfg(test)]
     pub(super) fn denylist(&self, jti: &TokenId, user_id: &UserId, expires_at: i64) -> Result<()> {
         self.with_write(|conn| {
             conn.execute(
@@ -115,10 +128,11 @@ impl SqliteStore {
         })
     }
 
-    /// Drops denylist and ledger rows whose tokens have expired: such tokens fail the codec's
-    /// `exp` check, so the rows protect nothing. `now` should include the codec's leeway;
+    /// Drops denylist rows whose tokens have expired (such tokens fail the codec's
+    /// `exp` check, so the rows protect nothing) and sessions that can serve nothing any more.
+    /// `now` should include the codec's leeway;
     /// `longest_token_lifetime` sets how much change-log history is kept. Returns how many
-    /// session, denylist and ledger rows went.
+    /// session and denylist rows went.
     pub(super) fn prune(
         &self,
         now: i64,
@@ -129,13 +143,12 @@ impl SqliteStore {
             let sessions = Self::prune_sessions(conn, now, longest_token_lifetime, session_idle)?;
             let revoked =
                 conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
-            let issued = conn.execute("DELETE FROM issued_tokens WHERE expires_at < ?1", [now])?;
             let retention = longest_token_lifetime.max(MIN_CHANGE_LOG_RETENTION);
             conn.execute(
                 "DELETE FROM token_changes WHERE changed_at < ?1",
                 [now.saturating_sub(retention)],
             )?;
-            Ok(sessions + revoked + issued)
+            Ok(sessions + revoked)
         })?;
         if let Some(view) = &self.view {
             view.prune(now);
