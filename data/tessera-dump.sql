@@ -8,7 +8,7 @@ CREATE TABLE revoked_tokens (
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
         CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('89AE0dWLs5Xe7ywb5gnq0w','fVv3fgMz1hW1Xyd7PE2BZQ',1795756084,'session');
+INSERT INTO "revoked_tokens" VALUES('JZz6UK_1Xycl_q9nQW9yBg','dHhaseRATxzKARJWO8s7WA',1795756669,'session');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -24,9 +24,9 @@ CREATE TABLE sessions (
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('89AE0dWLs5Xe7ywb5gnq0w','fVv3fgMz1hW1Xyd7PE2BZQ',0,0,NULL,'',1795755184,1795755184,1798347184,1795755184,'logout');
-INSERT INTO "sessions" VALUES('ODBHe-LugHDeoNoMyko7pg','fVv3fgMz1hW1Xyd7PE2BZQ',0,0,NULL,'',1795755184,1795755184,1798347184,NULL,NULL);
-INSERT INTO "sessions" VALUES('cNozG67McqW-M2ga1YmaTA','01s1tcf8Pbw7Q_YWHtikLA',0,1,1795755184,'',1795755184,1795755184,1798347184,NULL,NULL);
+INSERT INTO "sessions" VALUES('BTjwNoSgxoZdqDy_jFcwNQ','kSONX2cQZG8Cf7dlEZtayA',0,1,1795755769,'',1795755769,1795755769,1798347769,NULL,NULL);
+INSERT INTO "sessions" VALUES('JZz6UK_1Xycl_q9nQW9yBg','dHhaseRATxzKARJWO8s7WA',0,0,NULL,'',1795755769,1795755769,1798347769,1795755769,'logout');
+INSERT INTO "sessions" VALUES('WFwceyudWGReiDVMRf4ZsA','dHhaseRATxzKARJWO8s7WA',0,0,NULL,'',1795755769,1795755769,1798347769,NULL,NULL);
 CREATE TABLE token_changes (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id    TEXT    NOT NULL,
@@ -34,7 +34,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'fVv3fgMz1hW1Xyd7PE2BZQ','89AE0dWLs5Xe7ywb5gnq0w',1795756084,1795755184);
+INSERT INTO "token_changes" VALUES(1,'dHhaseRATxzKARJWO8s7WA','JZz6UK_1Xycl_q9nQW9yBg',1795756669,1795755769);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -47,8 +47,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('01s1tcf8Pbw7Q_YWHtikLA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$9YPEYnk49UDdZ69SyLo7ww$9h7QH99Y4OqStESIeunES8CVxkiuu5Bhv9lPMGHdVIc',0,0,NULL,1795755184);
-INSERT INTO "users" VALUES('fVv3fgMz1hW1Xyd7PE2BZQ','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$ZVaUBDLh81ScWyJINL/OSw$zbr9PrMLAeTKcDySiYNbtX8qiqIK9rELArw23y28JpY',0,0,NULL,1795755184);
+INSERT INTO "users" VALUES('dHhaseRATxzKARJWO8s7WA','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$tWGwD8RYpV9BP36xfYwOpg$osXnUvHo83XcwSUfLaG8heTCyV6dIRluv9NsDkumYLk',0,0,NULL,1795755769);
+INSERT INTO "users" VALUES('kSONX2cQZG8Cf7dlEZtayA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$Pnttn7fsxomrBgL3t1tXgQ$v8PBglOdGfmQNrsx8mgoOpXlckgX6uDuGkcr19S2YrM',0,0,NULL,1795755769);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS

@@ -11,6 +11,7 @@
 //! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
 
 mod dump;
+mod group_commit;
 mod revocation;
 mod schema;
 mod sessions;
@@ -31,7 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Idle connections kept for reuse; more are opened on demand under load.
@@ -49,8 +50,11 @@ pub struct SqliteStore {
     /// the previous one commits — instead of all calling BEGIN IMMEDIATE and sleeping in SQLite's
     /// busy handler, which backs off for milliseconds while the lock sits free (BENCHMARKS.md,
     /// "Refresh"). Other processes' writers still meet `busy_timeout`.
-    writer: Mutex<()>,
-    // Field order is drop order: connections close before the view's `-shm` descriptor.
+    writer: Arc<Mutex<()>>,
+    // Field order is drop order: connections (the group commit's too) close before the view's
+    // `-shm` descriptor.
+    /// The server's refreshes, committed in batches; `None` for an operator's store.
+    group: Option<group_commit::GroupCommit>,
     idle: Mutex<Vec<Connection>>,
     view: Option<revocation::RevocationView>,
 }
@@ -63,6 +67,10 @@ impl SqliteStore {
         let mut store = Self::open_unwatched(path)?;
         let view = store.with_conn(|conn| revocation::RevocationView::open(conn))?;
         store.path = view.db_path().to_path_buf();
+        store.group = Some(group_commit::GroupCommit::start(
+            &store.path,
+            store.writer.clone(),
+        )?);
         store.view = Some(view);
         Ok(store)
     }
@@ -83,7 +91,8 @@ impl SqliteStore {
         Ok(Self {
             path: path.into(),
             identity,
-            writer: Mutex::new(()),
+            writer: Arc::new(Mutex::new(())),
+            group: None,
             idle: Mutex::new(vec![conn]),
             view: None,
         })
@@ -292,6 +301,11 @@ fn create_private_file(path: &Path) -> Result<()> {
 /// SQLite keeps integers as i64; generations are u64 in tokens. Both stay far below 2^63.
 pub(crate) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// The other way, for parameters.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -9,15 +9,25 @@
 //! other sees `false` and judges again: a refresh and a logout cannot both succeed in a way that
 //! leaves a live token in an ended session.
 
-use super::{Result, SqliteStore, StoreError, to_u64};
+use super::group_commit::GRANT_SQL;
+use super::{Result, SqliteStore, StoreError, to_i64, to_u64};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::session::{EndReason, SessionRecord};
 use crate::store::{Credentials, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant};
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.generation, u.token_generation, \
-     s.refresh_counter, s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, \
-     s.end_reason, s.user_agent";
+/// A query of sessions with their user's generation: the columns [`session_from_row`] reads,
+/// then `tail`. A literal, so the statement cache finds it without formatting a string.
+macro_rules! select_sessions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.id, s.user_id, s.generation, u.token_generation, s.refresh_counter, ",
+            "s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, ",
+            "s.end_reason, s.user_agent FROM sessions s JOIN users u ON u.id = s.user_id ",
+            $tail
+        )
+    };
+}
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let ended_at: Option<i64> = row.get(9)?;
@@ -35,10 +45,6 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         ended: ended_at.map(|at| (at, EndReason::from_stored(reason.as_deref().unwrap_or("")))),
         user_agent: row.get(11)?,
     })
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl SqliteStore {
@@ -89,11 +95,7 @@ impl SqliteStore {
 
     pub(super) fn session_by_id(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
         self.with_conn(|conn| {
-            let sql = format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.id = ?1"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut stmt = conn.prepare_cached(select_sessions!("WHERE s.id = ?1"))?;
             Ok(stmt.query_row([id.as_str()], session_from_row).optional()?)
         })
     }
@@ -101,11 +103,9 @@ impl SqliteStore {
     /// Every session of the user still on file, newest first.
     pub(super) fn sessions_of_user(&self, user: &UserId) -> Result<Vec<SessionRecord>> {
         self.with_conn(|conn| {
-            let sql = format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.user_id = ?1 ORDER BY s.created_at DESC, s.id"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut stmt = conn.prepare_cached(select_sessions!(
+                "WHERE s.user_id = ?1 ORDER BY s.created_at DESC, s.id"
+            ))?;
             let rows = stmt.query_map([user.as_str()], session_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -113,25 +113,23 @@ impl SqliteStore {
 
     /// Moves a session's refresh counter — only if the session is still on `expected_counter`,
     /// not ended, and at `generation`, which must also be its user's. False when any of that
-    /// changed: the caller judges again. One UPDATE, so a refresh costs one small commit.
+    /// changed: the caller judges again. The server's refreshes share commits
+    /// ([`super::group_commit`]); an operator's store, or a batch that failed, writes alone.
     pub(super) fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
+        if let Some(moved) = self.group.as_ref().and_then(|group| group.submit(grant)) {
+            self.verify_files()?;
+            return Ok(moved);
+        }
         self.with_write(|conn| {
-            Ok(conn.execute(
-                "UPDATE sessions SET refresh_counter = ?4,
-                     rotated_at = CASE WHEN ?4 != ?3 THEN ?6 ELSE rotated_at END,
-                     last_used_at = ?6
-                 WHERE id = ?1 AND user_id = ?2 AND refresh_counter = ?3 AND ended_at IS NULL
-                   AND generation = ?5
-                   AND generation = (SELECT token_generation FROM users WHERE id = ?2)",
-                params![
-                    grant.session_id.as_str(),
-                    grant.user_id.as_str(),
-                    to_i64(grant.expected_counter),
-                    to_i64(grant.new_counter),
-                    to_i64(grant.generation),
-                    grant.now,
-                ],
-            )? == 1)
+            let mut update = conn.prepare_cached(GRANT_SQL)?;
+            Ok(update.execute(params![
+                grant.session_id.as_str(),
+                grant.user_id.as_str(),
+                to_i64(grant.expected_counter),
+                to_i64(grant.new_counter),
+                to_i64(grant.generation),
+                grant.now,
+            ])? == 1)
         })
     }
 

@@ -589,3 +589,112 @@ fn memory_view_sees_revocations_after_the_change_log_was_pruned_empty() {
         .unwrap();
     assert_eq!((state.current_generation, state.revoked), (1, true));
 }
+
+// ---- group commit: refreshes of one batch behave as one transaction each would ----
+
+fn grant_for(session: &'static str, expected: u64) -> SessionGrant<'static> {
+    SessionGrant {
+        session_id: sid(session),
+        user_id: uid("u1"),
+        generation: 0,
+        expected_counter: expected,
+        new_counter: expected + 1,
+        now: 500,
+    }
+}
+
+/// Sixteen refreshes of one token at once: however the writer batches them, exactly one moves
+/// the session; the others see it moved and would judge again.
+#[test]
+fn concurrent_grants_on_one_session_move_it_exactly_once() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    store.record_login(&creds, None, &session("s1")).unwrap();
+    let store = std::sync::Arc::new(store);
+    for expected in 0..3 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.grant_in_session(&grant_for("s1", expected)).unwrap()
+                })
+            })
+            .collect();
+        let moved = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|moved| *moved)
+            .count();
+        assert_eq!(moved, 1, "round {expected}");
+        let current = store.session(sid("s1")).unwrap().unwrap().refresh_counter;
+        assert_eq!(current, expected + 1);
+    }
+}
+
+/// Thirty-two sessions refreshed at once all move, each once.
+#[test]
+fn concurrent_grants_on_many_sessions_all_move() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    let names: Vec<&'static str> = (0..32)
+        .map(|i| &*Box::leak(format!("s{i}").into_boxed_str()))
+        .collect();
+    for name in &names {
+        store.record_login(&creds, None, &session(name)).unwrap();
+    }
+    let store = std::sync::Arc::new(store);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(names.len()));
+    let threads: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (store, barrier, name) = (store.clone(), barrier.clone(), *name);
+            std::thread::spawn(move || {
+                barrier.wait();
+                store.grant_in_session(&grant_for(name, 0)).unwrap()
+            })
+        })
+        .collect();
+    assert!(threads.into_iter().all(|t| t.join().unwrap()));
+    for name in &names {
+        assert_eq!(
+            store.session(sid(name)).unwrap().unwrap().refresh_counter,
+            1
+        );
+    }
+}
+
+/// Another process holding the write lock: queued grants wait for it (busy timeout), then
+/// commit; a session it ended meanwhile is not moved.
+#[test]
+fn grants_wait_for_another_writer_and_see_what_it_committed() {
+    let (dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    store.record_login(&creds, None, &session("kept")).unwrap();
+    store.record_login(&creds, None, &session("ended")).unwrap();
+    let store = std::sync::Arc::new(store);
+    let other = Connection::open(dir.path().join("t.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let threads: Vec<_> = ["kept", "ended"]
+        .into_iter()
+        .map(|name| {
+            let store = store.clone();
+            std::thread::spawn(move || store.grant_in_session(&grant_for(name, 0)).unwrap())
+        })
+        .collect();
+    other
+        .execute(
+            "UPDATE sessions SET ended_at = 400, end_reason = 'revoked' WHERE id = 'ended'",
+            [],
+        )
+        .unwrap();
+    other.execute_batch("COMMIT").unwrap();
+    // The other writer held the lock before either grant was queued, so both ran after its
+    // commit: the session it ended does not move.
+    let moved: Vec<bool> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(moved, [true, false]);
+}
