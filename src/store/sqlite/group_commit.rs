@@ -14,7 +14,7 @@
 use super::{Result, connect, to_i64};
 use crate::domain::ids::{SessionId, UserId};
 use crate::store::SessionGrant;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,6 +28,22 @@ pub(super) const GRANT_SQL: &str = "UPDATE sessions SET refresh_counter = ?4,
      WHERE id = ?1 AND user_id = ?2 AND refresh_counter = ?3 AND ended_at IS NULL
        AND generation = ?5
        AND generation = (SELECT token_generation FROM users WHERE id = ?2)";
+
+/// Runs [`GRANT_SQL`] for one grant: whether it moved the session.
+pub(super) fn execute_grant(
+    update: &mut CachedStatement<'_>,
+    grant: &SessionGrant<'_>,
+) -> rusqlite::Result<bool> {
+    let changed = update.execute(params![
+        grant.session_id.as_str(),
+        grant.user_id.as_str(),
+        to_i64(grant.expected_counter),
+        to_i64(grant.new_counter),
+        to_i64(grant.generation),
+        grant.now,
+    ])?;
+    Ok(changed == 1)
+}
 
 /// Most refreshes one transaction carries.
 const MAX_BATCH: usize = 64;
@@ -130,15 +146,15 @@ fn apply(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<bool>> {
     {
         let mut update = tx.prepare_cached(GRANT_SQL)?;
         for job in batch {
-            let changed = update.execute(params![
-                job.session_id.as_str(),
-                job.user_id.as_str(),
-                to_i64(job.expected_counter),
-                to_i64(job.new_counter),
-                to_i64(job.generation),
-                job.now,
-            ])?;
-            moved.push(changed == 1);
+            let grant = SessionGrant {
+                session_id: &job.session_id,
+                user_id: &job.user_id,
+                generation: job.generation,
+                expected_counter: job.expected_counter,
+                new_counter: job.new_counter,
+                now: job.now,
+            };
+            moved.push(execute_grant(&mut update, &grant)?);
         }
     }
     tx.commit()?;

@@ -9,7 +9,7 @@
 //! other sees `false` and judges again: a refresh and a logout cannot both succeed in a way that
 //! leaves a live token in an ended session.
 
-use super::group_commit::GRANT_SQL;
+use super::group_commit::{GRANT_SQL, execute_grant};
 use super::{Result, SqliteStore, StoreError, to_i64, to_u64};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::session::{EndReason, SessionRecord};
@@ -120,17 +120,7 @@ impl SqliteStore {
             self.verify_files()?;
             return Ok(moved);
         }
-        self.with_write(|conn| {
-            let mut update = conn.prepare_cached(GRANT_SQL)?;
-            Ok(update.execute(params![
-                grant.session_id.as_str(),
-                grant.user_id.as_str(),
-                to_i64(grant.expected_counter),
-                to_i64(grant.new_counter),
-                to_i64(grant.generation),
-                grant.now,
-            ])? == 1)
-        })
+        self.with_write(|conn| Ok(execute_grant(&mut conn.prepare_cached(GRANT_SQL)?, grant)?))
     }
 
     /// Ends a session not yet ended (of `owner`, if given) and denylists its id until
