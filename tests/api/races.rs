@@ -226,3 +226,42 @@ async fn concurrent_refreshes_cannot_outrun_the_per_ip_bucket() {
         "{statuses:?}"
     );
 }
+
+/// A password change while the user's other sessions refresh: whichever commits first, no
+/// other session keeps a working token, and the changing session's fresh pair works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refreshes_racing_a_password_change_leave_only_the_changing_session() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let (changer, _) = tokens(&app.user_with_grant("kvothe").await);
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(tokens(&app.grant("kvothe", GOOD_PASSWORD).await));
+    }
+    let refreshing: Vec<_> = others
+        .iter()
+        .map(|(_, refresh)| {
+            let app = app.clone();
+            let refresh = refresh.clone();
+            tokio::spawn(async move { app.refresh(&refresh).await })
+        })
+        .collect();
+    let body = serde_json::json!({"current_password": GOOD_PASSWORD,
+                                  "new_password": NEW_PASSWORD});
+    let changed = app.put_json("/v1/users/me/password", &changer, &body).await;
+    assert_eq!(changed.status, 200, "{:?}", changed.json());
+    for task in refreshing {
+        let reply = task.await.unwrap();
+        if reply.status == 200 {
+            let (access, refresh) = tokens(&reply.json());
+            assert_problem(&app.me(&access).await, 401);
+            assert_problem(&app.refresh(&refresh).await, 401);
+        }
+    }
+    for (access, refresh) in &others {
+        assert_problem(&app.me(access).await, 401);
+        assert_problem(&app.refresh(refresh).await, 401);
+    }
+    let (fresh_access, fresh_refresh) = tokens(&changed.json());
+    assert_eq!(app.me(&fresh_access).await.status, 200);
+    assert_eq!(app.refresh(&fresh_refresh).await.status, 200);
+}
