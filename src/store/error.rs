@@ -30,6 +30,12 @@ pub enum StoreError {
     Unprovable,
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
+    #[error("database location: {0}")]
+    BadLocation(String),
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("database error: {0}")]
+    Postgres(String),
 }
 
 impl StoreError {
@@ -38,7 +44,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::FileReplaced(_) | Self::Unprovable | Self::Io { .. }
+            Self::FileReplaced(_) | Self::Unprovable | Self::Io { .. } | Self::Unreachable(_)
         )
     }
 }

@@ -11,6 +11,7 @@
 //! except [`Store::cached_token_state`], which never blocks.
 
 mod error;
+mod postgres;
 mod records;
 mod sqlite;
 
@@ -19,6 +20,7 @@ pub use records::{
     Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
     TokenState, UserSummary,
 };
+pub use postgres::{PgStore, is_postgres_url};
 pub use sqlite::SqliteStore;
 
 use crate::domain::ids::{SessionId, TokenId, UserId};
@@ -155,14 +157,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn dump(&self) -> Result<String>;
 }
 
-/// The server's store at `location`: created and migrated if missing, with the in-memory
-/// revocation view.
+/// The server's store at `location` — a `postgres://` URL, or else a SQLite file: created and
+/// migrated if missing (SQLite with its in-memory revocation view).
 pub fn open_for_serving(location: &Path) -> Result<Arc<dyn Store>> {
-    Ok(Arc::new(SqliteStore::open_for_serving(location)?))
+    match postgres_url(location) {
+        Some(url) => Ok(Arc::new(PgStore::open(url)?)),
+        None => Ok(Arc::new(SqliteStore::open_for_serving(location)?)),
+    }
 }
 
 /// An operator's store (admin CLI, `tessera-token verify --db`): it must exist, and every read
 /// goes to the database.
 pub fn open_existing(location: &Path) -> Result<Arc<dyn Store>> {
-    Ok(Arc::new(SqliteStore::open_existing(location)?))
+    match postgres_url(location) {
+        Some(url) => Ok(Arc::new(PgStore::open(url)?)),
+        None => Ok(Arc::new(SqliteStore::open_existing(location)?)),
+    }
+}
+
+fn postgres_url(location: &Path) -> Option<&str> {
+    location.to_str().filter(|text| is_postgres_url(text))
 }
