@@ -1,6 +1,7 @@
 //! The storage seam: everything above `store/` reaches storage through the [`Store`] trait, and
-//! learns nothing of which database runs behind it. SQLite ([`sqlite`]) is the one backend
-//! today; a PostgreSQL backend for several replicas implements the same trait in its own folder.
+//! learns nothing of which database runs behind it. SQLite ([`sqlite`]) is the default;
+//! PostgreSQL ([`postgres`]), chosen by a `postgres://` URL, lets several replicas share one
+//! database.
 //!
 //! Why a trait object rather than an enum over backends: a backend is then one folder and one
 //! `impl`, added without editing a `match` in every method here, and `auth` holds an
@@ -16,11 +17,11 @@ mod records;
 mod sqlite;
 
 pub use error::{Result, StoreError};
+pub use postgres::{PgStore, is_postgres_url};
 pub use records::{
     Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
     TokenState, UserSummary,
 };
-pub use postgres::{PgStore, is_postgres_url};
 pub use sqlite::SqliteStore;
 
 use crate::domain::ids::{SessionId, TokenId, UserId};

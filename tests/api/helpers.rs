@@ -54,9 +54,48 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
+    if let Some(url) = fresh_postgres_database().await {
+        config.db_path = PathBuf::from(url);
+    }
     JwkSet::create(&config.keys_path).unwrap();
     tweak(&mut config);
     start(config, Arc::new(dir)).await
+}
+
+/// The backend the suite runs against: SQLite (a file per test) unless `TESSERA_TEST_POSTGRES`
+/// names a PostgreSQL server (`postgres://user@host:port`, password in `PGPASSWORD`), where each
+/// test gets a database of its own. `.ci/run` runs the suite both ways.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("TESSERA_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// True when the suite runs against PostgreSQL: tests of SQLite's files skip themselves.
+pub fn on_postgres() -> bool {
+    postgres_server().is_some()
+}
+
+/// Creates an empty database on the test server; its URL (no password in it).
+async fn fresh_postgres_database() -> Option<String> {
+    let server = postgres_server()?;
+    let mut config: tokio_postgres::Config = format!("{server}/postgres").parse().unwrap();
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        config.password(password);
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let name = format!(
+        "tessera_test_{}",
+        tessera::domain::ids::UserId::random().as_str()
+    )
+    .to_lowercase()
+    .replace('-', "_");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    Some(format!("{server}/{name}"))
 }
 
 /// Starts a server on an existing configuration (same database and keys): a restart.

@@ -62,6 +62,9 @@ fn sibling(db: &Path, suffix: &str) -> std::path::PathBuf {
 /// server died with SIGBUS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_processes_opening_the_database_under_load_leave_the_server_up() {
+    if on_postgres() {
+        return; // SQLite's files; PostgreSQL has none to delete or share
+    }
     let app = spawn_app().await;
     let token = app.user_with_token("kvothe").await;
     let shm = sibling(&app.db_path, "-shm");
@@ -235,6 +238,9 @@ async fn a_symlinked_database_path_sees_every_revocation() {
 /// invisible, so token checks must fail closed.
 #[tokio::test]
 async fn a_deleted_shm_fails_token_checks_and_readiness_closed() {
+    if on_postgres() {
+        return; // SQLite's files; PostgreSQL has none to delete or share
+    }
     let app = spawn_app().await;
     let token = app.user_with_token("kvothe").await;
     assert_eq!(app.me(&token).await.status, 200);
@@ -248,6 +254,9 @@ async fn a_deleted_shm_fails_token_checks_and_readiness_closed() {
 /// Finding 6: a deleted `-wal` lost acknowledged writes while `/readyz` stayed 200.
 #[tokio::test]
 async fn a_deleted_wal_fails_readiness_and_writes_are_not_acknowledged() {
+    if on_postgres() {
+        return; // SQLite's files; PostgreSQL has none to delete or share
+    }
     let app = spawn_app().await;
     let token = app.user_with_token("kvothe").await;
     std::fs::remove_file(sibling(&app.db_path, "-wal")).unwrap();

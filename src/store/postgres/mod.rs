@@ -148,13 +148,21 @@ impl PgStore {
     }
 
     /// One statement on a pooled connection, prepared once per connection.
-    async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<Row>> {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(error)?;
         client.query(&statement, params).await.map_err(error)
     }
 
-    async fn execute(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<u64> {
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(error)?;
         client.execute(&statement, params).await.map_err(error)
@@ -235,6 +243,30 @@ fn session_from_row(row: &Row) -> SessionRecord {
         ended: ended_at.map(|at| (at, EndReason::from_stored(reason.as_deref().unwrap_or("")))),
         user_agent: row.get(11),
     }
+}
+
+/// Column `i` of `row` as an SQL literal; our tables hold only text and integers.
+fn sql_literal(row: &Row, i: usize) -> String {
+    use tokio_postgres::types::Type;
+    let kind = row.columns().get(i).map(|c| c.type_().clone());
+    let value = match kind {
+        Some(Type::INT8) => row
+            .try_get::<_, Option<i64>>(i)
+            .ok()
+            .flatten()
+            .map(|v| v.to_string()),
+        Some(Type::INT4) => row
+            .try_get::<_, Option<i32>>(i)
+            .ok()
+            .flatten()
+            .map(|v| v.to_string()),
+        _ => row
+            .try_get::<_, Option<String>>(i)
+            .ok()
+            .flatten()
+            .map(|v| format!("'{}'", v.replace('\'', "''"))),
+    };
+    value.unwrap_or_else(|| "NULL".into())
 }
 
 impl Store for PgStore {
@@ -618,7 +650,10 @@ impl Store for PgStore {
                 )
                 .await?;
             let revoked = self
-                .execute("DELETE FROM revoked_tokens WHERE expires_at < $1", &[&cutoff])
+                .execute(
+                    "DELETE FROM revoked_tokens WHERE expires_at < $1",
+                    &[&cutoff],
+                )
                 .await?;
             Ok(usize::try_from(sessions + revoked).unwrap_or(usize::MAX))
         })
@@ -687,7 +722,9 @@ impl Store for PgStore {
 
     fn denylist_len(&self) -> Result<u64> {
         self.block(async {
-            let rows = self.query("SELECT count(*) FROM revoked_tokens", &[]).await?;
+            let rows = self
+                .query("SELECT count(*) FROM revoked_tokens", &[])
+                .await?;
             Ok(rows.first().map_or(0, |row| to_u64(row.get(0))))
         })
     }
@@ -703,7 +740,8 @@ impl Store for PgStore {
     fn integrity_check(&self) -> Result<Vec<String>> {
         self.block(async {
             for table in ["users", "sessions", "revoked_tokens"] {
-                self.query(&format!("SELECT count(*) FROM {table}"), &[]).await?;
+                self.query(&format!("SELECT count(*) FROM {table}"), &[])
+                    .await?;
             }
             Ok(vec!["ok".to_owned()])
         })
@@ -714,9 +752,31 @@ impl Store for PgStore {
         Ok(())
     }
 
+    /// Our tables as plain text: the migrations that made them, then every row as an INSERT,
+    /// in a stable order (`pg_dump` remains the tool for backups).
     fn dump(&self) -> Result<String> {
-        Err(StoreError::BadLocation(
-            "`tessera db dump` writes SQLite dumps; for PostgreSQL use pg_dump".into(),
-        ))
+        self.block(async {
+            let mut out = format!(
+                "-- Tessera database dump (PostgreSQL, schema version {})\n",
+                schema::MIGRATIONS.len()
+            );
+            for migration in schema::MIGRATIONS {
+                out.push_str(migration.trim());
+                out.push('\n');
+            }
+            for table in ["users", "sessions", "revoked_tokens"] {
+                let rows = self
+                    .query(&format!("SELECT * FROM {table} ORDER BY 1"), &[])
+                    .await?;
+                for row in &rows {
+                    let values: Vec<String> = (0..row.len()).map(|i| sql_literal(row, i)).collect();
+                    out.push_str(&format!(
+                        "INSERT INTO \"{table}\" VALUES({});\n",
+                        values.join(",")
+                    ));
+                }
+            }
+            Ok(out)
+        })
     }
 }

@@ -13,7 +13,7 @@ use crate::store::{Result, StoreError};
 const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6131; // "tessera1"
 
 /// Each entry moves the schema one version forward. Never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: users, sessions and the denylist.
     r"
     CREATE TABLE users (
