@@ -34,9 +34,15 @@ chmod 600 "$dir/pwfile"
 runuser -u postgres -- "$bin/initdb" -D "$dir/data" -U tessera --pwfile="$dir/pwfile" \
   --auth-host=scram-sha-256 --auth-local=scram-sha-256 >/dev/null
 rm -f "$dir/pwfile"
-runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=300 -c fsync=on" \
-  start >/dev/null
+# In the configuration file, not on pg_ctl's command line: a restart (`pg_ctl start`, as the
+# replica tests do) must come back on the same loopback port.
+cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+max_connections = 300
+CONF
+runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 echo "export PG_THROWAWAY=$dir"
 echo "export PGPASSWORD=$password"
 echo "export TESSERA_TEST_POSTGRES=postgres://tessera@127.0.0.1:$port"

@@ -77,7 +77,7 @@ pub fn on_postgres() -> bool {
 }
 
 /// Creates an empty database on the test server; its URL (no password in it).
-async fn fresh_postgres_database() -> Option<String> {
+pub async fn fresh_postgres_database() -> Option<String> {
     let server = postgres_server()?;
     let mut config: tokio_postgres::Config = format!("{server}/postgres").parse().unwrap();
     if let Ok(password) = std::env::var("PGPASSWORD") {

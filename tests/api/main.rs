@@ -15,4 +15,5 @@ mod operations;
 mod races;
 mod refresh;
 mod registration;
+mod replicas;
 mod sessions;

@@ -1,0 +1,393 @@
+//! Several replicas on one PostgreSQL database: two real `tessera serve` processes. A
+//! revocation answered by one is refused by the other on the very next request; a name races
+//! across both; the database going away mid-traffic gives 503s — never a 200 for a token
+//! revoked before — and both recover when it returns, without a restart. These run when the
+//! suite runs against PostgreSQL (`.ci/run` does); on SQLite they skip themselves.
+
+use crate::helpers::{GOOD_PASSWORD, on_postgres};
+use crate::http_client::{self, Reply};
+use serde_json::{Value, json};
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const NEW_PASSWORD: &str = "an entirely different passphrase";
+
+/// One `tessera serve` on `db`, with the keys every replica shares; stopped on drop.
+struct Replica {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_replica(db: &str, keys: &Path, password: Option<&str>) -> Replica {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--argon2-memory-kib", "256", "--argon2-iterations", "1"])
+        .args([
+            "--login-rate",
+            "0",
+            "--register-rate",
+            "0",
+            "--refresh-rate",
+            "0",
+        ])
+        .arg("--keys")
+        .arg(keys)
+        // The URL goes in the environment, as operators are told to: never in argv.
+        .env("TESSERA_DB", db)
+        .stderr(Stdio::piped());
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == "tessera listening" {
+                let _ = found.send(
+                    entry["fields"]["address"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                );
+            }
+        }
+    });
+    let addr = address.recv_timeout(Duration::from_secs(30)).unwrap();
+    Replica { child, addr }
+}
+
+/// Two replicas on a fresh database of the test server, sharing one key file.
+async fn two_replicas() -> (Replica, Replica, tempfile::TempDir, String) {
+    let db = crate::helpers::fresh_postgres_database().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    tessera::token::JwkSet::create(&keys).unwrap();
+    let a = start_replica(&db, &keys, None);
+    let b = start_replica(&db, &keys, None);
+    (a, b, dir, db)
+}
+
+async fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
+    http_client::send_json(addr, "POST", path, None, body)
+        .await
+        .unwrap()
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str, token: &str) -> Reply {
+    let bearer = format!("Bearer {token}");
+    http_client::send(addr, method, path, &[("authorization", &bearer)], None)
+        .await
+        .unwrap()
+}
+
+async fn register(addr: SocketAddr, name: &str, password: &str) -> Reply {
+    post(
+        addr,
+        "/v1/users",
+        &json!({"username": name, "full_name": "Replica User", "password": password,
+                "mothers_favorite_search_engine": "Searx"}),
+    )
+    .await
+}
+
+async fn login(addr: SocketAddr, name: &str, password: &str) -> String {
+    let reply = post(
+        addr,
+        "/v1/sessions",
+        &json!({"username": name, "password": password}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    reply.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn me(addr: SocketAddr, token: &str) -> u16 {
+    send(addr, "GET", "/v1/users/me", token).await.status
+}
+
+const ROUNDS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_replica_is_refused_by_the_other_on_the_next_request() {
+    if !on_postgres() {
+        return;
+    }
+    let (a, b, _dir, _db) = two_replicas().await;
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    for round in 0..ROUNDS {
+        let token = login(a.addr, "kvothe", GOOD_PASSWORD).await;
+        assert_eq!(me(b.addr, &token).await, 200, "round {round}");
+        assert_eq!(
+            send(a.addr, "DELETE", "/v1/sessions/current", &token)
+                .await
+                .status,
+            204
+        );
+        assert_eq!(
+            me(b.addr, &token).await,
+            401,
+            "round {round}: B accepted a logged-out token"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_everywhere_on_one_replica_is_refused_by_the_other() {
+    if !on_postgres() {
+        return;
+    }
+    let (a, b, _dir, _db) = two_replicas().await;
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    for round in 0..ROUNDS {
+        let token = login(b.addr, "kvothe", GOOD_PASSWORD).await;
+        assert_eq!(
+            send(a.addr, "DELETE", "/v1/sessions", &token).await.status,
+            204
+        );
+        assert_eq!(me(b.addr, &token).await, 401, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_changes_and_deletions_on_one_replica_are_refused_by_the_other() {
+    if !on_postgres() {
+        return;
+    }
+    let (a, b, _dir, _db) = two_replicas().await;
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    let mut password = GOOD_PASSWORD;
+    for round in 0..ROUNDS {
+        let old = login(a.addr, "kvothe", password).await;
+        let next = if password == GOOD_PASSWORD {
+            NEW_PASSWORD
+        } else {
+            GOOD_PASSWORD
+        };
+        let body = json!({"current_password": password, "new_password": next});
+        let changed =
+            http_client::send_json(a.addr, "PUT", "/v1/users/me/password", Some(&old), &body)
+                .await
+                .unwrap();
+        assert_eq!(changed.status, 200, "{:?}", changed.json());
+        assert_eq!(
+            me(b.addr, &old).await,
+            401,
+            "round {round}: password change"
+        );
+        password = next;
+    }
+    for round in 0..ROUNDS {
+        let name = format!("leaver{round}");
+        assert_eq!(register(b.addr, &name, GOOD_PASSWORD).await.status, 201);
+        let token = login(b.addr, &name, GOOD_PASSWORD).await;
+        let body = json!({"password": GOOD_PASSWORD});
+        let deleted = http_client::send_json(a.addr, "DELETE", "/v1/users/me", Some(&token), &body)
+            .await
+            .unwrap();
+        assert_eq!(deleted.status, 204);
+        assert_eq!(
+            me(b.addr, &token).await,
+            401,
+            "round {round}: account deletion"
+        );
+    }
+}
+
+/// The admin CLI is a third process on the database: when it returns, no replica accepts the
+/// tokens it revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_clis_revoke_is_refused_by_every_replica() {
+    if !on_postgres() {
+        return;
+    }
+    let (a, b, _dir, db) = two_replicas().await;
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    for round in 0..ROUNDS {
+        let token = login(a.addr, "kvothe", GOOD_PASSWORD).await;
+        let db = db.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(["user", "revoke", "kvothe"])
+                .env("TESSERA_DB", db)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(me(a.addr, &token).await, 401, "round {round}: A");
+        assert_eq!(me(b.addr, &token).await, 401, "round {round}: B");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_registrations_of_one_name_across_two_replicas_yield_one_account() {
+    if !on_postgres() {
+        return;
+    }
+    let (a, b, _dir, _db) = two_replicas().await;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            tokio::spawn(async move { register(addr, "kvothe", GOOD_PASSWORD).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        49,
+        "{statuses:?}"
+    );
+}
+
+/// A cluster of its own (stopping the suite's would break the other tests), started with the
+/// same script CI uses.
+struct OwnCluster {
+    folder: String,
+    password: String,
+    url: String,
+}
+
+impl OwnCluster {
+    fn start() -> Self {
+        let output = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tools/postgres-throwaway.sh"
+            ))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let exports = String::from_utf8(output.stdout).unwrap();
+        let value = |name: &str| {
+            exports
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        Self {
+            folder: value("PG_THROWAWAY"),
+            password: value("PGPASSWORD"),
+            url: value("TESSERA_TEST_POSTGRES"),
+        }
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .map(|entry| entry.unwrap().path().join("bin/pg_ctl"))
+            .max()
+            .unwrap();
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin)
+            .args(["-D", &format!("{}/data", self.folder), "-w", "-m", "fast"])
+            .args(["-l", &format!("{}/server.log", self.folder), action])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {action}");
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tools/postgres-throwaway.sh"
+            ))
+            .arg("stop")
+            .env("PG_THROWAWAY", &self.folder)
+            .status();
+    }
+}
+
+/// The database goes away under traffic: every replica fails closed (503 with Retry-After, never
+/// a 200 for a token revoked just before), and recovers alone when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_fail_closed_while_the_database_is_down_and_recover_alone() {
+    if !on_postgres() {
+        return;
+    }
+    let cluster = OwnCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    tessera::token::JwkSet::create(&keys).unwrap();
+    let db = format!("{}/postgres", cluster.url);
+    let a = start_replica(&db, &keys, Some(&cluster.password));
+    let b = start_replica(&db, &keys, Some(&cluster.password));
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    let revoked = login(a.addr, "kvothe", GOOD_PASSWORD).await;
+    let kept = login(b.addr, "kvothe", GOOD_PASSWORD).await;
+    assert_eq!(
+        send(a.addr, "DELETE", "/v1/sessions/current", &revoked)
+            .await
+            .status,
+        204
+    );
+
+    cluster.pg_ctl("stop");
+    for replica in [&a, &b] {
+        for token in [&revoked, &kept] {
+            let reply = send(replica.addr, "GET", "/v1/users/me", token).await;
+            assert_eq!(reply.status, 503, "{:?}", reply.json());
+            assert!(reply.header("retry-after").is_some());
+        }
+        let ready = http_client::send(replica.addr, "GET", "/readyz", &[], None)
+            .await
+            .unwrap();
+        assert_eq!(ready.status, 503);
+        let body = json!({"username": "kvothe", "password": GOOD_PASSWORD});
+        assert_eq!(post(replica.addr, "/v1/sessions", &body).await.status, 503);
+        assert_eq!(
+            register(replica.addr, "other", GOOD_PASSWORD).await.status,
+            503
+        );
+    }
+
+    cluster.pg_ctl("start");
+    for replica in [&a, &b] {
+        // Each replica reconnects on its own; poll until it says it is ready again.
+        let mut ready = false;
+        for _ in 0..300 {
+            let reply = http_client::send(replica.addr, "GET", "/readyz", &[], None)
+                .await
+                .unwrap();
+            if reply.status == 200 {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "a replica did not recover within 30 s");
+        assert_eq!(me(replica.addr, &kept).await, 200);
+        assert_eq!(me(replica.addr, &revoked).await, 401);
+    }
+}
