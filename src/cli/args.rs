@@ -42,7 +42,8 @@ pub enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
-        /// SQLite database file; must already exist (only `serve` creates one).
+        /// SQLite database file (must already exist: only `serve` creates one) or postgres://
+        /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
         #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
@@ -50,7 +51,8 @@ pub enum Command {
     Session {
         #[command(subcommand)]
         action: SessionAction,
-        /// SQLite database file; must already exist (only `serve` creates one).
+        /// SQLite database file (must already exist: only `serve` creates one) or postgres://
+        /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
         #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
         /// Idle timeout in seconds, as the server's `--session-idle` (to tell idle sessions).
@@ -61,7 +63,8 @@ pub enum Command {
     Db {
         #[command(subcommand)]
         action: DbAction,
-        /// SQLite database file; must already exist (only `serve` creates one).
+        /// SQLite database file (must already exist: only `serve` creates one) or postgres://
+        /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
         #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
@@ -144,7 +147,9 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics (`GET /metrics`); off unless given. Keep it private.
     #[arg(long, env = "TESSERA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// SQLite database file (created with mode 0600 if missing).
+    /// SQLite database file (created with mode 0600 if missing), or a postgres:// URL for
+    /// several replicas on one database (keep the password out of argv: TESSERA_DB or
+    /// PGPASSWORD).
     #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
     pub db: PathBuf,
     /// JWK Set key file. When not given, keys/jwks.json is used and created if missing (dev

@@ -49,8 +49,8 @@ enum Command {
         #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH)]
         keys: PathBuf,
         /// Also check revocation (logged out, stale generation, user deleted) and the token's
-        /// session (live, ended, expired, reuse-revoked) in this database; the server's own is
-        /// the default when TESSERA_DB is set.
+        /// session (live, ended, expired, reuse-revoked) in this database — a SQLite file or a
+        /// postgres:// URL (password in PGPASSWORD); the server's own when TESSERA_DB is set.
         #[arg(long, env = "TESSERA_DB")]
         db: Option<PathBuf>,
         /// Session idle timeout in seconds: the server's --session-idle.
@@ -197,7 +197,8 @@ fn run_verify(
                 "not checked (pass --db)".to_owned(),
             )),
             Some(path) => {
-                if !path.exists() {
+                let postgres = path.to_str().is_some_and(store::is_postgres_url);
+                if !postgres && !path.exists() {
                     return Err(format!("no database at {}", path.display()));
                 }
                 let store = store::open_existing(path).map_err(|e| e.to_string())?;
