@@ -82,6 +82,7 @@ pub enum KeysAction {
     /// ended its signing (refused before that unless --force).
     Retire {
         /// Key id to remove, as `keys list` prints it.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Retire even though tokens it signed may still be live (they stop verifying at once).
         #[arg(long)]
@@ -102,11 +103,13 @@ pub enum UserAction {
     /// Revoke every token of a user (bumps the token generation).
     Revoke {
         /// The account's username (any case or width).
+        #[arg(allow_hyphen_values = true)]
         username: String,
     },
     /// Clear a user's failed-login counter.
     Unlock {
         /// The account's username (any case or width).
+        #[arg(allow_hyphen_values = true)]
         username: String,
     },
 }
@@ -116,11 +119,14 @@ pub enum SessionAction {
     /// List a user's sessions on file, newest first, with their status (never token material).
     List {
         /// The account's username (any case or width).
+        #[arg(allow_hyphen_values = true)]
         username: String,
     },
     /// End a session: its refresh token and every access token it issued stop working at once.
     Revoke {
-        /// The session id, as `session list` or `tessera-token inspect` (`sid`) prints it.
+        /// The session id, as `session list` or `tessera-token inspect` (`sid`) prints it. Ids
+        /// may start with `-`; they are never read as flags.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }

@@ -296,3 +296,27 @@ fn every_admin_argument_has_a_help_line() {
         }
     }
 }
+
+/// Session ids are base64url, so one in 32 starts with `-`: the admin CLI must take it as the
+/// id, not as a flag (CI met one in `races::the_admin_cli_ends_a_session_while_others_refresh`).
+#[tokio::test]
+async fn admin_commands_take_ids_and_names_that_start_with_a_hyphen() {
+    let app = spawn_app().await;
+    for args in [
+        ["session", "revoke", "-AAAAAAAAAAAAAAAAAAAAA"],
+        ["user", "revoke", "-kvothe"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .arg("--db")
+            .arg(&app.db_path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains("no session") || stderr.contains("no user"),
+            "{stderr}"
+        );
+    }
+}
