@@ -48,6 +48,24 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
                  lifetime has passed.\n"
             ))
         }
+        KeysAction::Add => {
+            let mut set = JwkSet::load(path)?;
+            let kid = set.add();
+            Keyring::from_set(&set, path)?;
+            set.save(path)?;
+            Ok(format!(
+                "key {kid} added to verify only; once every replica has it, `keys promote {kid}`\n"
+            ))
+        }
+        KeysAction::Promote { kid } => {
+            let mut set = JwkSet::load(path)?;
+            set.promote(kid, clock::now())?;
+            Keyring::from_set(&set, path)?;
+            set.save(path)?;
+            Ok(format!(
+                "key {kid} now signs; the key before it verifies until retired\n"
+            ))
+        }
         KeysAction::List => {
             let set = JwkSet::load(path)?;
             Keyring::from_set(&set, path)?;

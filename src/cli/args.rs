@@ -76,6 +76,14 @@ pub enum KeysAction {
     Generate,
     /// Add a new signing key in front; older keys keep verifying.
     Rotate,
+    /// Add a new key that only verifies (across replicas: add everywhere, then promote).
+    Add,
+    /// Make a key the signing one; the one before keeps verifying until retired.
+    Promote {
+        /// Key id to promote, as `keys list` prints it.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// List key ids and which one signs (never the keys).
     List,
     /// Remove a non-signing key once one token lifetime has passed since the rotation that

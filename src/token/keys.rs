@@ -36,8 +36,9 @@ pub struct Jwk {
     pub use_: String,
     /// The key bytes, base64url without padding (RFC 7518 §6.4.1).
     pub k: String,
-    /// When the key was added by a rotation (Unix seconds; a private JWK member, RFC 7517 §4).
-    /// The key behind it stopped signing at that moment, which is what `retire` checks.
+    /// When the key started signing, by a rotation or a promotion (Unix seconds; a private JWK
+    /// member, RFC 7517 §4). The key behind it stopped signing at that moment, which is what
+    /// `retire` checks. `None` for a key added to verify only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
 }
@@ -154,6 +155,28 @@ impl JwkSet {
         let kid = key.kid.clone();
         self.keys.insert(0, key);
         kid
+    }
+
+    /// Adds a fresh key at the end, to verify only; returns its kid. The first step of a
+    /// rotation across replicas: every replica learns the key before any signs with it.
+    pub fn add(&mut self) -> String {
+        let key = new_jwk(None);
+        let kid = key.kid.clone();
+        self.keys.push(key);
+        kid
+    }
+
+    /// Moves a key in front, so it signs from `now` on: the second step, once every replica
+    /// verifies it. The key that signed before keeps verifying until retired.
+    pub fn promote(&mut self, kid: &str, now: i64) -> Result<(), KeyError> {
+        let index = self.position(kid)?;
+        if index == 0 {
+            return Ok(());
+        }
+        let mut key = self.keys.remove(index);
+        key.iat = Some(now);
+        self.keys.insert(0, key);
+        Ok(())
     }
 
     /// Removes a key that no longer signs; tokens it signed stop verifying at once. Unless
@@ -462,6 +485,30 @@ mod tests {
         let mut set = JwkSet::generate();
         set.keys[0].kid = "../../dev/null".into();
         assert!(Keyring::from_set(&set, path).is_err());
+    }
+
+    #[test]
+    fn add_then_promote_rotates_without_a_moment_of_unknown_signatures() {
+        let mut set = JwkSet::generate();
+        let old = set.keys[0].kid.clone();
+        let new = set.add();
+        let listed = set.list();
+        assert_eq!(
+            (listed[0].kid.as_str(), listed[0].signing),
+            (old.as_str(), true)
+        );
+        assert_eq!(
+            (listed[1].kid.as_str(), listed[1].signing),
+            (new.as_str(), false)
+        );
+        set.promote(&new, 1_000).unwrap();
+        assert_eq!(set.keys[0].kid, new);
+        assert_eq!(set.keys[0].iat, Some(1_000), "signing since the promotion");
+        assert_eq!(set.keys[1].kid, old);
+        // The old key retires one token lifetime after the promotion.
+        assert!(set.clone().retire(&old, 1_500, 900, false).is_err());
+        set.retire(&old, 1_900, 900, false).unwrap();
+        assert!(JwkSet::generate().promote("nope", 0).is_err());
     }
 
     #[test]

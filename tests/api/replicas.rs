@@ -391,3 +391,69 @@ async fn replicas_fail_closed_while_the_database_is_down_and_recover_alone() {
         assert_eq!(me(replica.addr, &revoked).await, 401);
     }
 }
+
+/// The documented rotation across replicas: add the key everywhere, then promote it, then
+/// retire the old one — at no step does a token signed by one replica fail on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_rolled_out_replica_by_replica_never_strands_a_token() {
+    if !on_postgres() {
+        return;
+    }
+    use tessera::cli::admin;
+    use tessera::cli::args::KeysAction;
+    let db = crate::helpers::fresh_postgres_database().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = |name: &str| dir.path().join(name);
+    tessera::token::JwkSet::create(&keys("v1.json")).unwrap();
+    let mut a = start_replica(&db, &keys("v1.json"), None);
+    let mut b = start_replica(&db, &keys("v1.json"), None);
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    let cross_check = |a: SocketAddr, b: SocketAddr| async move {
+        let from_a = login(a, "kvothe", GOOD_PASSWORD).await;
+        let from_b = login(b, "kvothe", GOOD_PASSWORD).await;
+        assert_eq!(me(b, &from_a).await, 200, "B verifies A's token");
+        assert_eq!(me(a, &from_b).await, 200, "A verifies B's token");
+    };
+    // Step 1: a verify-only key, rolled out one replica at a time.
+    std::fs::copy(keys("v1.json"), keys("v2.json")).unwrap();
+    let added = admin::keys(&KeysAction::Add, &keys("v2.json")).unwrap();
+    let new_kid = added.split_whitespace().nth(1).unwrap().to_owned();
+    drop(b);
+    b = start_replica(&db, &keys("v2.json"), None);
+    cross_check(a.addr, b.addr).await;
+    drop(a);
+    a = start_replica(&db, &keys("v2.json"), None);
+    cross_check(a.addr, b.addr).await;
+    // Step 2: promote it, again one replica at a time: A signs with it while B still has v2.
+    std::fs::copy(keys("v2.json"), keys("v3.json")).unwrap();
+    admin::keys(
+        &KeysAction::Promote {
+            kid: new_kid.clone(),
+        },
+        &keys("v3.json"),
+    )
+    .unwrap();
+    drop(a);
+    a = start_replica(&db, &keys("v3.json"), None);
+    cross_check(a.addr, b.addr).await;
+    drop(b);
+    b = start_replica(&db, &keys("v3.json"), None);
+    cross_check(a.addr, b.addr).await;
+    let token = login(b.addr, "kvothe", GOOD_PASSWORD).await;
+    let kid = tessera::token::inspect::inspect(
+        &token,
+        0,
+        &tessera::token::ValidationPolicy {
+            issuer: "tessera".into(),
+            audience: "tessera-api".into(),
+            leeway: 30,
+            max_lifetime: 900,
+        },
+    )
+    .header
+    .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(kid, new_kid, "the promoted key signs");
+}
