@@ -1,14 +1,19 @@
--- Tessera database dump (schema version 3)
+-- Tessera database dump (schema version 4)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=3;
+PRAGMA user_version=4;
+CREATE TABLE key_fingerprints (
+        kid         TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
+    ) STRICT, WITHOUT ROWID;
+INSERT INTO "key_fingerprints" VALUES('baoBWS44ss8D','Q3ReE1CEPBoYy2JbQ8vQovTnXCWG6Rk2pjsRZjDGSbs');
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
         CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('JZz6UK_1Xycl_q9nQW9yBg','dHhaseRATxzKARJWO8s7WA',1795756669,'session');
+INSERT INTO "revoked_tokens" VALUES('Oo-EePT3XSqVHw1B7HgRkQ','RXY5uV4YxQdEHCof43y3Fw',1795759461,'session');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -24,9 +29,9 @@ CREATE TABLE sessions (
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('BTjwNoSgxoZdqDy_jFcwNQ','kSONX2cQZG8Cf7dlEZtayA',0,1,1795755769,'',1795755769,1795755769,1798347769,NULL,NULL);
-INSERT INTO "sessions" VALUES('JZz6UK_1Xycl_q9nQW9yBg','dHhaseRATxzKARJWO8s7WA',0,0,NULL,'',1795755769,1795755769,1798347769,1795755769,'logout');
-INSERT INTO "sessions" VALUES('WFwceyudWGReiDVMRf4ZsA','dHhaseRATxzKARJWO8s7WA',0,0,NULL,'',1795755769,1795755769,1798347769,NULL,NULL);
+INSERT INTO "sessions" VALUES('Oo-EePT3XSqVHw1B7HgRkQ','RXY5uV4YxQdEHCof43y3Fw',0,0,NULL,'',1795758561,1795758561,1798350561,1795758561,'logout');
+INSERT INTO "sessions" VALUES('Xh7BQQ770pTBPFvtVJaBfg','vUVg8Fw-EUzQJNc1cv7jZQ',0,1,1795758561,'',1795758561,1795758561,1798350561,NULL,NULL);
+INSERT INTO "sessions" VALUES('gM_9BLy8S6m7UYR0nQ9sFA','RXY5uV4YxQdEHCof43y3Fw',0,0,NULL,'',1795758561,1795758561,1798350561,NULL,NULL);
 CREATE TABLE token_changes (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id    TEXT    NOT NULL,
@@ -34,7 +39,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'dHhaseRATxzKARJWO8s7WA','JZz6UK_1Xycl_q9nQW9yBg',1795756669,1795755769);
+INSERT INTO "token_changes" VALUES(1,'RXY5uV4YxQdEHCof43y3Fw','Oo-EePT3XSqVHw1B7HgRkQ',1795759461,1795758561);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -47,8 +52,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('dHhaseRATxzKARJWO8s7WA','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$tWGwD8RYpV9BP36xfYwOpg$osXnUvHo83XcwSUfLaG8heTCyV6dIRluv9NsDkumYLk',0,0,NULL,1795755769);
-INSERT INTO "users" VALUES('kSONX2cQZG8Cf7dlEZtayA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$Pnttn7fsxomrBgL3t1tXgQ$v8PBglOdGfmQNrsx8mgoOpXlckgX6uDuGkcr19S2YrM',0,0,NULL,1795755769);
+INSERT INTO "users" VALUES('RXY5uV4YxQdEHCof43y3Fw','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$wDjCKwAZS1fiWc9iyjygjA$jrWe2fcJANy9IYVDSn/kVRSCeChVobdgbVmE8V+bsVA',0,0,NULL,1795758560);
+INSERT INTO "users" VALUES('vUVg8Fw-EUzQJNc1cv7jZQ','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$wDJtG8YkS7whpbxaP97ZJQ$qiev0pWaoQaTT/euiiQ/8eX6GrZRAHhPuRIr1vZJqMA',0,0,NULL,1795758561);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS

@@ -21,6 +21,12 @@ pub enum StartupError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "key id(s) {0:?} hold different key material on another server of this database: \
+         tokens signed there would not verify here (or the reverse); give every server the same \
+         key file"
+    )]
+    KeyMismatch(Vec<String>),
     #[error(transparent)]
     Hash(#[from] HashError),
     #[error("cannot start hashing threads: {0}")]
@@ -38,6 +44,10 @@ pub enum StartupError {
 pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
     let keyring = load_or_create_keys(config)?;
     let store = store::open_for_serving(&config.db_path)?;
+    let mismatched = store.register_keys(&keyring.fingerprints())?;
+    if !mismatched.is_empty() {
+        return Err(StartupError::KeyMismatch(mismatched));
+    }
     let hashing = HashPool::new(
         Hasher::new(config.hash)?,
         config.hash_permits,

@@ -148,6 +148,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // Maintenance.
 
+    /// Records each `(kid, fingerprint)` not seen before and returns the kids already recorded
+    /// with another fingerprint: the same key id holding different key material elsewhere.
+    fn register_keys(&self, fingerprints: &[(String, String)]) -> Result<Vec<String>>;
+
     /// Whether storage answers and is still the one opened (readiness).
     fn ping(&self) -> Result<()>;
     /// The backend's integrity check: `["ok"]` or the problems found.

@@ -373,6 +373,20 @@ impl Keyring {
         &self.signing.kid
     }
 
+    /// Each key's id with a fingerprint of its bytes: HMAC-SHA256 of a fixed label under the
+    /// key, base64url. It identifies the key material without revealing it, so replicas can
+    /// check through the database that one kid means one key everywhere.
+    pub fn fingerprints(&self) -> Vec<(String, String)> {
+        self.entries()
+            .map(|key| {
+                let mut mac = key.mac.clone();
+                mac.update(b"tessera key fingerprint v1");
+                let tag: [u8; 32] = mac.finalize().into_bytes().into();
+                (key.kid.clone(), URL_SAFE_NO_PAD.encode(tag))
+            })
+            .collect()
+    }
+
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.entries().map(|k| k.kid.as_str())
     }

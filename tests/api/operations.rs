@@ -320,3 +320,22 @@ async fn admin_commands_take_ids_and_names_that_start_with_a_hyphen() {
         );
     }
 }
+
+/// Two servers on one database with different key material under one key id would each refuse
+/// the other's tokens: the second refuses to start, naming the kid.
+#[tokio::test]
+async fn a_server_whose_key_id_holds_other_key_material_refuses_to_start() {
+    let app = spawn_app().await;
+    let mut set = tessera::token::JwkSet::load(&app.keys_path).unwrap();
+    let kid = set.keys[0].kid.clone();
+    let impostor = tessera::token::JwkSet::generate();
+    set.keys[0].k = impostor.keys[0].k.clone();
+    let other_keys = app.keys_path.with_file_name("other.json");
+    set.save(&other_keys).unwrap();
+    let mut config = app.config.clone();
+    config.keys_path = other_keys;
+    let error = tessera::app::build_state(&config).unwrap_err().to_string();
+    assert!(error.contains(&kid), "{error}");
+    // The same keys again are fine (a restart, or a second replica).
+    tessera::app::build_state(&app.config).unwrap();
+}

@@ -729,6 +729,31 @@ impl Store for PgStore {
         })
     }
 
+    fn register_keys(&self, fingerprints: &[(String, String)]) -> Result<Vec<String>> {
+        self.block(async {
+            let mut conflicts = Vec::new();
+            for (kid, fingerprint) in fingerprints {
+                let rows = self
+                    .query(
+                        "WITH added AS (
+                             INSERT INTO key_fingerprints (kid, fingerprint) VALUES ($1, $2)
+                             ON CONFLICT (kid) DO NOTHING RETURNING fingerprint)
+                         SELECT fingerprint FROM added
+                         UNION ALL SELECT fingerprint FROM key_fingerprints WHERE kid = $1",
+                        &[kid, fingerprint],
+                    )
+                    .await?;
+                if rows
+                    .iter()
+                    .any(|row| row.get::<_, String>(0) != *fingerprint)
+                {
+                    conflicts.push(kid.clone());
+                }
+            }
+            Ok(conflicts)
+        })
+    }
+
     fn ping(&self) -> Result<()> {
         self.block(async {
             self.query("SELECT 1", &[]).await?;

@@ -52,6 +52,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
     ",
+    // 2: one fingerprint per key id, so every replica holds the same key material under each
+    // kid (postgres/mod.rs, register_keys).
+    r"
+    CREATE TABLE key_fingerprints (
+        kid         TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL
+    );
+    ",
 ];
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {

@@ -234,6 +234,28 @@ impl Store for SqliteStore {
     fn denylist_len(&self) -> Result<u64> {
         self.count_denylisted()
     }
+    fn register_keys(&self, fingerprints: &[(String, String)]) -> Result<Vec<String>> {
+        self.with_write(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut conflicts = Vec::new();
+            for (kid, fingerprint) in fingerprints {
+                tx.execute(
+                    "INSERT OR IGNORE INTO key_fingerprints (kid, fingerprint) VALUES (?1, ?2)",
+                    [kid, fingerprint],
+                )?;
+                let stored: String = tx.query_row(
+                    "SELECT fingerprint FROM key_fingerprints WHERE kid = ?1",
+                    [kid],
+                    |row| row.get(0),
+                )?;
+                if &stored != fingerprint {
+                    conflicts.push(kid.clone());
+                }
+            }
+            tx.commit()?;
+            Ok(conflicts)
+        })
+    }
     fn ping(&self) -> Result<()> {
         self.verify_files()?;
         self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))

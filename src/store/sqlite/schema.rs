@@ -108,6 +108,14 @@ const MIGRATIONS: &[&str] = &[
           AND s.generation = u.token_generation
           AND s.expires_at > unixepoch();
     ",
+    // 4: one fingerprint per key id, so every server on this database holds the same key
+    // material under each kid (store/sqlite/mod.rs, register_keys).
+    r"
+    CREATE TABLE key_fingerprints (
+        kid         TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
