@@ -457,3 +457,61 @@ async fn a_key_rotation_rolled_out_replica_by_replica_never_strands_a_token() {
         .to_owned();
     assert_eq!(kid, new_kid, "the promoted key signs");
 }
+
+/// Token checks share statements under load: each must still get its own user's answer. Forty
+/// users, half logged out, all forty asking `/me` at once, ten times over both replicas: every
+/// answer is the caller's own profile or, for a logged-out token, 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_token_checks_answer_each_request_with_its_own_user() {
+    if !on_postgres() {
+        return;
+    }
+    let (a, b, _dir, _db) = two_replicas().await;
+    let mut users = Vec::new();
+    for i in 0..40 {
+        let name = format!("user{i}");
+        assert_eq!(register(a.addr, &name, GOOD_PASSWORD).await.status, 201);
+        let token = login(b.addr, &name, GOOD_PASSWORD).await;
+        let logged_out = i % 2 == 1;
+        if logged_out {
+            assert_eq!(
+                send(a.addr, "DELETE", "/v1/sessions/current", &token)
+                    .await
+                    .status,
+                204
+            );
+        }
+        users.push((name, token, logged_out));
+    }
+    // Forty at a time (a client may hold 128 connections per replica).
+    for round in 0..10 {
+        let addr = if round % 2 == 0 { a.addr } else { b.addr };
+        let tasks: Vec<_> = users
+            .iter()
+            .cloned()
+            .map(|(name, token, logged_out)| {
+                tokio::spawn(async move {
+                    let reply = send(addr, "GET", "/v1/users/me", &token).await;
+                    (
+                        name,
+                        logged_out,
+                        reply.status,
+                        reply.json()["username"].clone(),
+                    )
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (name, logged_out, status, username) = task.await.unwrap();
+            if logged_out {
+                assert_eq!(status, 401, "{name}");
+            } else {
+                assert_eq!(
+                    (status, username),
+                    (200, Value::from(name.clone())),
+                    "{name}"
+                );
+            }
+        }
+    }
+}

@@ -21,6 +21,7 @@
 //! default): the store refuses to open a database where it is off.
 
 mod schema;
+mod token_checks;
 
 use super::{
     Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, Result,
@@ -56,6 +57,8 @@ pub struct PgStore {
     /// Drives the pool's connections. Taken on drop, which may happen on an async thread.
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
+    /// Token checks, read in shared batches.
+    checks: token_checks::TokenChecks,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -110,9 +113,11 @@ impl PgStore {
                 path: "<postgres runtime>".into(),
                 source,
             })?;
+        let checks = token_checks::TokenChecks::start(&runtime, pool.clone());
         let store = Self {
             runtime: Some(runtime),
             pool,
+            checks,
         };
         store.block(async {
             let mut client = store.client().await?;
@@ -584,28 +589,15 @@ impl Store for PgStore {
         })
     }
 
+    /// Read with the other checks queued meanwhile, in one statement that starts after this
+    /// one was queued ([`token_checks`]).
     fn token_state(
         &self,
         user: &UserId,
         jti: &TokenId,
         sid: &SessionId,
     ) -> Result<Option<TokenState>> {
-        self.block(async {
-            let rows = self
-                .query(
-                    "SELECT id, username, username_canonical, full_name,
-                            mothers_favorite_search_engine, created_at, token_generation,
-                            EXISTS (SELECT 1 FROM revoked_tokens WHERE jti IN ($2, $3))
-                     FROM users WHERE id = $1",
-                    &[&user.as_str(), &jti.as_str(), &sid.as_str()],
-                )
-                .await?;
-            Ok(rows.first().map(|row| TokenState {
-                profile: Arc::new(profile_from_row(row)),
-                current_generation: to_u64(row.get(6)),
-                revoked: row.get(7),
-            }))
-        })
+        self.checks.check(user, jti, sid)
     }
 
     /// Never from memory: every check reads the database (see the module comment).
