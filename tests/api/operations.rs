@@ -339,3 +339,39 @@ async fn a_server_whose_key_id_holds_other_key_material_refuses_to_start() {
     // The same keys again are fine (a restart, or a second replica).
     tessera::app::build_state(&app.config).unwrap();
 }
+
+/// A database URL carries a password: no error, log line or exit message may repeat it —
+/// whether the URL is malformed, the server unreachable, or the serve command fails at start.
+#[test]
+fn a_database_urls_password_never_appears_in_errors() {
+    let secret = "hunter2-never-print-me";
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    tessera::token::JwkSet::create(&keys).unwrap();
+    for url in [
+        format!("postgres://tessera:{secret}@127.0.0.1:1/tessera"),
+        format!("postgresql://tessera:{secret}@[::1/tessera"),
+    ] {
+        let admin = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["user", "list"])
+            .env("TESSERA_DB", &url)
+            .output()
+            .unwrap();
+        let serve = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+            .arg(&keys)
+            .env("TESSERA_DB", &url)
+            .output()
+            .unwrap();
+        for output in [admin, serve] {
+            assert!(!output.status.success(), "{url}");
+            let printed = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!printed.contains(secret), "{printed}");
+            assert!(printed.contains("database"), "{printed}");
+        }
+    }
+}
