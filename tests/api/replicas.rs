@@ -353,6 +353,23 @@ async fn replicas_fail_closed_while_the_database_is_down_and_recover_alone() {
         204
     );
 
+    // Traffic with the revoked token runs on both replicas through the outage and the recovery:
+    // whatever each answer is, it is never 200.
+    let stop_traffic = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic: Vec<_> = [a.addr, b.addr]
+        .into_iter()
+        .map(|addr| {
+            let (stop, token) = (stop_traffic.clone(), revoked.clone());
+            tokio::spawn(async move {
+                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    *statuses.entry(me(addr, &token).await).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+
     cluster.pg_ctl("stop");
     for replica in [&a, &b] {
         for token in [&revoked, &kept] {
@@ -389,6 +406,15 @@ async fn replicas_fail_closed_while_the_database_is_down_and_recover_alone() {
         assert!(ready, "a replica did not recover within 30 s");
         assert_eq!(me(replica.addr, &kept).await, 200);
         assert_eq!(me(replica.addr, &revoked).await, 401);
+    }
+    stop_traffic.store(true, std::sync::atomic::Ordering::SeqCst);
+    for task in traffic {
+        let statuses = task.await.unwrap();
+        assert!(
+            !statuses.contains_key(&200),
+            "a revoked token got 200: {statuses:?}"
+        );
+        assert!(statuses.contains_key(&503), "{statuses:?}");
     }
 }
 
@@ -513,5 +539,31 @@ async fn batched_token_checks_answer_each_request_with_its_own_user() {
                 );
             }
         }
+    }
+}
+
+/// The softlock counts failures in the database: guesses spread over two replicas meet it as if
+/// they had gone to one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_softlock_holds_across_replicas() {
+    if !on_postgres() {
+        return;
+    }
+    let (a, b, _dir, _db) = two_replicas().await;
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    let wrong = json!({"username": "kvothe", "password": "not the password at all"});
+    for attempt in 0..5 {
+        let addr = if attempt % 2 == 0 { a.addr } else { b.addr };
+        assert_eq!(
+            post(addr, "/v1/sessions", &wrong).await.status,
+            401,
+            "attempt {attempt}"
+        );
+    }
+    let right = json!({"username": "kvothe", "password": GOOD_PASSWORD});
+    for replica in [&a, &b] {
+        let reply = post(replica.addr, "/v1/sessions", &right).await;
+        assert_eq!(reply.status, 429, "{:?}", reply.json());
+        assert!(reply.header("retry-after").is_some());
     }
 }
