@@ -1,6 +1,7 @@
 //! The plain values that cross the storage seam.
 
 use crate::domain::ids::{SessionId, UserId};
+use crate::domain::profile_text::ProfileText;
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::fmt;
@@ -35,6 +36,21 @@ impl fmt::Debug for Credentials {
             .field("user_id", &self.user_id)
             .field("token_generation", &self.token_generation)
             .finish_non_exhaustive()
+    }
+}
+
+impl NewAccount<'_> {
+    /// The profile the account has once stored (what `create_user` returns).
+    pub fn profile(&self) -> UserProfile {
+        UserProfile {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            full_name: ProfileText::from_stored(self.full_name.to_owned()),
+            mothers_favorite_search_engine: ProfileText::from_stored(
+                self.mothers_favorite_search_engine.to_owned(),
+            ),
+            created_at: self.created_at,
+        }
     }
 }
 

@@ -301,15 +301,7 @@ impl Store for PgStore {
                 )
                 .await;
             match inserted {
-                Ok(_) => Ok(UserProfile {
-                    id: user.id.clone(),
-                    username: user.username.clone(),
-                    full_name: ProfileText::from_stored(user.full_name.to_owned()),
-                    mothers_favorite_search_engine: ProfileText::from_stored(
-                        user.mothers_favorite_search_engine.to_owned(),
-                    ),
-                    created_at: user.created_at,
-                }),
+                Ok(_) => Ok(user.profile()),
                 // The unique index on the canonical name settles races, across replicas too.
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                     Err(StoreError::UsernameTaken)

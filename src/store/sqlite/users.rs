@@ -46,15 +46,7 @@ impl SqliteStore {
                 ],
             );
             match inserted {
-                Ok(_) => Ok(UserProfile {
-                    id: user.id.clone(),
-                    username: user.username.clone(),
-                    full_name: ProfileText::from_stored(user.full_name.to_owned()),
-                    mothers_favorite_search_engine: ProfileText::from_stored(
-                        user.mothers_favorite_search_engine.to_owned(),
-                    ),
-                    created_at: user.created_at,
-                }),
+                Ok(_) => Ok(user.profile()),
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == ErrorCode::ConstraintViolation =>
                 {
