@@ -36,6 +36,8 @@ pub enum StoreError {
     Unreachable(String),
     #[error("database error: {0}")]
     Postgres(String),
+    #[error("the database aborted a transaction that lost a race; retry: {0}")]
+    Contended(String),
 }
 
 impl StoreError {
@@ -44,7 +46,11 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::FileReplaced(_) | Self::Unprovable | Self::Io { .. } | Self::Unreachable(_)
+            Self::FileReplaced(_)
+                | Self::Unprovable
+                | Self::Io { .. }
+                | Self::Unreachable(_)
+                | Self::Contended(_)
         )
     }
 }

@@ -201,7 +201,15 @@ fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Outpu
 /// storage failures. Messages carry no credentials (the driver never prints its config).
 fn error(e: tokio_postgres::Error) -> StoreError {
     let io = std::error::Error::source(&e).is_some_and(|source| source.is::<std::io::Error>());
-    if e.is_closed() || io {
+    // Two transactions that lock the same rows in opposite orders (deleting an account while
+    // one of its sessions ends) can deadlock; PostgreSQL aborts one. Nothing was written, so
+    // the client is told to retry (503), never 500.
+    let lost_race = e.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    });
+    if lost_race {
+        StoreError::Contended(e.to_string())
+    } else if e.is_closed() || io {
         StoreError::Unreachable(e.to_string())
     } else {
         StoreError::Postgres(e.to_string())
@@ -787,5 +795,65 @@ impl Store for PgStore {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two transactions locking two rows in opposite orders: PostgreSQL aborts one, and the
+    /// store reports it as a lost race (503, retry) — not a storage failure (500). Runs when
+    /// `TESSERA_TEST_POSTGRES` names a server (`.ci/run` sets it), like the API suite.
+    #[test]
+    fn a_deadlock_is_a_lost_race_not_a_failure() {
+        let Ok(server) = std::env::var("TESSERA_TEST_POSTGRES") else {
+            return;
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let mut config: tokio_postgres::Config = format!("{server}/postgres").parse().unwrap();
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+            let connect = || async {
+                let (client, connection) = config.connect(NoTls).await.unwrap();
+                tokio::spawn(connection);
+                client
+            };
+            let (first, second) = (connect().await, connect().await);
+            let table = format!("deadlock_{}", std::process::id());
+            first
+                .batch_execute(&format!(
+                    "CREATE TABLE {table} (id INT PRIMARY KEY, n INT);
+                     INSERT INTO {table} VALUES (1, 0), (2, 0)"
+                ))
+                .await
+                .unwrap();
+            let lock = |id: i32| format!("UPDATE {table} SET n = n + 1 WHERE id = {id}");
+            first
+                .batch_execute(&format!("BEGIN; {}", lock(1)))
+                .await
+                .unwrap();
+            second
+                .batch_execute(&format!("BEGIN; {}", lock(2)))
+                .await
+                .unwrap();
+            let (cross_first, cross_second) = (lock(2), lock(1));
+            let (a, b) = tokio::join!(
+                first.batch_execute(&cross_first),
+                second.batch_execute(&cross_second)
+            );
+            let failure = a.err().or(b.err()).expect("one of them is aborted");
+            let mapped = error(failure);
+            assert!(matches!(mapped, StoreError::Contended(_)), "{mapped}");
+            assert!(mapped.is_unavailable());
+            let _ = first.batch_execute("ROLLBACK").await;
+            let _ = second.batch_execute("ROLLBACK").await;
+            first
+                .batch_execute(&format!("DROP TABLE {table}"))
+                .await
+                .unwrap();
+        });
     }
 }
