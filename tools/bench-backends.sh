@@ -19,13 +19,14 @@ cargo build --quiet --release --bin tessera --example hello
 # shellcheck source=tools/bench-common.sh
 source tools/bench-common.sh
 eval "$(bash tools/postgres-throwaway.sh)"
-trap 'bash tools/postgres-throwaway.sh stop; cleanup' EXIT
+trap 'cleanup; bash tools/postgres-throwaway.sh stop' EXIT
 
 target/release/tessera keys generate --keys "$work/jwks.json" >/dev/null
-start() { # DB PORT → a token on stdout
+start() { # DB PORT → a token on stdout; the server's pid in $work/PORT.pid (this runs in a
+  # subshell, so `pids` would not reach the cleanup)
   RUST_LOG=info target/release/tessera serve --listen "127.0.0.1:$2" --db "$1" --keys "$work/jwks.json" \
     --login-rate 0 --register-rate 0 >/dev/null 2>"$work/$2.log" &
-  pids+=($!)
+  echo $! >"$work/$2.pid"
   wait_up "http://127.0.0.1:$2/healthz"
   curl -s -o /dev/null -X POST "http://127.0.0.1:$2/v1/users" -H 'Content-Type: application/json' \
     -d "{\"username\":\"bench\",\"full_name\":\"Bench User\",\"password\":\"$PASSWORD\",\"mothers_favorite_search_engine\":\"Searx\"}"
@@ -34,7 +35,9 @@ start() { # DB PORT → a token on stdout
 }
 sqlite_port=$(free_port) postgres_port=$(free_port) hello_port=$(free_port)
 sqlite_token=$(start "$work/tessera.db" "$sqlite_port")
+pids+=("$(cat "$work/$sqlite_port.pid")")
 postgres_token=$(start "$TESSERA_TEST_POSTGRES/postgres" "$postgres_port")
+pids+=("$(cat "$work/$postgres_port.pid")")
 target/release/examples/hello "127.0.0.1:$hello_port" 2>/dev/null & pids+=($!)
 wait_up "http://127.0.0.1:$hello_port/"
 rps() { wrk -t1 -c"$CONNECTIONS" -d"${ROUND_SECONDS}s" "$@" | awk '/Requests\/sec/ { printf "%.0f", $2 }'; }
