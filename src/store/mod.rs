@@ -11,6 +11,21 @@
 //! Every method is synchronous and may block (SQL, file checks): call it off the async reactor —
 //! except [`Store::cached_token_state`], which never blocks.
 
+/// A query of sessions with their user's current generation, in the column order both backends'
+/// `session_from_row` read, then `tail` (each backend's own placeholders). A literal, so each
+/// backend's statement cache finds it without formatting a string. Defined before the backend
+/// modules so both can use it.
+macro_rules! select_sessions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.id, s.user_id, s.generation, u.token_generation, s.refresh_counter, ",
+            "s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, ",
+            "s.end_reason, s.user_agent FROM sessions s JOIN users u ON u.id = s.user_id ",
+            $tail
+        )
+    };
+}
+
 mod error;
 mod postgres;
 mod records;

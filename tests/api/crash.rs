@@ -176,21 +176,29 @@ async fn sigterm_drains_checkpoints_and_exits_zero() {
     assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
-    let (mut child, addr, log) = start_binary_logged(dir.path());
+/// Registers kvothe on the binary at `addr` and logs in: the login's body.
+async fn kvothe_logged_in(addr: SocketAddr) -> serde_json::Value {
     let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": GOOD_PASSWORD,
                       "mothers_favorite_search_engine": "Duck Duck Go"});
     http_client::send_json(addr, "POST", "/v1/users", None, &body)
         .await
         .unwrap();
     let login = json!({"username": "kvothe", "password": GOOD_PASSWORD});
-    let reply = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
+    http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
         .await
-        .unwrap();
-    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+        .unwrap()
+        .json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr, log) = start_binary_logged(dir.path());
+    let token = kvothe_logged_in(addr).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let bearer = format!("Bearer {token}");
     http_client::send(
         addr,
@@ -275,16 +283,7 @@ async fn refresh_tokens_never_reach_the_logs_and_a_replay_names_its_session() {
     let dir = tempfile::tempdir().unwrap();
     tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
     let (mut child, addr, log) = start_binary_logged(dir.path());
-    let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": GOOD_PASSWORD,
-                      "mothers_favorite_search_engine": "Duck Duck Go"});
-    http_client::send_json(addr, "POST", "/v1/users", None, &body)
-        .await
-        .unwrap();
-    let login = json!({"username": "kvothe", "password": GOOD_PASSWORD});
-    let grant = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
-        .await
-        .unwrap()
-        .json();
+    let grant = kvothe_logged_in(addr).await;
     let refresh = |token: String| async move {
         http_client::send_json(
             addr,

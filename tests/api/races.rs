@@ -81,6 +81,26 @@ async fn a_rehashing_login_cannot_undo_a_password_change() {
 
 // ---- refreshes racing the operations that end sessions ----
 
+/// Starts a refresh of each session's refresh token, all at once.
+fn refresh_all_at_once(
+    app: &std::sync::Arc<TestApp>,
+    pairs: &[(String, String)],
+) -> Vec<tokio::task::JoinHandle<crate::http_client::Reply>> {
+    pairs
+        .iter()
+        .map(|(_, refresh)| {
+            let (app, refresh) = (app.clone(), refresh.clone());
+            tokio::spawn(async move { app.refresh(&refresh).await })
+        })
+        .collect()
+}
+
+/// Neither the access token nor the refresh token of `pair` works any more.
+async fn assert_dead(app: &TestApp, (access, refresh): &(String, String)) {
+    assert_problem(&app.me(access).await, 401);
+    assert_problem(&app.refresh(refresh).await, 401);
+}
+
 /// A refresh and a logout of the same session, at once, many times over: whichever lands
 /// first, nothing the refresh handed out may work once both have answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,9 +121,7 @@ async fn a_refresh_racing_a_logout_never_leaves_a_live_token() {
         let refreshed = refreshing.await.unwrap();
         if refreshed.status == 200 {
             refreshes_won += 1;
-            let (new_access, new_refresh) = tokens(&refreshed.json());
-            assert_problem(&app.me(&new_access).await, 401);
-            assert_problem(&app.refresh(&new_refresh).await, 401);
+            assert_dead(&app, &tokens(&refreshed.json())).await;
         } else {
             assert_problem(&refreshed, 401);
         }
@@ -122,14 +140,7 @@ async fn refreshes_racing_a_logout_everywhere_leave_no_live_token() {
         for _ in 0..4 {
             grants.push(tokens(&app.grant("kvothe", GOOD_PASSWORD).await));
         }
-        let refreshing: Vec<_> = grants
-            .iter()
-            .map(|(_, refresh)| {
-                let app = app.clone();
-                let refresh = refresh.clone();
-                tokio::spawn(async move { app.refresh(&refresh).await })
-            })
-            .collect();
+        let refreshing = refresh_all_at_once(&app, &grants);
         let everywhere = app.send("DELETE", "/v1/sessions", Some(&grants[0].0)).await;
         assert!(
             matches!(everywhere.status, 204 | 401),
@@ -139,14 +150,11 @@ async fn refreshes_racing_a_logout_everywhere_leave_no_live_token() {
         for task in refreshing {
             let reply = task.await.unwrap();
             if reply.status == 200 {
-                let (access, refresh) = tokens(&reply.json());
-                assert_problem(&app.me(&access).await, 401);
-                assert_problem(&app.refresh(&refresh).await, 401);
+                assert_dead(&app, &tokens(&reply.json())).await;
             }
         }
-        for (access, refresh) in &grants {
-            assert_problem(&app.me(access).await, 401);
-            assert_problem(&app.refresh(refresh).await, 401);
+        for pair in &grants {
+            assert_dead(&app, pair).await;
         }
     }
 }
@@ -237,14 +245,7 @@ async fn refreshes_racing_a_password_change_leave_only_the_changing_session() {
     for _ in 0..4 {
         others.push(tokens(&app.grant("kvothe", GOOD_PASSWORD).await));
     }
-    let refreshing: Vec<_> = others
-        .iter()
-        .map(|(_, refresh)| {
-            let app = app.clone();
-            let refresh = refresh.clone();
-            tokio::spawn(async move { app.refresh(&refresh).await })
-        })
-        .collect();
+    let refreshing = refresh_all_at_once(&app, &others);
     let body = serde_json::json!({"current_password": GOOD_PASSWORD,
                                   "new_password": NEW_PASSWORD});
     let changed = app.put_json("/v1/users/me/password", &changer, &body).await;
@@ -252,14 +253,11 @@ async fn refreshes_racing_a_password_change_leave_only_the_changing_session() {
     for task in refreshing {
         let reply = task.await.unwrap();
         if reply.status == 200 {
-            let (access, refresh) = tokens(&reply.json());
-            assert_problem(&app.me(&access).await, 401);
-            assert_problem(&app.refresh(&refresh).await, 401);
+            assert_dead(&app, &tokens(&reply.json())).await;
         }
     }
-    for (access, refresh) in &others {
-        assert_problem(&app.me(access).await, 401);
-        assert_problem(&app.refresh(refresh).await, 401);
+    for pair in &others {
+        assert_dead(&app, pair).await;
     }
     let (fresh_access, fresh_refresh) = tokens(&changed.json());
     assert_eq!(app.me(&fresh_access).await.status, 200);

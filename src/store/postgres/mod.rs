@@ -236,10 +236,6 @@ fn profile_from_row(row: &Row) -> UserProfile {
     }
 }
 
-const SESSION_SELECT: &str = "SELECT s.id, s.user_id, s.generation, u.token_generation, \
-     s.refresh_counter, s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, \
-     s.end_reason, s.user_agent FROM sessions s JOIN users u ON u.id = s.user_id ";
-
 fn session_from_row(row: &Row) -> SessionRecord {
     let ended_at: Option<i64> = row.get(9);
     let reason: Option<String> = row.get(10);
@@ -491,17 +487,22 @@ impl Store for PgStore {
     }
 
     fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
-        let sql = format!("{SESSION_SELECT} WHERE s.id = $1");
         self.block(async {
-            let rows = self.query(&sql, &[&id.as_str()]).await?;
+            let rows = self
+                .query(select_sessions!("WHERE s.id = $1"), &[&id.as_str()])
+                .await?;
             Ok(rows.first().map(session_from_row))
         })
     }
 
     fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>> {
-        let sql = format!("{SESSION_SELECT} WHERE s.user_id = $1 ORDER BY s.created_at DESC, s.id");
         self.block(async {
-            let rows = self.query(&sql, &[&user.as_str()]).await?;
+            let rows = self
+                .query(
+                    select_sessions!("WHERE s.user_id = $1 ORDER BY s.created_at DESC, s.id"),
+                    &[&user.as_str()],
+                )
+                .await?;
             Ok(rows.iter().map(session_from_row).collect())
         })
     }

@@ -16,19 +16,6 @@ use crate::domain::session::{EndReason, SessionRecord};
 use crate::store::{Credentials, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant};
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-/// A query of sessions with their user's generation: the columns [`session_from_row`] reads,
-/// then `tail`. A literal, so the statement cache finds it without formatting a string.
-macro_rules! select_sessions {
-    ($tail:literal) => {
-        concat!(
-            "SELECT s.id, s.user_id, s.generation, u.token_generation, s.refresh_counter, ",
-            "s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, ",
-            "s.end_reason, s.user_agent FROM sessions s JOIN users u ON u.id = s.user_id ",
-            $tail
-        )
-    };
-}
-
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let ended_at: Option<i64> = row.get(9)?;
     let reason: Option<String> = row.get(10)?;
