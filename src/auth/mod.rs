@@ -182,7 +182,7 @@ impl Auth {
     pub fn authenticate_in_memory(&self, token: &str, now: i64) -> Result<Option<Authenticated>> {
         let claims = self
             .codec
-            .verify(token, now)
+            .verify_cached(token, now)
             .map_err(TokenRejection::Codec)?;
         let verified = claims.claims();
         let Some(state) =

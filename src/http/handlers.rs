@@ -45,41 +45,48 @@ pub struct Call<'a> {
     pub request_id: &'a str,
 }
 
+/// Every route but `/me` runs in its own boxed future: the future of this `match` is as large
+/// as its largest arm, and it is moved several times per request on its way into hyper's
+/// connection task — the hot path should not carry (and copy) a login's state.
 pub async fn handle(
     call: &Call<'_>,
     route: Route,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let state = call.state;
     match route {
-        Route::Register => register(call, request).await,
-        Route::Login => login(call, request).await,
-        Route::Refresh => refresh(call, request).await,
-        Route::ListSessions => list_sessions(call, &request).await,
-        Route::EndSession(id) => end_session(call, &request, id).await,
+        Route::Register => Box::pin(register(call, request)).await,
+        Route::Login => Box::pin(login(call, request)).await,
+        Route::Refresh => Box::pin(refresh(call, request)).await,
+        Route::ListSessions => Box::pin(list_sessions(call, &request)).await,
+        Route::EndSession(id) => Box::pin(end_session(call, &request, id)).await,
         Route::Me => {
             let caller = authenticate(call, &request).await?;
             Ok(shared_user_view(&caller.profile))
         }
-        Route::UserByName(name) => user_by_name(call, &request, &name).await,
-        Route::LogoutCurrent => logout_current(call, &request).await,
-        Route::LogoutEverywhere => {
-            let caller = authenticate(call, &request).await?;
-            let auth = state.auth.clone();
-            blocking(call, move |_| auth.logout_everywhere(&caller)).await?;
-            state.metrics.logout(true);
-            Ok(response::no_content())
-        }
-        Route::ChangePassword => change_password(call, request).await,
-        Route::DeleteMe => delete_account(call, request).await,
+        Route::UserByName(name) => Box::pin(user_by_name(call, &request, &name)).await,
+        Route::LogoutCurrent => Box::pin(logout_current(call, &request)).await,
+        Route::LogoutEverywhere => Box::pin(logout_everywhere(call, &request)).await,
+        Route::ChangePassword => Box::pin(change_password(call, request)).await,
+        Route::DeleteMe => Box::pin(delete_account(call, request)).await,
         Route::Health => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
-        Route::Ready => ready(call).await,
+        Route::Ready => Box::pin(ready(call)).await,
         Route::OpenApi => Ok(response::text(
             StatusCode::OK,
             "application/json",
             super::OPENAPI_JSON.to_owned(),
         )),
     }
+}
+
+async fn logout_everywhere(
+    call: &Call<'_>,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(call, request).await?;
+    let auth = call.state.auth.clone();
+    blocking(call, move |_| auth.logout_everywhere(&caller)).await?;
+    call.state.metrics.logout(true);
+    Ok(response::no_content())
 }
 
 async fn register(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
@@ -419,4 +426,26 @@ fn session_view(listed: &ListedSession) -> serde_json::Value {
         "user_agent": s.user_agent,
         "current": listed.current,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, F: std::future::Future>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The request handler's future is copied several times per request; only `/me`'s own
+    /// state belongs in it (see `handle`).
+    #[test]
+    fn the_handler_future_carries_no_cold_route_state() {
+        let handle_size = future_size(|(call, request): (&Call<'_>, Request<Incoming>)| {
+            handle(call, Route::Me, request)
+        });
+        let login_size =
+            future_size(|(call, request): (&Call<'_>, Request<Incoming>)| login(call, request));
+        assert!(handle_size < 1024, "{handle_size} bytes");
+        assert!(login_size > handle_size, "the probe measures something");
+    }
 }
