@@ -173,10 +173,10 @@ mod tests {
             if let Some(fast) = plain_bearer(value.as_bytes()) {
                 prop_assert_eq!(Some(fast), general);
             }
-            if let Some(token) = general {
-                if token.bytes().all(|b| b.is_ascii_graphic()) {
-                    prop_assert_eq!(plain_bearer(value.as_bytes()), Some(token));
-                }
+            if let Some(token) = general
+                && token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                prop_assert_eq!(plain_bearer(value.as_bytes()), Some(token));
             }
         }
     }
