@@ -43,9 +43,11 @@ thread_local! {
 /// Verifies `token` at `now`, answering from this thread's recent verifications when the very
 /// same token was verified by this very codec; otherwise verifies it in full and remembers it.
 pub(super) fn verify(codec: &Codec, token: &str, now: i64) -> Result<VerifiedClaims, TokenError> {
-    let Some((signing_input, signature)) = token.rsplit_once('.') else {
+    let Some(last_separator) = memchr::memrchr(b'.', token.as_bytes()) else {
         return codec.verify(token, now);
     };
+    let signing_input = token.get(..last_separator).unwrap_or_default();
+    let signature = token.get(last_separator + 1..).unwrap_or_default();
     let slot = slot_of(signature.as_bytes());
     let remembered = RECENT.with_borrow(|recent| {
         let entry = recent.get(slot)?.as_ref()?;
