@@ -126,6 +126,65 @@ async fn other_processes_opening_the_database_under_load_leave_the_server_up() {
     assert_problem(&app.me(&token).await, 401);
 }
 
+/// The verification cache (`token/recent.rs`) under concurrency and another process: while
+/// every worker thread answers the same token from memory, the admin CLI — a second process —
+/// revokes its user. Every request sent after the CLI returned is refused, on every thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_every_worker_remembers_is_refused_once_another_process_revokes_it() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    let revoked = Arc::new(AtomicBool::new(false));
+    let (served, refused_after) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (revoked, served, refused_after) =
+                (revoked.clone(), served.clone(), refused_after.clone());
+            let (token, addr) = (token.clone(), app.addr);
+            tokio::spawn(async move {
+                let auth = format!("Bearer {token}");
+                let mut refused_here = 0;
+                while refused_here < 20 {
+                    let after_revocation = revoked.load(Ordering::SeqCst);
+                    let reply = crate::http_client::send(
+                        addr,
+                        "GET",
+                        "/v1/users/me",
+                        &[("authorization", auth.as_str())],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                    if after_revocation {
+                        assert_problem(&reply, 401);
+                        refused_here += 1;
+                        refused_after.fetch_add(1, Ordering::SeqCst);
+                    } else if reply.status == 200 {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Every worker has answered the token many times before the revocation.
+    wait_for(|| served.load(Ordering::SeqCst) >= 400).await;
+    let db = app.db_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["user", "revoke", "kvothe", "--db"])
+            .arg(&db)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    })
+    .await
+    .unwrap();
+    revoked.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(refused_after.load(Ordering::SeqCst), 8 * 20);
+}
+
 /// How a token can be revoked, each by a different path through the system.
 #[derive(Debug, Clone, Copy)]
 enum Revocation {
