@@ -52,45 +52,52 @@ impl AccessLog {
         if !tracing::enabled!(target: "tessera::request", tracing::Level::INFO) {
             return;
         }
-        sink.send(&render(self.format, SystemTime::now(), line));
+        // One buffer per thread, reused: a line costs no allocation.
+        LINE.with_borrow_mut(|out| {
+            out.clear();
+            render(out, self.format, SystemTime::now(), line);
+            sink.send(out);
+        });
     }
 }
 
-fn render(format: LineFormat, now: SystemTime, line: &RequestLine<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+thread_local! {
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn render(out: &mut Vec<u8>, format: LineFormat, now: SystemTime, line: &RequestLine<'_>) {
     let micros = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
     match format {
         LineFormat::Text => {
-            timestamp(&mut out, now);
+            timestamp(out, now);
             out.extend_from_slice(b"  INFO tessera::request: request method=");
-            escaped(&mut out, line.method);
+            escaped(out, line.method);
             out.extend_from_slice(b" route=\"");
             out.extend_from_slice(line.route.as_bytes());
             out.extend_from_slice(b"\" status=");
-            decimal(&mut out, u64::from(line.status));
+            decimal(out, u64::from(line.status));
             out.extend_from_slice(b" latency_ms=");
-            milliseconds(&mut out, micros);
+            milliseconds(out, micros);
             out.extend_from_slice(b" request_id=");
             out.extend_from_slice(line.request_id.as_bytes());
         }
         LineFormat::Json => {
             out.extend_from_slice(br#"{"timestamp":""#);
-            timestamp(&mut out, now);
+            timestamp(out, now);
             out.extend_from_slice(br#"","level":"INFO","fields":{"message":"request","method":""#);
-            escaped(&mut out, line.method);
+            escaped(out, line.method);
             out.extend_from_slice(br#"","route":""#);
             out.extend_from_slice(line.route.as_bytes());
             out.extend_from_slice(br#"","status":"#);
-            decimal(&mut out, u64::from(line.status));
+            decimal(out, u64::from(line.status));
             out.extend_from_slice(br#","latency_ms":"#);
-            milliseconds(&mut out, micros);
+            milliseconds(out, micros);
             out.extend_from_slice(br#","request_id":""#);
             out.extend_from_slice(line.request_id.as_bytes());
             out.extend_from_slice(br#""},"target":"tessera::request"}"#);
         }
     }
     out.push(b'\n');
-    out
 }
 
 thread_local! {
@@ -171,6 +178,12 @@ fn milliseconds(out: &mut Vec<u8>, micros: u64) {
 mod tests {
     use super::*;
 
+    fn rendered(format: LineFormat, now: SystemTime, line: &RequestLine<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        render(&mut out, format, now, line);
+        out
+    }
+
     fn line(method: &'static str, route: &'static str) -> RequestLine<'static> {
         RequestLine {
             method,
@@ -187,7 +200,7 @@ mod tests {
 
     #[test]
     fn text_lines_read_like_tracing_s() {
-        let text = render(
+        let text = rendered(
             LineFormat::Text,
             at_noon(),
             &line("GET", "GET /v1/users/me"),
@@ -201,7 +214,7 @@ mod tests {
 
     #[test]
     fn json_lines_parse_and_hold_numbers_as_numbers() {
-        let json = render(
+        let json = rendered(
             LineFormat::Json,
             at_noon(),
             &line("GET", "GET /v1/users/me"),
@@ -220,10 +233,10 @@ mod tests {
 
     #[test]
     fn an_unusual_method_is_escaped_not_injected() {
-        let json = render(LineFormat::Json, at_noon(), &line("GE\"T\n", "r"));
+        let json = rendered(LineFormat::Json, at_noon(), &line("GE\"T\n", "r"));
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(value["fields"]["method"], "GE\"T\n");
-        let text = render(LineFormat::Text, at_noon(), &line("GE\"T\n", "r"));
+        let text = rendered(LineFormat::Text, at_noon(), &line("GE\"T\n", "r"));
         assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 1, "one line");
     }
 
