@@ -78,6 +78,7 @@ pub async fn handle(
     }
 }
 
+/// `DELETE /v1/sessions`: every session of the caller ends (one generation bump).
 async fn logout_everywhere(
     call: &Call<'_>,
     request: &Request<Incoming>,

@@ -57,6 +57,20 @@ fn sibling(db: &Path, suffix: &str) -> std::path::PathBuf {
     name.into()
 }
 
+/// `GET /v1/users/me` from a spawned load task, which cannot borrow the app.
+async fn me_at(addr: std::net::SocketAddr, token: &str) -> crate::http_client::Reply {
+    let auth = format!("Bearer {token}");
+    crate::http_client::send(
+        addr,
+        "GET",
+        "/v1/users/me",
+        &[("authorization", auth.as_str())],
+        None,
+    )
+    .await
+    .unwrap()
+}
+
 /// Finding 1: the server's WAL watch closed a descriptor of the `-shm`, which dropped SQLite's
 /// shared lock on it; the next process to open the database truncated the `-shm` and the
 /// server died with SIGBUS.
@@ -81,17 +95,7 @@ async fn other_processes_opening_the_database_under_load_leave_the_server_up() {
                 (stop.clone(), served.clone(), token.clone(), app.addr);
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let auth = format!("Bearer {token}");
-                    let reply = crate::http_client::send(
-                        addr,
-                        "GET",
-                        "/v1/users/me",
-                        &[("authorization", auth.as_str())],
-                        None,
-                    )
-                    .await
-                    .unwrap();
-                    assert_eq!(reply.status, 200);
+                    assert_eq!(me_at(addr, &token).await.status, 200);
                     served.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -141,19 +145,10 @@ async fn a_token_every_worker_remembers_is_refused_once_another_process_revokes_
                 (revoked.clone(), served.clone(), refused_after.clone());
             let (token, addr) = (token.clone(), app.addr);
             tokio::spawn(async move {
-                let auth = format!("Bearer {token}");
                 let mut refused_here = 0;
                 while refused_here < 20 {
                     let after_revocation = revoked.load(Ordering::SeqCst);
-                    let reply = crate::http_client::send(
-                        addr,
-                        "GET",
-                        "/v1/users/me",
-                        &[("authorization", auth.as_str())],
-                        None,
-                    )
-                    .await
-                    .unwrap();
+                    let reply = me_at(addr, &token).await;
                     if after_revocation {
                         assert_problem(&reply, 401);
                         refused_here += 1;
