@@ -106,8 +106,9 @@ pub enum TokenError {
     InconsistentTimes,
 }
 
-/// Claims that passed MAC and claim validation. Only [`Codec::verify`] can build one, so
-/// nothing downstream can act on unverified claims by mistake.
+/// Claims that passed MAC and claim validation. Only the codec builds one ([`Codec::verify`],
+/// or [`Codec::verify_cached`] answering from an earlier `verify` of the same bytes), so nothing
+/// downstream can act on unverified claims by mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedClaims(Arc<Claims>);
 
