@@ -30,11 +30,32 @@ pub fn base64url_id<const N: usize>() -> String {
 
 /// A 16-character request id (96 bits) from the thread-local CSPRNG (ChaCha, seeded from the
 /// OS): unpredictable, but not meant for secrets — those come from [`bytes`].
-pub fn request_id() -> String {
+pub fn request_id() -> RequestId {
     use rand::Rng as _;
-    let mut buffer = [0u8; 12];
-    rand::rng().fill_bytes(&mut buffer);
-    URL_SAFE_NO_PAD.encode(buffer)
+    let mut random = [0u8; 12];
+    rand::rng().fill_bytes(&mut random);
+    let mut text = [0u8; 16];
+    // 12 bytes always encode to exactly 16 characters; the `Err` arm cannot happen.
+    let _ = URL_SAFE_NO_PAD.encode_slice(random, &mut text);
+    RequestId(text)
+}
+
+/// A request id held on the stack: one is made for every request, and a `String` would be an
+/// allocation each time.
+#[derive(Clone, Copy)]
+pub struct RequestId([u8; 16]);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Always base64url, so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -54,7 +75,14 @@ mod tests {
     /// Finding 18: request ids were a per-process counter behind a fixed prefix.
     #[test]
     fn request_ids_share_no_prefix_and_do_not_count() {
-        let ids: Vec<String> = (0..64).map(|_| super::request_id()).collect();
+        let ids: Vec<String> = (0..64)
+            .map(|_| super::request_id().as_str().to_owned())
+            .collect();
+        assert!(
+            ids.iter()
+                .flat_map(|id| id.bytes())
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
         assert!(ids.iter().all(|id| id.len() == 16));
         let shared_prefix = ids.windows(2).all(|w| w[0].get(..4) == w[1].get(..4));
         assert!(!shared_prefix);

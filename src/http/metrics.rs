@@ -342,27 +342,33 @@ pub async fn serve_metrics(
         max_connections: 16,
         ..state.settings.clone()
     };
-    server::accept_loop(listener, &settings, shutdown, move |_peer, request| {
-        let state = state.clone();
-        async move {
-            let mut response = if request.uri().path() != "/metrics" {
-                ApiError::NotFound.into_response()
-            } else if request.method() != Method::GET {
-                ApiError::MethodNotAllowed { allow: "GET" }.into_response()
-            } else {
-                let auth = state.auth.clone();
-                let now = state.clock.now();
-                let live = tokio::task::spawn_blocking(move || auth.live_sessions(now).ok())
-                    .await
-                    .ok()
-                    .flatten();
-                let body = state.metrics.render(state.auth.hashing_stats(), live);
-                response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
-            };
-            response::add_standard_headers(&mut response, "metrics");
-            response
-        }
-    })
+    server::accept_loop(
+        listener,
+        &settings,
+        shutdown,
+        move |_peer, request, in_service| {
+            let state = state.clone();
+            async move {
+                let _in_service = in_service;
+                let mut response = if request.uri().path() != "/metrics" {
+                    ApiError::NotFound.into_response()
+                } else if request.method() != Method::GET {
+                    ApiError::MethodNotAllowed { allow: "GET" }.into_response()
+                } else {
+                    let auth = state.auth.clone();
+                    let now = state.clock.now();
+                    let live = tokio::task::spawn_blocking(move || auth.live_sessions(now).ok())
+                        .await
+                        .ok()
+                        .flatten();
+                    let body = state.metrics.render(state.auth.hashing_stats(), live);
+                    response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
+                };
+                response::add_standard_headers(&mut response, "metrics");
+                Ok(response)
+            }
+        },
+    )
     .await
 }
 

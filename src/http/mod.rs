@@ -22,6 +22,8 @@ use limits::RateLimiter;
 use metrics::Metrics;
 use problem::ApiError;
 use response::HttpResponse;
+use server::InService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,65 +95,80 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let settings = state.settings.clone();
-    server::accept_loop(listener, &settings, shutdown, move |peer, request| {
-        let state = state.clone();
-        async move { dispatch(&state, peer, request).await }
-    })
+    server::accept_loop(
+        listener,
+        &settings,
+        shutdown,
+        move |peer, request, in_service| dispatch(state.clone(), peer, request, in_service),
+    )
     .await
 }
 
 /// One request: route, handle under the request timeout, add standard headers, log one line.
-async fn dispatch(
-    state: &Arc<AppState>,
+///
+/// A plain function returning an `async` block, not an `async fn`: an `async fn` keeps its
+/// arguments and its own copies of them, and the request alone is 248 bytes in a future that is
+/// moved several times per request.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would hold its arguments twice"
+)]
+fn dispatch(
+    state: Arc<AppState>,
     peer: SocketAddr,
     request: Request<Incoming>,
-) -> HttpResponse {
-    let started = Instant::now();
-    let _in_flight = state.metrics.request_started();
-    let request_id = next_request_id();
-    let call = handlers::Call {
-        state,
-        peer,
-        request_id: &request_id,
-    };
-    let method = request.method().clone();
-    let (route_name, result) = match router::route(&method, request.uri().path()) {
-        Err(error) => ("unmatched", Err(error)),
-        Ok(route) => {
-            let name = route.name();
-            let result = if header_bytes(&request) > state.settings.max_header_bytes {
-                Err(ApiError::HeadersTooLarge)
-            } else {
-                tokio::time::timeout(
-                    state.settings.request_timeout,
-                    handlers::handle(&call, route, request),
-                )
-                .await
-                .unwrap_or(Err(ApiError::Overloaded { retry_after: 1 }))
-            };
-            (name, result)
-        }
-    };
-    let mut response = result.unwrap_or_else(ApiError::into_response);
-    response::add_standard_headers(&mut response, &request_id);
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    state.metrics.observe_request(route_name, status, elapsed);
-    // The route template, never the raw path or any header value.
-    state.access_log.record(&RequestLine {
-        method: method.as_str(),
-        route: route_name,
-        status,
-        elapsed,
-        request_id: &request_id,
-    });
-    response
+    in_service: InService,
+) -> impl Future<Output = Result<HttpResponse, Infallible>> {
+    async move {
+        let started = Instant::now();
+        let _in_flight = state.metrics.request_started();
+        let request_id = next_request_id();
+        let request_id = request_id.as_str();
+        let call = handlers::Call {
+            state: &state,
+            peer,
+            request_id,
+        };
+        let method = request.method().clone();
+        let (route_name, result) = match router::route(&method, request.uri().path()) {
+            Err(error) => ("unmatched", Err(error)),
+            Ok(route) => {
+                let name = route.name();
+                let result = if header_bytes(&request) > state.settings.max_header_bytes {
+                    Err(ApiError::HeadersTooLarge)
+                } else {
+                    tokio::time::timeout(
+                        state.settings.request_timeout,
+                        handlers::handle(&call, route, request),
+                    )
+                    .await
+                    .unwrap_or(Err(ApiError::Overloaded { retry_after: 1 }))
+                };
+                (name, result)
+            }
+        };
+        let mut response = result.unwrap_or_else(ApiError::into_response);
+        response::add_standard_headers(&mut response, request_id);
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        state.metrics.observe_request(route_name, status, elapsed);
+        // The route template, never the raw path or any header value.
+        state.access_log.record(&RequestLine {
+            method: method.as_str(),
+            route: route_name,
+            status,
+            elapsed,
+            request_id,
+        });
+        drop(in_service);
+        Ok(response)
+    }
 }
 
 /// 96 random bits, unguessable and unordered, so ids reveal nothing about request volume
 /// (a counter did). From the thread's userspace CSPRNG, seeded from the OS: a system call per
 /// request would cost more than the rest of the id.
-fn next_request_id() -> String {
+fn next_request_id() -> crate::crypto::random::RequestId {
     crate::crypto::random::request_id()
 }
 
@@ -161,4 +178,31 @@ fn header_bytes(request: &Request<Incoming>) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, F: Future>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// hyper moves each request's future several times on its way into the connection task, and
+    /// every copy of it costs instructions on the hot path. It once held the request twice and
+    /// sat inside two wrapper futures that each held all of it again (3,744 bytes in all).
+    #[test]
+    fn a_request_future_is_held_once_and_holds_the_request_once() {
+        let size = future_size(
+            |(state, peer, request, in_service): (
+                Arc<AppState>,
+                SocketAddr,
+                Request<Incoming>,
+                InService,
+            )| dispatch(state, peer, request, in_service),
+        );
+        let request = std::mem::size_of::<Request<Incoming>>();
+        assert!(size < 1200, "{size} bytes");
+        assert!(size > request, "the probe measures something");
+    }
 }

@@ -28,6 +28,11 @@ const HARD_HEADER_LIMIT: usize = 128 * 1024;
 
 /// Accepts HTTP/1.1 connections and runs `handler` for each request until `shutdown`
 /// resolves; then waits up to `shutdown_grace` for in-flight requests.
+///
+/// The handler's future goes to hyper as it is, with no wrapper: it is moved several times per
+/// request, and each wrapper future would hold a second copy of it (BENCHMARKS.md, "The hot
+/// path, stage by stage"). So the handler keeps the connection's [`InService`] mark itself,
+/// until its response is ready, and answers in hyper's `Result` shape — never an `Err`.
 pub async fn accept_loop<H, F>(
     listener: TcpListener,
     settings: &HttpSettings,
@@ -35,8 +40,8 @@ pub async fn accept_loop<H, F>(
     handler: H,
 ) -> std::io::Result<()>
 where
-    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = HttpResponse> + Send + 'static,
+    H: Fn(SocketAddr, Request<Incoming>, InService) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<HttpResponse, Infallible>> + Send + 'static,
 {
     let mut builder = http1::Builder::new();
     builder
@@ -88,15 +93,8 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let in_service = connection_state.clone();
-        let service = service_fn(move |request| {
-            let busy = Busy::start(&in_service);
-            let response = handler(peer, request);
-            async move {
-                let response = response.await;
-                drop(busy);
-                Ok::<_, Infallible>(response)
-            }
-        });
+        let service =
+            service_fn(move |request| handler(peer, request, InService::start(&in_service)));
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let (table, mut stop_requested) = (table.clone(), stop_requested.clone());
         tokio::spawn(async move {
@@ -223,17 +221,18 @@ impl Drop for Registered {
     }
 }
 
-/// Marks a connection busy for the life of one request.
-struct Busy(Arc<ConnectionState>);
+/// Marks a connection busy (not to be evicted as idle) for as long as a request's handler holds
+/// it.
+pub struct InService(Arc<ConnectionState>);
 
-impl Busy {
+impl InService {
     fn start(state: &Arc<ConnectionState>) -> Self {
         state.in_flight.fetch_add(1, Ordering::SeqCst);
         Self(state.clone())
     }
 }
 
-impl Drop for Busy {
+impl Drop for InService {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
