@@ -7,11 +7,12 @@ use super::response;
 use super::router::ROUTES;
 use super::{AppState, HttpSettings, server};
 use crate::auth::HashingStats;
+use crate::support::shards::Sharded;
 use hyper::{Method, StatusCode};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -49,7 +50,8 @@ pub enum RefreshOutcome {
 const REFRESH_OUTCOMES: [&str; 4] = ["rotated", "grace", "rejected", "reused"];
 
 /// Per-route counters, all atomics: two workers counting the same hot route never wait on
-/// each other (a mutex here showed up as futex wake-ups in profiles).
+/// each other (a mutex here showed up as futex wake-ups in profiles). One set per shard, so
+/// they do not share cache lines either (`support::shards`); `/metrics` adds the shards up.
 #[derive(Debug, Default)]
 struct RouteStats {
     statuses: [AtomicU64; STATUSES.len()],
@@ -62,24 +64,27 @@ struct RouteStats {
 pub struct Metrics {
     /// Route names in `router::ROUTES` order, then "unmatched".
     route_names: Vec<String>,
-    routes: Vec<RouteStats>,
+    /// Per shard: per route, in `route_names` order.
+    routes: Sharded<Vec<RouteStats>>,
     rare_statuses: Mutex<BTreeMap<(usize, u16), u64>>,
     logins: [AtomicU64; 3],
     refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
     tokens_issued: AtomicU64,
     logouts: AtomicU64,
     logouts_everywhere: AtomicU64,
-    requests_in_flight: AtomicU64,
+    /// Per shard: requests started there minus requests finished there. A request may finish
+    /// on another thread than it started on, so one shard can go below zero; the sum is right.
+    requests_in_flight: Sharded<AtomicI64>,
 }
 
 /// A request being served; dropping it (the response went out, or the client hung up and
 /// hyper dropped the request's future) takes it off the in-flight gauge.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a AtomicU64);
+pub struct InFlight<'a>(&'a Sharded<AtomicI64>);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.local().fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -87,7 +92,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut route_names: Vec<String> = ROUTES.iter().map(|(m, p)| format!("{m} {p}")).collect();
         route_names.push("unmatched".into());
-        let routes = route_names.iter().map(|_| RouteStats::default()).collect();
+        let routes = Sharded::new(|| route_names.iter().map(|_| RouteStats::default()).collect());
         Self {
             route_names,
             routes,
@@ -97,7 +102,7 @@ impl Default for Metrics {
             tokens_issued: AtomicU64::new(0),
             logouts: AtomicU64::new(0),
             logouts_everywhere: AtomicU64::new(0),
-            requests_in_flight: AtomicU64::new(0),
+            requests_in_flight: Sharded::default(),
         }
     }
 }
@@ -109,8 +114,8 @@ impl Metrics {
             .route_names
             .iter()
             .position(|name| name == route)
-            .unwrap_or(self.routes.len().saturating_sub(1));
-        let Some(stats) = self.routes.get(index) else {
+            .unwrap_or(self.route_names.len().saturating_sub(1));
+        let Some(stats) = self.routes.local().get(index) else {
             return;
         };
         match STATUSES
@@ -143,13 +148,21 @@ impl Metrics {
 
     /// Counts a request as in flight until the guard drops.
     pub fn request_started(&self) -> InFlight<'_> {
-        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests_in_flight
+            .local()
+            .fetch_add(1, Ordering::Relaxed);
         InFlight(&self.requests_in_flight)
     }
 
     /// Requests being served right now.
     pub fn requests_in_flight(&self) -> u64 {
-        self.requests_in_flight.load(Ordering::Relaxed)
+        let sum: i64 = self
+            .requests_in_flight
+            .iter()
+            .map(|shard| shard.load(Ordering::Relaxed))
+            .sum();
+        // Shards are read one after another while requests move: never report below zero.
+        u64::try_from(sum).unwrap_or(0)
     }
 
     pub fn login(&self, outcome: LoginOutcome) {
@@ -189,11 +202,13 @@ impl Metrics {
         out.push_str("# HELP tessera_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE tessera_http_requests_total counter\n");
         let mut counts = BTreeMap::new();
-        for (index, stats) in self.routes.iter().enumerate() {
-            for (status, count) in STATUSES.iter().zip(&stats.statuses) {
-                let count = count.load(Ordering::Relaxed);
-                if count > 0 {
-                    counts.insert((index, *status), count);
+        for shard in self.routes.iter() {
+            for (index, stats) in shard.iter().enumerate() {
+                for (status, count) in STATUSES.iter().zip(&stats.statuses) {
+                    let count = count.load(Ordering::Relaxed);
+                    if count > 0 {
+                        *counts.entry((index, *status)).or_default() += count;
+                    }
                 }
             }
         }
@@ -210,8 +225,9 @@ impl Metrics {
         }
         out.push_str("# HELP tessera_http_request_duration_seconds Request latency by route.\n");
         out.push_str("# TYPE tessera_http_request_duration_seconds histogram\n");
-        for (route, stats) in self.route_names.iter().zip(&self.routes) {
-            render_histogram(&mut out, route, stats);
+        for (index, route) in self.route_names.iter().enumerate() {
+            let shards = self.routes.iter().filter_map(|shard| shard.get(index));
+            render_histogram(&mut out, route, shards);
         }
         out.push_str("# HELP tessera_logins_total Login attempts by outcome.\n");
         out.push_str("# TYPE tessera_logins_total counter\n");
@@ -300,19 +316,28 @@ fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
     let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
 }
 
-fn render_histogram(out: &mut String, route: &str, stats: &RouteStats) {
+/// One route's histogram, its shards added up.
+fn render_histogram<'a>(
+    out: &mut String,
+    route: &str,
+    shards: impl Iterator<Item = &'a RouteStats>,
+) {
     let name = "tessera_http_request_duration_seconds";
-    let total: u64 = stats
-        .buckets
-        .iter()
-        .map(|b| b.load(Ordering::Relaxed))
-        .sum();
+    let mut buckets = [0u64; BUCKETS.len() + 1];
+    let mut sum_nanos = 0u64;
+    for stats in shards {
+        for (total, count) in buckets.iter_mut().zip(&stats.buckets) {
+            *total += count.load(Ordering::Relaxed);
+        }
+        sum_nanos = sum_nanos.saturating_add(stats.sum_nanos.load(Ordering::Relaxed));
+    }
+    let total: u64 = buckets.iter().sum();
     if total == 0 {
         return;
     }
     let mut cumulative = 0;
-    for (bound, count) in BUCKETS.iter().zip(&stats.buckets) {
-        cumulative += count.load(Ordering::Relaxed);
+    for (bound, count) in BUCKETS.iter().zip(&buckets) {
+        cumulative += count;
         let _ = writeln!(
             out,
             "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
@@ -322,7 +347,7 @@ fn render_histogram(out: &mut String, route: &str, stats: &RouteStats) {
         out,
         "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {total}"
     );
-    let sum = stats.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let sum = sum_nanos as f64 / 1e9;
     let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
     let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {total}");
 }
@@ -409,5 +434,45 @@ mod tests {
         assert!(text.contains("tessera_sessions_live 7"));
         assert!(text.contains("tessera_argon2_abandoned_total 2"));
         assert!(text.contains("tessera_argon2_padded_total 3"));
+    }
+
+    /// Each thread counts into its own shard; `/metrics` shows the sums.
+    #[test]
+    fn counts_from_many_threads_add_up_and_in_flight_returns_to_zero() {
+        let metrics = Arc::new(Metrics::default());
+        let threads: Vec<_> = (0..12)
+            .map(|_| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        let _in_flight = metrics.request_started();
+                        metrics.observe_request("GET /v1/users/me", 200, Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // A request started on one thread and finished on another.
+        let started = metrics.request_started();
+        assert_eq!(metrics.requests_in_flight(), 1);
+        std::thread::scope(|scope| {
+            scope.spawn(move || drop(started));
+        });
+        assert_eq!(metrics.requests_in_flight(), 0);
+        let hashing = HashingStats {
+            queue_depth: 0,
+            abandoned: 0,
+            padded: 0,
+        };
+        let text = metrics.render(hashing, None);
+        assert!(text.contains(
+            "tessera_http_requests_total{route=\"GET /v1/users/me\",status=\"200\"} 6000"
+        ));
+        assert!(text.contains("route=\"GET /v1/users/me\",le=\"0.001\"} 0"));
+        assert!(text.contains("route=\"GET /v1/users/me\",le=\"0.0025\"} 6000"));
+        assert!(text.contains("_sum{route=\"GET /v1/users/me\"} 12\n"));
+        assert!(text.contains("tessera_http_requests_in_flight 0"));
     }
 }

@@ -1,22 +1,28 @@
 //! Where log lines go: a background thread writes them to stderr in batches, so a request never
 //! waits on `write(2)` to a terminal, a pipe or a log collector, and the writer is not woken once
-//! per line — it wakes when the first line of a batch arrives, lets the batch gather for a few
-//! milliseconds (`BATCH_WINDOW`), and writes it with one call.
+//! per line — it wakes when a batch starts, lets it gather for a few milliseconds
+//! (`BATCH_WINDOW`), and writes it with one call.
 //!
-//! Bounded: once `MAX_PENDING_BYTES` wait unwritten, senders wait for the writer (backpressure)
-//! rather than drop lines or grow without limit. Lines keep their order. [`LogSink::flush`] — and
+//! Each thread queues into its own shard (`support::shards`): two worker threads sharing one
+//! queue passed its lock and buffer between their CPUs on every request. The writer takes every
+//! shard's lines and merges them by the moment each was sent, so the output keeps the order in
+//! which lines were sent, across threads too (to the monotonic clock's nanosecond).
+//!
+//! Bounded: once `MAX_PENDING_BYTES` wait unwritten in a shard, its senders wait for the writer
+//! (backpressure) rather than drop lines or grow without limit. [`LogSink::flush`] — and
 //! dropping the [`WriterThread`] guard — waits until every line queued before it is written, so
 //! nothing logged before the process exits is lost.
 
+use super::shards::Sharded;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a batch may gather before it is written.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
-/// A batch this large is written at once.
+/// A shard holding this much is written at once.
 const BATCH_BYTES: usize = 64 * 1024;
-/// Unwritten bytes beyond which senders wait.
-const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+/// Unwritten bytes in one shard beyond which its senders wait.
+const MAX_PENDING_BYTES: usize = 1024 * 1024;
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +31,46 @@ pub enum LineFormat {
     Json,
 }
 
+/// One thread's queued lines.
 #[derive(Default)]
-struct Pending {
-    buffer: Vec<u8>,
-    /// Bytes ever queued, and ever written: a flush waits for `written` to reach `queued`.
-    queued: u64,
-    written: u64,
-    /// Callers waiting in [`LogSink::flush`]: the writer does not let a batch gather for them.
-    flushing: usize,
+struct Queued {
+    bytes: Vec<u8>,
+    /// Per line: when it was sent (nanoseconds since the sink started) and where it ends in
+    /// `bytes`.
+    lines: Vec<(u64, usize)>,
+    /// Senders waiting for room.
+    waiting: usize,
 }
 
 #[derive(Default)]
+struct Shard {
+    queued: Mutex<Queued>,
+    /// Wakes this shard's waiting senders: the writer took its lines.
+    room: Condvar,
+}
+
+/// What the writer and flushers agree on.
+#[derive(Default)]
+struct Rounds {
+    /// A shard started a batch, or grew past `BATCH_BYTES`: the writer has work.
+    work: bool,
+    large: bool,
+    /// Callers waiting in [`LogSink::flush`]: the writer does not let a batch gather for them.
+    flushing: usize,
+    /// Rounds the writer began (took the shards' lines) and finished (wrote them).
+    begun: u64,
+    finished: u64,
+}
+
 struct Shared {
-    pending: Mutex<Pending>,
-    /// Wakes the writer: a batch started, grew large, or a flush is waiting.
+    shards: Sharded<Shard>,
+    rounds: Mutex<Rounds>,
+    /// Wakes the writer.
     wake: Condvar,
-    /// Wakes senders and flushers: a batch was written.
+    /// Wakes flushers: a round was written.
     written: Condvar,
+    /// The zero of the lines' send times.
+    started: Instant,
 }
 
 /// A handle for sending whole lines (each ending in `\n`) to the writer thread.
@@ -76,7 +105,13 @@ impl LogSink {
         out: impl std::io::Write + Send + 'static,
     ) -> std::io::Result<(Self, WriterThread)> {
         let sink = Self {
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared {
+                shards: Sharded::default(),
+                rounds: Mutex::default(),
+                wake: Condvar::new(),
+                written: Condvar::new(),
+                started: Instant::now(),
+            }),
         };
         let shared = sink.shared.clone();
         std::thread::Builder::new()
@@ -85,35 +120,45 @@ impl LogSink {
         Ok((sink.clone(), WriterThread { sink }))
     }
 
-    /// Queues one line. Waits only if the writer is `MAX_PENDING_BYTES` behind.
+    /// Queues one line. Waits only if this thread's shard is `MAX_PENDING_BYTES` behind.
     pub fn send(&self, line: &[u8]) {
-        let mut pending = lock(&self.shared.pending);
-        while pending.buffer.len() >= MAX_PENDING_BYTES {
-            pending = wait(&self.shared.written, pending);
+        let shard = self.shared.shards.local();
+        let mut queued = lock(&shard.queued);
+        while queued.bytes.len() >= MAX_PENDING_BYTES {
+            queued.waiting += 1;
+            queued = wait(&shard.room, queued);
+            queued.waiting -= 1;
         }
-        let before = pending.buffer.len();
-        pending.buffer.extend_from_slice(line);
-        pending.queued += line.len() as u64;
-        // Wake the writer when a batch starts and when it fills — once each. Every notify is a
-        // system call, and a writer still waiting for a CPU would otherwise be notified again
-        // by each line arriving meanwhile (BENCHMARKS.md, "The request log"). The writer checks
-        // both conditions under the lock before it waits, so no wake-up is needed twice.
-        let fills = before < BATCH_BYTES && pending.buffer.len() >= BATCH_BYTES;
+        // Read under the shard's lock: a shard's lines are in the order of their times.
+        let sent = u64::try_from(self.shared.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let before = queued.bytes.len();
+        queued.bytes.extend_from_slice(line);
+        let end = queued.bytes.len();
+        queued.lines.push((sent, end));
+        drop(queued);
+        // Wake the writer when this shard starts a batch and when it fills — once each: every
+        // notify is a system call (BENCHMARKS.md, "The request log"). The writer checks the
+        // flags under the lock before it waits, so no wake-up is lost.
+        let fills = before < BATCH_BYTES && end >= BATCH_BYTES;
         if before == 0 || fills {
+            let mut rounds = lock(&self.shared.rounds);
+            rounds.work = true;
+            rounds.large |= fills;
             self.shared.wake.notify_one();
         }
     }
 
     /// Waits until every line queued before this call is written.
     pub fn flush(&self) {
-        let mut pending = lock(&self.shared.pending);
-        let target = pending.queued;
-        pending.flushing += 1;
+        let mut rounds = lock(&self.shared.rounds);
+        // A round that begins after this point takes every line queued before it.
+        let target = rounds.begun + 1;
+        rounds.flushing += 1;
         self.shared.wake.notify_one();
-        while pending.written < target {
-            pending = wait(&self.shared.written, pending);
+        while rounds.finished < target {
+            rounds = wait(&self.shared.written, rounds);
         }
-        pending.flushing -= 1;
+        rounds.flushing -= 1;
     }
 }
 
@@ -123,41 +168,89 @@ impl Drop for WriterThread {
     }
 }
 
-fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves at worst a partial line: keep logging.
-    pending.lock().unwrap_or_else(PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn wait<'a>(condvar: &Condvar, guard: MutexGuard<'a, Pending>) -> MutexGuard<'a, Pending> {
+fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
     condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
 }
 
 fn write_batches(shared: &Shared, mut out: impl std::io::Write) {
+    // Each shard's lines as taken, swapped with the shard's emptied buffers every round.
+    let mut taken: Vec<Queued> = shared.shards.iter().map(|_| Queued::default()).collect();
     let mut batch = Vec::new();
     loop {
-        let mut pending = lock(&shared.pending);
-        while pending.buffer.is_empty() && pending.written == pending.queued {
-            pending = wait(&shared.wake, pending);
+        let mut rounds = lock(&shared.rounds);
+        while !rounds.work && rounds.flushing == 0 {
+            rounds = wait(&shared.wake, rounds);
         }
-        // Let the batch gather, unless it is large already or someone waits for it.
+        // Let the batch gather, unless a shard is large already or someone waits for it.
         let deadline = Instant::now() + BATCH_WINDOW;
-        while pending.buffer.len() < BATCH_BYTES && pending.flushing == 0 {
+        while !rounds.large && rounds.flushing == 0 {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
-            pending = shared
+            rounds = shared
                 .wake
-                .wait_timeout(pending, left)
+                .wait_timeout(rounds, left)
                 .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
         }
-        std::mem::swap(&mut pending.buffer, &mut batch);
-        let upto = pending.queued;
-        drop(pending);
+        rounds.work = false;
+        rounds.large = false;
+        rounds.begun += 1;
+        let round = rounds.begun;
+        drop(rounds);
+        for (shard, taken) in shared.shards.iter().zip(&mut taken) {
+            let mut queued = lock(&shard.queued);
+            std::mem::swap(&mut queued.bytes, &mut taken.bytes);
+            std::mem::swap(&mut queued.lines, &mut taken.lines);
+            if queued.waiting > 0 {
+                shard.room.notify_all();
+            }
+        }
+        merge(&taken, &mut batch);
         let _ = out.write_all(&batch);
         let _ = out.flush();
         batch.clear();
-        lock(&shared.pending).written = upto;
-        shared.written.notify_all();
+        for taken in &mut taken {
+            taken.bytes.clear();
+            taken.lines.clear();
+        }
+        let mut rounds = lock(&shared.rounds);
+        rounds.finished = round;
+        if rounds.flushing > 0 {
+            shared.written.notify_all();
+        }
+    }
+}
+
+/// The shards' lines in the order they were sent; a shard's own lines keep their order.
+fn merge(shards: &[Queued], out: &mut Vec<u8>) {
+    // Per shard: the next line to write, and where it starts.
+    let mut next: Vec<(usize, usize)> = vec![(0, 0); shards.len()];
+    loop {
+        let earliest = shards
+            .iter()
+            .zip(&next)
+            .enumerate()
+            .filter_map(|(index, (shard, (line, _)))| {
+                shard.lines.get(*line).map(|(sent, _)| (*sent, index))
+            })
+            .min();
+        let Some((_, index)) = earliest else {
+            return;
+        };
+        let (Some(shard), Some((line, start))) = (shards.get(index), next.get_mut(index)) else {
+            return;
+        };
+        let Some(&(_, end)) = shard.lines.get(*line) else {
+            return;
+        };
+        out.extend_from_slice(shard.bytes.get(*start..end).unwrap_or_default());
+        *line += 1;
+        *start = end;
     }
 }
 
@@ -246,5 +339,79 @@ mod tests {
         let text = written();
         assert_eq!(text.len(), expected(100).len() + 4 * 30 * (long.len() + 1));
         assert!(text.lines().skip(100).all(|line| line == long));
+    }
+
+    /// Lines sent one after another from different threads — each send happening before the
+    /// next, as requests answered in turn are — come out in that order, though each thread
+    /// queues into its own shard.
+    #[test]
+    fn lines_sent_in_turn_by_many_threads_keep_their_order() {
+        let captured = Captured::default();
+        let (sink, writer) = LogSink::writing_to(captured.clone()).unwrap();
+        let threads = 6;
+        let (baton_senders, baton_receivers): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| std::sync::mpsc::channel::<usize>())
+            .unzip();
+        let handles: Vec<_> = baton_receivers
+            .into_iter()
+            .enumerate()
+            .map(|(me, receiver)| {
+                let sink = sink.clone();
+                let next = baton_senders[(me + 1) % threads].clone();
+                std::thread::spawn(move || {
+                    while let Ok(n) = receiver.recv() {
+                        if n == 3000 {
+                            let _ = next.send(n); // pass the end on, then stop
+                            return;
+                        }
+                        sink.send(format!("line {n}\n").as_bytes());
+                        let _ = next.send(n + 1);
+                    }
+                })
+            })
+            .collect();
+        baton_senders[0].send(0).unwrap();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        drop(writer);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let expected: String = (0..3000).map(|n| format!("line {n}\n")).collect();
+        assert_eq!(text, expected);
+    }
+
+    /// Concurrent senders: nothing lost, no line torn, each thread's lines in its own order;
+    /// a flush after the senders finished finds every line written.
+    #[test]
+    fn concurrent_senders_lose_nothing_and_keep_their_own_order() {
+        let captured = Captured::default();
+        let (sink, _writer) = LogSink::writing_to(captured.clone()).unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|thread| {
+                let (sink, barrier) = (sink.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for n in 0..2000 {
+                        sink.send(format!("{thread} {n} {}\n", "x".repeat(n % 300)).as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        sink.flush();
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let mut next = [0usize; 8];
+        for line in text.lines() {
+            let mut fields = line.split(' ');
+            let thread: usize = fields.next().unwrap().parse().unwrap();
+            let n: usize = fields.next().unwrap().parse().unwrap();
+            assert_eq!(n, next[thread], "thread {thread} out of order");
+            assert_eq!(fields.next().unwrap().len(), n % 300, "a torn line");
+            next[thread] += 1;
+        }
+        assert_eq!(next, [2000; 8]);
     }
 }
