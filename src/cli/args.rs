@@ -257,7 +257,8 @@ pub struct ServeArgs {
         default_value_t = 128
     )]
     pub max_connections_per_client: usize,
-    /// Seconds a client gets to send the request line and headers (slowloris guard).
+    /// Seconds a connection may go without a request in service — to send a request head, or
+    /// idle between requests — before it is closed (slowloris guard).
     #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", default_value_t = 10)]
     pub header_read_timeout: u64,
     /// Seconds a whole request may take, body included.

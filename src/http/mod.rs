@@ -42,7 +42,8 @@ pub struct HttpSettings {
     pub body_timeout: Duration,
     /// Time allowed for a whole request, body included (503 beyond).
     pub request_timeout: Duration,
-    /// Time allowed for the request line and headers; slow clients are disconnected.
+    /// Time a connection may go without a request in service (a slow request head, an idle
+    /// keep-alive connection) before it is closed.
     pub header_read_timeout: Duration,
     /// Total header bytes we answer (431 problem+json beyond). hyper itself drops the
     /// connection with a bare 431 past `HARD_HEADER_LIMIT`.

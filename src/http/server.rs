@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -45,9 +45,12 @@ where
 {
     let mut builder = http1::Builder::new();
     builder
-        // Without a timer the header-read timeout does nothing (and hyper panics).
+        // hyper's timer is still what its other timeouts would need; its header-read timeout
+        // is off: one timer per request in hyper cost more than the rest of a `/me` in our own
+        // code (BENCHMARKS.md, "The hot path, stage by stage"). `close_stalled` keeps that
+        // deadline instead, for every connection at once.
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(HARD_HEADER_LIMIT)
         .max_header_size(HARD_HEADER_LIMIT)
         // Copy each response into one buffer and send it with one `write`. Our responses are
@@ -58,6 +61,10 @@ where
     let table = Arc::new(ConnectionTable::default());
     let (stopping, stop_requested) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
+    let _sweeper = AbortOnDrop(tokio::spawn(close_stalled(
+        table.clone(),
+        settings.header_read_timeout,
+    )));
 
     loop {
         let slot = match connection_slots.clone().try_acquire_owned() {
@@ -108,6 +115,14 @@ where
             };
             let result = match finished {
                 Some(result) => result,
+                // Stalled with no request in service: dropping the connection closes it. (A
+                // request whose head completed meanwhile is finished gracefully below.)
+                None if connection_state.stalled.load(Ordering::SeqCst)
+                    && connection_state.in_flight.load(Ordering::SeqCst) == 0 =>
+                {
+                    tracing::debug!("closed: no request head within the header-read timeout");
+                    return;
+                }
                 None => {
                     // Finish a request in progress, then close; an idle one closes at once.
                     connection.as_mut().graceful_shutdown();
@@ -133,12 +148,48 @@ where
     Ok(())
 }
 
+/// Closes connections that went `timeout` without a request in service: a client that does not
+/// finish a request head in time (Slowloris), an idle keep-alive connection, a client that does
+/// not read its answer. One task for all connections, on a coarse clock of `timeout / 8` ticks,
+/// instead of a timer per request; a connection is closed between `timeout` and `9/8 timeout`
+/// after its last request ended (or after it was accepted).
+async fn close_stalled(table: Arc<ConnectionTable>, timeout: Duration) {
+    let tick = (timeout / TICKS_PER_TIMEOUT as u32).max(Duration::from_millis(1));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = table.ticks.fetch_add(1, Ordering::SeqCst) + 1;
+        table.close_stalled(now);
+    }
+}
+
+/// The header-read deadline in ticks of `close_stalled`'s clock.
+const TICKS_PER_TIMEOUT: u64 = 8;
+
+/// Whether a connection idle since tick `idle_since` is past the deadline at tick `now`. The
+/// connection went idle somewhere inside tick `idle_since`, so only whole ticks after it count.
+fn past_deadline(now: u64, idle_since: u64) -> bool {
+    now.saturating_sub(idle_since) > TICKS_PER_TIMEOUT
+}
+
+/// Stops a spawned task when the owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Who holds which connection: counts per client (IPv4 address, or IPv6 /64), and for each
 /// connection whether a request is in progress, so the accept loop can cap connections per
 /// client and evict an idle keep-alive connection when the global cap is reached.
 #[derive(Debug, Default)]
 struct ConnectionTable {
     inner: Mutex<Table>,
+    /// `close_stalled`'s clock: ticks since the accept loop started.
+    ticks: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +206,12 @@ struct ConnectionState {
     /// Requests being served on it right now; zero means idle (between requests or before the
     /// first one).
     in_flight: AtomicUsize,
+    /// The tick in which the connection was accepted or its last request ended.
+    idle_since: AtomicU64,
+    /// The table's clock, read when a request ends.
+    ticks: Arc<AtomicU64>,
+    /// Set with `evict` when the header-read deadline passed: close, not gracefully.
+    stalled: AtomicBool,
     evict: Notify,
 }
 
@@ -173,6 +230,9 @@ impl ConnectionTable {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             client,
             in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(self.ticks.load(Ordering::SeqCst)),
+            ticks: self.ticks.clone(),
+            stalled: AtomicBool::new(false),
             evict: Notify::new(),
         });
         table.connections.insert(state.id, state.clone());
@@ -207,6 +267,19 @@ impl ConnectionTable {
         }
     }
 
+    /// Asks every connection past the header-read deadline, with no request in service, to
+    /// close.
+    fn close_stalled(&self, now: u64) {
+        let table = self.lock();
+        for connection in table.connections.values() {
+            let idle = connection.in_flight.load(Ordering::SeqCst) == 0;
+            if idle && past_deadline(now, connection.idle_since.load(Ordering::SeqCst)) {
+                connection.stalled.store(true, Ordering::SeqCst);
+                connection.evict.notify_one();
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -234,6 +307,25 @@ impl InService {
 
 impl Drop for InService {
     fn drop(&mut self) {
+        // The deadline restarts before the connection counts as idle again.
+        let now = self.0.ticks.load(Ordering::SeqCst);
+        self.0.idle_since.store(now, Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_counts_only_whole_ticks_after_going_idle() {
+        // Idle since some moment inside tick 10: by tick 18 only 7 whole ticks have passed.
+        assert!(!past_deadline(18, 10));
+        assert!(past_deadline(19, 10));
+        assert!(
+            !past_deadline(3, 10),
+            "a connection gone idle after `now` is not late"
+        );
     }
 }

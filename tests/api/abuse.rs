@@ -148,6 +148,67 @@ async fn slow_clients_are_disconnected_after_the_header_timeout() {
     assert!(!answer.contains("200 OK"), "{answer}");
 }
 
+/// The header-read deadline is kept for all connections by one task, not by a timer per
+/// request: a client that keeps sending header bytes, slowly, is cut all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_headers_is_disconnected_after_the_header_timeout() {
+    let app = spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let trickle = async {
+        // A header byte every 50 ms, for far longer than the timeout, until the server hangs up.
+        for byte in b"X-Slow: ".iter().cycle().take(400) {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    let cut = tokio::time::timeout(Duration::from_secs(10), trickle).await;
+    assert_eq!(cut, Ok(true), "the server kept reading a trickling header");
+}
+
+/// A keep-alive connection is closed once it has sat idle for the header timeout — and is
+/// served normally until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let app = spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await;
+    let mut stream = idle_keep_alive(&app, "127.0.0.1").await;
+    assert!(closed_by_server(&mut stream).await);
+}
+
+/// The deadline is for the request head: a request in service is never cut by it, however
+/// long it takes (here, a body sent slowly over three header timeouts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_service_outlives_the_header_timeout() {
+    let app = spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await;
+    let body = format!(
+        r#"{{"username":"kvothe","password":"{GOOD_PASSWORD}","full_name":"K","mothers_favorite_search_engine":"S"}}"#
+    );
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.as_bytes().chunks(body.len().div_ceil(6)) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stream.write_all(chunk).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer);
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_gets_408() {
     let app = spawn_app_with(|c| c.http.body_timeout = std::time::Duration::from_millis(300)).await;
