@@ -64,6 +64,11 @@ impl Route {
 }
 
 pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    // The route nearly every request takes, without splitting the path (the tests below hold
+    // it to the same answers as the table).
+    if path == "/v1/users/me" && (method == Method::GET || method == Method::HEAD) {
+        return Ok(Route::Me);
+    }
     // At most five segments matter; a longer path is not ours. No allocation per request.
     let mut segments = [""; 5];
     let mut count = 0;

@@ -272,8 +272,9 @@ impl ConnectionTable {
     fn close_stalled(&self, now: u64) {
         let table = self.lock();
         for connection in table.connections.values() {
-            let idle = connection.in_flight.load(Ordering::SeqCst) == 0;
-            if idle && past_deadline(now, connection.idle_since.load(Ordering::SeqCst)) {
+            // Acquire: pairs with `InService::drop`, so an idle count comes with its time.
+            let idle = connection.in_flight.load(Ordering::Acquire) == 0;
+            if idle && past_deadline(now, connection.idle_since.load(Ordering::Relaxed)) {
                 connection.stalled.store(true, Ordering::SeqCst);
                 connection.evict.notify_one();
             }
@@ -307,10 +308,12 @@ impl InService {
 
 impl Drop for InService {
     fn drop(&mut self) {
-        // The deadline restarts before the connection counts as idle again.
-        let now = self.0.ticks.load(Ordering::SeqCst);
-        self.0.idle_since.store(now, Ordering::SeqCst);
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // The deadline restarts before the connection counts as idle again: the release
+        // publishes the time together with the count. (Not `SeqCst`: a full fence per request
+        // showed in profiles.)
+        let now = self.0.ticks.load(Ordering::Relaxed);
+        self.0.idle_since.store(now, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
