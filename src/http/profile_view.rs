@@ -12,7 +12,6 @@ use crate::domain::user::UserProfile;
 use crate::support::clock;
 use bytes::Bytes;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 /// Profiles remembered per worker thread; beyond it the map starts over.
@@ -38,8 +37,9 @@ pub fn render(profile: &UserProfile) -> Bytes {
 }
 
 thread_local! {
-    static RENDERED: RefCell<HashMap<usize, (Weak<UserProfile>, Bytes)>> =
-        RefCell::new(HashMap::new());
+    /// Keyed by addresses, which no client chooses: a fast hasher is enough.
+    static RENDERED: RefCell<foldhash::HashMap<usize, (Weak<UserProfile>, Bytes)>> =
+        RefCell::new(foldhash::HashMap::default());
 }
 
 /// The public view of a shared profile, rendered at most once per `Arc` on this thread.

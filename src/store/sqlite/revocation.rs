@@ -31,7 +31,6 @@ use super::{Result, StoreError, TokenState};
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::user::UserProfile;
 use rusqlite::Connection;
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
@@ -62,6 +61,10 @@ struct CachedUser {
     profile: Arc<UserProfile>,
     generation: u64,
 }
+
+/// Keyed by ids the server generated (random user ids, token and session ids): a fast hasher,
+/// seeded per map, is enough.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 #[derive(Debug, Default)]
 struct View {
