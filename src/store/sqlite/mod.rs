@@ -15,6 +15,7 @@ mod group_commit;
 mod revocation;
 mod schema;
 mod sessions;
+mod thread_answers;
 mod tokens;
 mod users;
 

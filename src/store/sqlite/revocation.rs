@@ -27,6 +27,7 @@
 //! the server, other processes no longer share our WAL index, and revocations they commit
 //! would be invisible. Once that is seen, every check answers [`StoreError::Unprovable`].
 
+use super::thread_answers;
 use super::{Result, StoreError, TokenState};
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::user::UserProfile;
@@ -34,7 +35,7 @@ use rusqlite::Connection;
 use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
 
 /// Users kept in memory at most; beyond it the view is emptied and refills on demand.
@@ -42,7 +43,7 @@ const MAX_CACHED_USERS: usize = 200_000;
 
 /// Bytes of one WAL-index header copy.
 const HEADER_BYTES: usize = 48;
-type Header = [u8; HEADER_BYTES];
+pub(super) type Header = [u8; HEADER_BYTES];
 
 /// What the view says about a token's user.
 #[derive(Debug)]
@@ -82,6 +83,8 @@ struct View {
 
 #[derive(Debug)]
 pub(super) struct RevocationView {
+    /// Unique in the process: threads' remembered answers name the view they came from.
+    id: u64,
     view: RwLock<View>,
     /// One catch-up at a time; a request that finds the view stale waits for the running one
     /// and then usually finds nothing left to do.
@@ -94,7 +97,9 @@ pub(super) struct RevocationView {
 impl RevocationView {
     /// Builds the view for the database `conn` has open (WAL mode, so the `-shm` exists).
     pub(super) fn open(conn: &Connection) -> Result<Self> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let view = Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             view: RwLock::new(View::default()),
             catching_up: Mutex::new(()),
             files: WatchedFiles::open(conn)?,
@@ -117,12 +122,47 @@ impl RevocationView {
         jti: &TokenId,
         sid: &SessionId,
     ) -> Result<Lookup> {
-        let header = self.header()?;
-        let view = self.read();
-        if header.is_none() || view.synced != header {
+        let Some(header) = self.header()? else {
             return Ok(Lookup::Stale);
+        };
+        Ok(self.lookup_at(&header, user_id, jti, sid))
+    }
+
+    /// [`lookup`](Self::lookup), answered without the view's lock when this thread already got
+    /// the answer at the header just read (`thread_answers.rs`). For the reactor's few worker
+    /// threads only: each keeps up to a thousand answers.
+    pub(super) fn lookup_remembering(
+        &self,
+        user_id: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Result<Lookup> {
+        let Some(header) = self.header()? else {
+            return Ok(Lookup::Stale);
+        };
+        if let Some(state) = thread_answers::recall(self.id, &header, user_id, jti, sid) {
+            return Ok(Lookup::Hit(state));
         }
-        Ok(match view.users.get(user_id) {
+        let lookup = self.lookup_at(&header, user_id, jti, sid);
+        if let Lookup::Hit(state) = &lookup {
+            thread_answers::remember(self.id, &header, user_id, jti, sid, state);
+        }
+        Ok(lookup)
+    }
+
+    /// The view's answer, if it is synchronised at `header`.
+    fn lookup_at(
+        &self,
+        header: &Header,
+        user_id: &UserId,
+        jti: &TokenId,
+        sid: &SessionId,
+    ) -> Lookup {
+        let view = self.read();
+        if view.synced.as_ref() != Some(header) {
+            return Lookup::Stale;
+        }
+        match view.users.get(user_id) {
             Some(user) => Lookup::Hit(TokenState {
                 profile: user.profile.clone(),
                 current_generation: user.generation,
@@ -132,7 +172,7 @@ impl RevocationView {
             None => Lookup::Miss {
                 version: view.version,
             },
-        })
+        }
     }
 
     /// Applies whatever was committed since the last catch-up. Runs SQL: blocking pool only.

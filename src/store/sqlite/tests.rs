@@ -698,3 +698,69 @@ fn grants_wait_for_another_writer_and_see_what_it_committed() {
     let moved: Vec<bool> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(moved, [true, false]);
 }
+
+/// Answers a thread remembers (`thread_answers.rs`) are never given after a commit — by this
+/// store or by another connection — and never for another session, user or view.
+#[test]
+fn remembered_answers_end_with_the_next_commit_and_belong_to_one_question() {
+    let (dir, store) = open();
+    let (other_dir, other_store) = open();
+    for store in [&store, &other_store] {
+        store.create_user(&user("u1", "kvothe")).unwrap();
+        store
+            .token_state(uid("u1"), tid("j1"), sid("s1"))
+            .unwrap()
+            .unwrap();
+    }
+    let cached = |store: &SqliteStore, jti: &str, session: &str| {
+        store
+            .cached_token_state(uid("u1"), tid(jti), sid(session))
+            .unwrap()
+    };
+    // Asked twice: the second answer is the remembered one.
+    for _ in 0..2 {
+        assert_eq!(cached(&store, "j1", "s1").unwrap().current_generation, 0);
+    }
+    // The other store's view has its own answers, even for the same ids.
+    other_store.bump_generation(uid("u1")).unwrap();
+    other_store
+        .token_state(uid("u1"), tid("j1"), sid("s1"))
+        .unwrap();
+    assert_eq!(
+        cached(&other_store, "j1", "s1").unwrap().current_generation,
+        1
+    );
+    assert_eq!(cached(&store, "j1", "s1").unwrap().current_generation, 0);
+    // The same token id under another session (whose id is denylisted) is another question,
+    // asked at the same header: the first answer is not given for it.
+    store.denylist(tid("s2"), uid("u1"), 300).unwrap();
+    store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
+    assert!(!cached(&store, "j1", "s1").unwrap().revoked);
+    assert!(cached(&store, "j1", "s2").unwrap().revoked);
+    assert!(!cached(&store, "j1", "s1").unwrap().revoked);
+
+    // A commit by another connection, as the admin CLI makes: the remembered answer is gone.
+    let plain = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    plain
+        .execute("UPDATE users SET token_generation = 5 WHERE id = 'u1'", [])
+        .unwrap();
+    assert!(
+        cached(&store, "j1", "s1").is_none(),
+        "stale until caught up"
+    );
+    store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
+    assert_eq!(cached(&store, "j1", "s1").unwrap().current_generation, 5);
+    plain
+        .execute(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ('j1', 'u1', 300)",
+            [],
+        )
+        .unwrap();
+    assert!(
+        cached(&store, "j1", "s1").is_none(),
+        "stale until caught up"
+    );
+    store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
+    assert!(cached(&store, "j1", "s1").unwrap().revoked);
+    drop(other_dir);
+}

@@ -64,7 +64,7 @@ impl SqliteStore {
         let Some(view) = &self.view else {
             return Ok(None);
         };
-        Ok(match view.lookup(user_id, jti, sid)? {
+        Ok(match view.lookup_remembering(user_id, jti, sid)? {
             Lookup::Hit(state) => Some(state),
             Lookup::Miss { .. } | Lookup::Stale => None,
         })

@@ -1,0 +1,93 @@
+//! Each worker thread's answers from the revocation view, valid until the next commit.
+//!
+//! Every token check read the view under its shared lock and took a reference on the user's
+//! shared profile. With two worker threads on two CPUs, the lock word and the reference count
+//! moved between the CPUs on every request (BENCHMARKS.md, "The hot path, stage by stage").
+//! A thread now keeps the answers it got, each with its own copy of the profile, tagged with
+//! the WAL-index header they were read at.
+//!
+//! Why that stays exact: the header is still read on every request — that check does not
+//! change — and the view changes only by applying commits, which rewrite the header (see
+//! `revocation.rs`). While the header equals the one an answer was read at, nothing was
+//! committed since, and the view would give the same answer. Any other header — or another
+//! view, in a process with several — and the thread forgets its answers and asks the view.
+
+use super::TokenState;
+use super::revocation::Header;
+use crate::domain::ids::{SessionId, TokenId, UserId};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// Answers one thread keeps; past it, it starts over.
+const REMEMBERED: usize = 1024;
+
+/// One answer: the token's user and session are part of the question.
+struct Answer {
+    user_id: UserId,
+    sid: SessionId,
+    state: TokenState,
+}
+
+#[derive(Default)]
+struct Answers {
+    /// The view they came from and the header they were read at. (Views of different files
+    /// would differ by header already — their WAL salts are random — the id makes it certain.)
+    view: u64,
+    header: Option<Header>,
+    by_jti: foldhash::HashMap<TokenId, Answer>,
+}
+
+thread_local! {
+    static ANSWERS: RefCell<Answers> = RefCell::new(Answers::default());
+}
+
+/// This thread's answer for the token, if it got one from view `view` at exactly `header`.
+pub(super) fn recall(
+    view: u64,
+    header: &Header,
+    user_id: &UserId,
+    jti: &TokenId,
+    sid: &SessionId,
+) -> Option<TokenState> {
+    ANSWERS.with_borrow(|answers| {
+        if answers.view != view || answers.header.as_ref() != Some(header) {
+            return None;
+        }
+        let answer = answers.by_jti.get(jti)?;
+        (answer.user_id == *user_id && answer.sid == *sid).then(|| answer.state.clone())
+    })
+}
+
+/// Keeps `state`, which view `view` gave at `header`, for this thread.
+pub(super) fn remember(
+    view: u64,
+    header: &Header,
+    user_id: &UserId,
+    jti: &TokenId,
+    sid: &SessionId,
+    state: &TokenState,
+) {
+    ANSWERS.with_borrow_mut(|answers| {
+        if answers.view != view
+            || answers.header.as_ref() != Some(header)
+            || answers.by_jti.len() >= REMEMBERED
+        {
+            answers.by_jti.clear();
+            answers.view = view;
+            answers.header = Some(*header);
+        }
+        let state = TokenState {
+            // The thread's own copy: its reference count is touched by this thread only.
+            profile: Arc::new((*state.profile).clone()),
+            ..state.clone()
+        };
+        answers.by_jti.insert(
+            jti.clone(),
+            Answer {
+                user_id: user_id.clone(),
+                sid: sid.clone(),
+                state,
+            },
+        );
+    });
+}
