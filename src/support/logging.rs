@@ -226,30 +226,44 @@ fn write_batches(shared: &Shared, mut out: impl std::io::Write) {
     }
 }
 
-/// The shards' lines in the order they were sent; a shard's own lines keep their order.
+/// The shards' lines in the order they were sent; a shard's own lines keep their order. Runs
+/// of lines are copied whole: usually one or two shards hold lines, and a run lasts until
+/// another shard has an earlier line.
 fn merge(shards: &[Queued], out: &mut Vec<u8>) {
-    // Per shard: the next line to write, and where it starts.
-    let mut next: Vec<(usize, usize)> = vec![(0, 0); shards.len()];
+    // Per shard with lines: the next line to write, and where it starts in the shard's bytes.
+    let mut heads: Vec<(&Queued, usize, usize)> = shards
+        .iter()
+        .filter(|shard| !shard.lines.is_empty())
+        .map(|shard| (shard, 0, 0))
+        .collect();
     loop {
-        let earliest = shards
+        heads.retain(|(shard, line, _)| *line < shard.lines.len());
+        let sent_at = |&(shard, line, _): &(&Queued, usize, usize)| {
+            shard.lines.get(line).map_or(u64::MAX, |(sent, _)| *sent)
+        };
+        let Some(earliest) = (0..heads.len()).min_by_key(|&i| heads.get(i).map(sent_at)) else {
+            return;
+        };
+        // Lines of other shards sent before this shard's next one — none, or the run ends.
+        let others = heads
             .iter()
-            .zip(&next)
             .enumerate()
-            .filter_map(|(index, (shard, (line, _)))| {
-                shard.lines.get(*line).map(|(sent, _)| (*sent, index))
-            })
-            .min();
-        let Some((_, index)) = earliest else {
+            .filter(|(i, _)| *i != earliest)
+            .map(|(_, head)| sent_at(head))
+            .min()
+            .unwrap_or(u64::MAX);
+        let Some((shard, line, start)) = heads.get_mut(earliest) else {
             return;
         };
-        let (Some(shard), Some((line, start))) = (shards.get(index), next.get_mut(index)) else {
-            return;
-        };
-        let Some(&(_, end)) = shard.lines.get(*line) else {
-            return;
-        };
+        let mut end = *start;
+        while let Some(&(sent, line_end)) = shard.lines.get(*line) {
+            if sent > others {
+                break;
+            }
+            end = line_end;
+            *line += 1;
+        }
         out.extend_from_slice(shard.bytes.get(*start..end).unwrap_or_default());
-        *line += 1;
         *start = end;
     }
 }
@@ -413,5 +427,32 @@ mod tests {
             next[thread] += 1;
         }
         assert_eq!(next, [2000; 8]);
+    }
+
+    #[test]
+    fn merging_orders_lines_by_send_time_and_keeps_each_shard_s_order() {
+        let shard = |lines: &[(u64, &str)]| {
+            let mut queued = Queued::default();
+            for (sent, text) in lines {
+                queued.bytes.extend_from_slice(text.as_bytes());
+                queued.lines.push((*sent, queued.bytes.len()));
+            }
+            queued
+        };
+        let shards = [
+            shard(&[(1, "a1\n"), (2, "a2\n"), (7, "a7\n"), (9, "a9\n")]),
+            Queued::default(),
+            shard(&[(3, "b3\n"), (4, "b4\n"), (9, "b9\n")]),
+            shard(&[(5, "c5\n"), (8, "c8\n")]),
+        ];
+        let mut out = Vec::new();
+        merge(&shards, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a1\na2\nb3\nb4\nc5\na7\nc8\na9\nb9\n"
+        );
+        let mut alone = Vec::new();
+        merge(&shards[..1], &mut alone);
+        assert_eq!(alone, b"a1\na2\na7\na9\n");
     }
 }
