@@ -209,6 +209,57 @@ async fn a_request_in_service_outlives_the_header_timeout() {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }
 
+/// Many connections at once: those with a request in service are answered, however long their
+/// bodies take, while the idle ones beside them are closed by the same deadline keeper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrency_only_connections_without_a_request_in_service_are_closed() {
+    let app =
+        Arc::new(spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await);
+    let slow_registrations: Vec<_> = (0..4)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let body = format!(
+                    r#"{{"username":"slow{i}","password":"{GOOD_PASSWORD}","full_name":"K","mothers_favorite_search_engine":"S"}}"#
+                );
+                let mut stream = TcpStream::connect(app.addr).await.unwrap();
+                let head = format!(
+                    "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+                for chunk in body.as_bytes().chunks(body.len().div_ceil(6)) {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    stream.write_all(chunk).await.unwrap();
+                }
+                let mut answer = Vec::new();
+                let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer);
+                tokio::time::timeout(Duration::from_secs(10), read)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                String::from_utf8_lossy(&answer).into_owned()
+            })
+        })
+        .collect();
+    let idle: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut stream = idle_keep_alive(&app, "127.0.0.1").await;
+                closed_by_server(&mut stream).await
+            })
+        })
+        .collect();
+    for registration in slow_registrations {
+        let answer = registration.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    }
+    for closed in idle {
+        assert!(closed.await.unwrap(), "an idle connection stayed open");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_gets_408() {
     let app = spawn_app_with(|c| c.http.body_timeout = std::time::Duration::from_millis(300)).await;
