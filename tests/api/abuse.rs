@@ -160,6 +160,8 @@ async fn a_client_trickling_its_headers_is_disconnected_after_the_header_timeout
         .unwrap();
     let trickle = async {
         // A header byte every 50 ms, for far longer than the timeout, until the server hangs up.
+        // The pause paces the client (bytes keep arriving inside every deadline window); the
+        // verdict waits on the server closing, not on any sleep being long enough.
         for byte in b"X-Slow: ".iter().cycle().take(400) {
             if stream.write_all(&[*byte]).await.is_err() {
                 return true;
@@ -181,68 +183,41 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     assert!(closed_by_server(&mut stream).await);
 }
 
-/// The deadline is for the request head: a request in service is never cut by it, however
-/// long it takes (here, a body sent slowly over three header timeouts).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_in_service_outlives_the_header_timeout() {
-    let app = spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await;
-    let body = format!(
-        r#"{{"username":"kvothe","password":"{GOOD_PASSWORD}","full_name":"K","mothers_favorite_search_engine":"S"}}"#
-    );
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    let head = format!(
-        "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    for chunk in body.as_bytes().chunks(body.len().div_ceil(6)) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        stream.write_all(chunk).await.unwrap();
+/// A registration whose head is sent at once and whose body waits: the request is in service
+/// (its handler reads the body) for as long as the caller likes.
+struct HeldRegistration(TcpStream, String);
+
+impl HeldRegistration {
+    async fn start(app: &TestApp, username: &str) -> Self {
+        let body = format!(
+            r#"{{"username":"{username}","password":"{GOOD_PASSWORD}","full_name":"K","mothers_favorite_search_engine":"S"}}"#
+        );
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        Self(stream, body)
     }
-    let mut answer = Vec::new();
-    let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer);
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    /// Sends the body and returns the answer.
+    async fn finish(self) -> String {
+        let Self(mut stream, body) = self;
+        stream.write_all(body.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
 }
 
-/// Many connections at once: those with a request in service are answered, however long their
-/// bodies take, while the idle ones beside them are closed by the same deadline keeper.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_concurrency_only_connections_without_a_request_in_service_are_closed() {
-    let app =
-        Arc::new(spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await);
-    let slow_registrations: Vec<_> = (0..4)
-        .map(|i| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                let body = format!(
-                    r#"{{"username":"slow{i}","password":"{GOOD_PASSWORD}","full_name":"K","mothers_favorite_search_engine":"S"}}"#
-                );
-                let mut stream = TcpStream::connect(app.addr).await.unwrap();
-                let head = format!(
-                    "POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                stream.write_all(head.as_bytes()).await.unwrap();
-                for chunk in body.as_bytes().chunks(body.len().div_ceil(6)) {
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    stream.write_all(chunk).await.unwrap();
-                }
-                let mut answer = Vec::new();
-                let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer);
-                tokio::time::timeout(Duration::from_secs(10), read)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                String::from_utf8_lossy(&answer).into_owned()
-            })
-        })
-        .collect();
-    let idle: Vec<_> = (0..4)
+/// Connections that go idle now, each closed by the server once the header deadline passed.
+async fn idle_connections_are_closed(app: &Arc<TestApp>, count: usize) {
+    let idle: Vec<_> = (0..count)
         .map(|_| {
             let app = app.clone();
             tokio::spawn(async move {
@@ -251,12 +226,44 @@ async fn under_concurrency_only_connections_without_a_request_in_service_are_clo
             })
         })
         .collect();
-    for registration in slow_registrations {
-        let answer = registration.await.unwrap();
-        assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
-    }
     for closed in idle {
         assert!(closed.await.unwrap(), "an idle connection stayed open");
+    }
+}
+
+/// The deadline is for the request head: a request in service is never cut by it. Its body is
+/// held until a connection that went idle after the request entered service was closed — so the
+/// deadline has passed for it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_service_outlives_the_header_timeout() {
+    let app =
+        Arc::new(spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await);
+    let held = HeldRegistration::start(&app, "kvothe").await;
+    wait_for(|| app.state.metrics.requests_in_flight() == 1).await;
+    idle_connections_are_closed(&app, 1).await;
+    let answer = held.finish().await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+/// Many connections at once: those with a request in service are answered, however long their
+/// bodies wait, while the idle ones beside them are closed by the same deadline keeper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrency_only_connections_without_a_request_in_service_are_closed() {
+    let app =
+        Arc::new(spawn_app_with(|c| c.http.header_read_timeout = Duration::from_millis(300)).await);
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(HeldRegistration::start(&app, &format!("slow{i}")).await);
+    }
+    wait_for(|| app.state.metrics.requests_in_flight() == 4).await;
+    idle_connections_are_closed(&app, 4).await;
+    let answers: Vec<_> = held
+        .into_iter()
+        .map(|registration| tokio::spawn(registration.finish()))
+        .collect();
+    for answer in answers {
+        let answer = answer.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     }
 }
 
