@@ -10,7 +10,7 @@
 
 use crate::support::logging::{LineFormat, LogSink};
 use std::io::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where request lines go, and in which format. Off when there is nowhere to write (tests).
 #[derive(Debug, Clone)]
@@ -27,13 +27,19 @@ pub(super) struct RequestLine<'a> {
     pub route: &'a str,
     pub status: u16,
     pub elapsed: Duration,
+    /// When the request finished, on the monotonic clock: orders the line among other threads'.
+    pub finished: Instant,
     pub request_id: &'a str,
 }
 
 impl AccessLog {
+    /// Call it after the `tracing` subscriber is installed: whether `RUST_LOG` wants request
+    /// lines is asked once, here. The filter cannot change while the process runs, and asking
+    /// the subscriber on every request showed in profiles.
     pub fn new(sink: LogSink, format: LineFormat) -> Self {
+        let wanted = tracing::enabled!(target: "tessera::request", tracing::Level::INFO);
         Self {
-            sink: Some(sink),
+            sink: wanted.then_some(sink),
             format,
         }
     }
@@ -49,20 +55,10 @@ impl AccessLog {
         let Some(sink) = &self.sink else {
             return;
         };
-        if !tracing::enabled!(target: "tessera::request", tracing::Level::INFO) {
-            return;
-        }
-        // One buffer per thread, reused: a line costs no allocation.
-        LINE.with_borrow_mut(|out| {
-            out.clear();
-            render(out, self.format, SystemTime::now(), line);
-            sink.send(out);
-        });
+        let now = SystemTime::now();
+        // Rendered straight into the writer's queue: no buffer, no copy.
+        sink.send_rendered(line.finished, |out| render(out, self.format, now, line));
     }
-}
-
-thread_local! {
-    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn render(out: &mut Vec<u8>, format: LineFormat, now: SystemTime, line: &RequestLine<'_>) {
@@ -190,6 +186,7 @@ mod tests {
             route,
             status: 200,
             elapsed: Duration::from_micros(12_045),
+            finished: Instant::now(),
             request_id: "c3--ceZHiFvb5GIP",
         }
     }

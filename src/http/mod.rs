@@ -150,7 +150,8 @@ fn dispatch(
         };
         let mut response = result.unwrap_or_else(ApiError::into_response);
         response::add_standard_headers(&mut response, request_id);
-        let elapsed = started.elapsed();
+        let finished = Instant::now();
+        let elapsed = finished.saturating_duration_since(started);
         let status = response.status().as_u16();
         state.metrics.observe_request(route_name, status, elapsed);
         // The route template, never the raw path or any header value.
@@ -159,6 +160,7 @@ fn dispatch(
             route: route_name,
             status,
             elapsed,
+            finished,
             request_id,
         });
         drop(in_service);

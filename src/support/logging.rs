@@ -6,7 +6,8 @@
 //! Each thread queues into its own shard (`support::shards`): two worker threads sharing one
 //! queue passed its lock and buffer between their CPUs on every request. The writer takes every
 //! shard's lines and merges them by the moment each was sent, so the output keeps the order in
-//! which lines were sent, across threads too (to the monotonic clock's nanosecond).
+//! which lines were sent, across threads too (to the monotonic clock's nanosecond). A request
+//! line gives the moment its request finished, which the request had read anyway.
 //!
 //! Bounded: once `MAX_PENDING_BYTES` wait unwritten in a shard, its senders wait for the writer
 //! (backpressure) rather than drop lines or grow without limit. [`LogSink::flush`] — and
@@ -104,15 +105,7 @@ impl LogSink {
     fn writing_to(
         out: impl std::io::Write + Send + 'static,
     ) -> std::io::Result<(Self, WriterThread)> {
-        let sink = Self {
-            shared: Arc::new(Shared {
-                shards: Sharded::default(),
-                rounds: Mutex::default(),
-                wake: Condvar::new(),
-                written: Condvar::new(),
-                started: Instant::now(),
-            }),
-        };
+        let sink = Self::unwritten();
         let shared = sink.shared.clone();
         std::thread::Builder::new()
             .name("log-writer".into())
@@ -120,8 +113,32 @@ impl LogSink {
         Ok((sink.clone(), WriterThread { sink }))
     }
 
+    /// A sink with no writer yet.
+    fn unwritten() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                shards: Sharded::default(),
+                rounds: Mutex::default(),
+                wake: Condvar::new(),
+                written: Condvar::new(),
+                started: Instant::now(),
+            }),
+        }
+    }
+
     /// Queues one line. Waits only if this thread's shard is `MAX_PENDING_BYTES` behind.
     pub fn send(&self, line: &[u8]) {
+        self.queue(None, |queued| queued.extend_from_slice(line));
+    }
+
+    /// Queues one line that `render` writes straight into this thread's shard — no copy, no
+    /// buffer of its own — ordered among other threads' lines by `sent`, when it happened.
+    /// `render` runs under the shard's lock, so it must not log.
+    pub fn send_rendered(&self, sent: Instant, render: impl FnOnce(&mut Vec<u8>)) {
+        self.queue(Some(sent), render);
+    }
+
+    fn queue(&self, sent: Option<Instant>, render: impl FnOnce(&mut Vec<u8>)) {
         let shard = self.shared.shards.local();
         let mut queued = lock(&shard.queued);
         while queued.bytes.len() >= MAX_PENDING_BYTES {
@@ -129,10 +146,15 @@ impl LogSink {
             queued = wait(&shard.room, queued);
             queued.waiting -= 1;
         }
-        // Read under the shard's lock: a shard's lines are in the order of their times.
-        let sent = u64::try_from(self.shared.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // Without a time given, it is read under the shard's lock, so those lines are in the
+        // order of their times within a shard.
+        let sent = sent.map_or_else(
+            || self.shared.started.elapsed(),
+            |sent| sent.saturating_duration_since(self.shared.started),
+        );
+        let sent = u64::try_from(sent.as_nanos()).unwrap_or(u64::MAX);
         let before = queued.bytes.len();
-        queued.bytes.extend_from_slice(line);
+        render(&mut queued.bytes);
         let end = queued.bytes.len();
         queued.lines.push((sent, end));
         drop(queued);
@@ -427,6 +449,33 @@ mod tests {
             next[thread] += 1;
         }
         assert_eq!(next, [2000; 8]);
+    }
+
+    /// A rendered line is ordered by the time it was given — when its request finished — not
+    /// by when it reached the queue.
+    #[test]
+    fn rendered_lines_are_ordered_by_the_time_they_give() {
+        let sink = LogSink::unwritten();
+        let start = sink.shared.started;
+        let at = move |millis| start + Duration::from_millis(millis);
+        // Each thread its own shard (`shards::this_thread` hands them out in turn).
+        for (finished, text) in [(30, "third\n"), (10, "first\n"), (20, "second\n")] {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                sink.send_rendered(at(finished), |out| out.extend_from_slice(text.as_bytes()));
+            })
+            .join()
+            .unwrap();
+        }
+        let taken: Vec<Queued> = sink
+            .shared
+            .shards
+            .iter()
+            .map(|shard| std::mem::take(&mut *lock(&shard.queued)))
+            .collect();
+        let mut out = Vec::new();
+        merge(&taken, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "first\nsecond\nthird\n");
     }
 
     #[test]

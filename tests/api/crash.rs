@@ -19,8 +19,24 @@ fn start_binary(dir: &Path) -> (Child, SocketAddr) {
 
 /// The same, also collecting every log line the server writes.
 fn start_binary_logged(dir: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let (child, addr, log, _reader) = start_binary_logging_at(dir, "info");
+    (child, addr, log)
+}
+
+/// The binary with `RUST_LOG=filter`, its stderr collected line by line by the returned thread,
+/// which ends when the child has exited and its last line is read.
+fn start_binary_logging_at(
+    dir: &Path,
+    filter: &str,
+) -> (
+    Child,
+    SocketAddr,
+    Arc<Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .env("RUST_LOG", filter)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(["--argon2-memory-kib", "256", "--argon2-iterations", "1"])
         .args(["--login-rate", "0", "--register-rate", "0"])
@@ -35,7 +51,7 @@ fn start_binary_logged(dir: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>
     let (found, address) = std::sync::mpsc::channel();
     // Keep draining the log so the child never blocks on a full pipe.
     let collected = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             collected.lock().unwrap().push(line.clone());
@@ -53,7 +69,7 @@ fn start_binary_logged(dir: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>
         }
     });
     let addr = address.recv_timeout(Duration::from_secs(30)).unwrap();
-    (child, addr, log)
+    (child, addr, log, reader)
 }
 
 #[derive(Default)]
@@ -274,6 +290,57 @@ async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
     ] {
         assert!(!everything.contains(secret), "log leaked {secret}");
     }
+}
+
+/// `RUST_LOG` decides whether requests are logged, read once at start-up: with
+/// `tessera::request` off, the server logs its other lines (a rejected token's warning) but no
+/// request line, up to its graceful exit, which writes every line queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_lines_follow_rust_log() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr, log, reader) =
+        start_binary_logging_at(dir.path(), "info,tessera::request=off");
+    let token = kvothe_logged_in(addr).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tampered = format!("Bearer {token}x");
+    let reply = http_client::send(
+        addr,
+        "GET",
+        "/v1/users/me",
+        &[("authorization", &tampered)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 401);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+
+    let lines = log.lock().unwrap().clone();
+    let messages: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|entry| entry["fields"]["message"] == "token rejected"),
+        "{lines:#?}"
+    );
+    assert!(
+        !messages
+            .iter()
+            .any(|entry| entry["target"] == "tessera::request"),
+        "{lines:#?}"
+    );
 }
 
 /// Refresh tokens are secrets: never logged, whatever happens to them. A replay is logged as a
