@@ -32,11 +32,17 @@ pub fn base64url_id<const N: usize>() -> String {
 /// OS): unpredictable, but not meant for secrets — those come from [`bytes`].
 pub fn request_id() -> RequestId {
     use rand::Rng as _;
-    let mut random = [0u8; 12];
-    rand::rng().fill_bytes(&mut random);
+    const BASE64URL: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut random = rand::rng();
+    let bits = u128::from(random.next_u64()) << 32 | u128::from(random.next_u32());
+    // The 96 bits six at a time, most significant first: exactly the base64url of their 12
+    // bytes, without the general encoder's set-up, which cost more than the rest of the id.
     let mut text = [0u8; 16];
-    // 12 bytes always encode to exactly 16 characters; the `Err` arm cannot happen.
-    let _ = URL_SAFE_NO_PAD.encode_slice(random, &mut text);
+    for (slot, shift) in text.iter_mut().zip((0..16).rev().map(|i| 6 * i)) {
+        let sextet = usize::try_from(bits >> shift & 63).unwrap_or(0);
+        *slot = BASE64URL.get(sextet).copied().unwrap_or(b'A');
+    }
     RequestId(text)
 }
 
@@ -70,6 +76,38 @@ mod tests {
             a.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         );
+    }
+
+    /// The hand-written encoding is base64url's (12 bytes, 16 characters), and every one of
+    /// the 96 bits is random: each position takes most of the 64 characters.
+    #[test]
+    fn request_ids_are_base64url_of_96_random_bits() {
+        use base64::Engine as _;
+        let mut seen = [[false; 64]; 16];
+        for _ in 0..1024 {
+            let id = super::request_id();
+            let bytes = super::URL_SAFE_NO_PAD.decode(id.as_str()).unwrap();
+            assert_eq!(bytes.len(), 12);
+            assert_eq!(super::URL_SAFE_NO_PAD.encode(&bytes), id.as_str());
+            for (position, bits) in bytes
+                .chunks(3)
+                .flat_map(|three| {
+                    let word =
+                        u32::from(three[0]) << 16 | u32::from(three[1]) << 8 | u32::from(three[2]);
+                    [18, 12, 6, 0].map(|shift| (word >> shift & 63) as usize)
+                })
+                .enumerate()
+            {
+                seen[position][bits] = true;
+            }
+        }
+        for (position, values) in seen.iter().enumerate() {
+            let distinct = values.iter().filter(|seen| **seen).count();
+            assert!(
+                distinct > 56,
+                "position {position} took only {distinct} values"
+            );
+        }
     }
 
     /// Finding 18: request ids were a per-process counter behind a fixed prefix.
