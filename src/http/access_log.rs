@@ -63,6 +63,8 @@ impl AccessLog {
 
 fn render(out: &mut Vec<u8>, format: LineFormat, now: SystemTime, line: &RequestLine<'_>) {
     let micros = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
+    // Room for the whole line at once; only the method's length is not ours.
+    out.reserve(192 + line.method.len());
     match format {
         LineFormat::Text => {
             timestamp(out, now);
@@ -118,11 +120,17 @@ fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
         out.extend_from_slice(text.as_bytes());
     });
     let micros = since_epoch.subsec_micros();
-    out.push(b'.');
-    for divisor in [100_000, 10_000, 1000, 100, 10, 1] {
-        out.push(b'0' + u8::try_from(micros / divisor % 10).unwrap_or(0));
-    }
-    out.push(b'Z');
+    let digit = |divisor: u32| b'0' + u8::try_from(micros / divisor % 10).unwrap_or(0);
+    out.extend_from_slice(&[
+        b'.',
+        digit(100_000),
+        digit(10_000),
+        digit(1000),
+        digit(100),
+        digit(10),
+        digit(1),
+        b'Z',
+    ]);
 }
 
 /// Copies `text`, escaping what JSON and a quoted text field cannot hold verbatim.
