@@ -65,31 +65,20 @@ fn render(out: &mut Vec<u8>, format: LineFormat, now: SystemTime, line: &Request
     let micros = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
     // Room for the whole line at once; only the method's length is not ours.
     out.reserve(192 + line.method.len());
+    RENDERING.with_borrow_mut(|rendering| {
+        if format == LineFormat::Json {
+            out.extend_from_slice(br#"{"timestamp":""#);
+        }
+        rendering.timestamp(out, now);
+        out.extend_from_slice(rendering.middle(format, line));
+    });
+    milliseconds(out, micros);
     match format {
         LineFormat::Text => {
-            timestamp(out, now);
-            out.extend_from_slice(b"  INFO tessera::request: request method=");
-            escaped(out, line.method);
-            out.extend_from_slice(b" route=\"");
-            out.extend_from_slice(line.route.as_bytes());
-            out.extend_from_slice(b"\" status=");
-            decimal(out, u64::from(line.status));
-            out.extend_from_slice(b" latency_ms=");
-            milliseconds(out, micros);
             out.extend_from_slice(b" request_id=");
             out.extend_from_slice(line.request_id.as_bytes());
         }
         LineFormat::Json => {
-            out.extend_from_slice(br#"{"timestamp":""#);
-            timestamp(out, now);
-            out.extend_from_slice(br#"","level":"INFO","fields":{"message":"request","method":""#);
-            escaped(out, line.method);
-            out.extend_from_slice(br#"","route":""#);
-            out.extend_from_slice(line.route.as_bytes());
-            out.extend_from_slice(br#"","status":"#);
-            decimal(out, u64::from(line.status));
-            out.extend_from_slice(br#","latency_ms":"#);
-            milliseconds(out, micros);
             out.extend_from_slice(br#","request_id":""#);
             out.extend_from_slice(line.request_id.as_bytes());
             out.extend_from_slice(br#""},"target":"tessera::request"}"#);
@@ -98,39 +87,104 @@ fn render(out: &mut Vec<u8>, format: LineFormat, now: SystemTime, line: &Request
     out.push(b'\n');
 }
 
-thread_local! {
-    /// The last second formatted on this thread, `2026-11-27T12:00:00`: requests come many to
-    /// a second, and only the microseconds change between them.
-    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+/// Between the timestamp and the latency, what a line says depends only on its format, method,
+/// route and status — which most requests in a row share.
+fn write_middle(out: &mut Vec<u8>, format: LineFormat, line: &RequestLine<'_>) {
+    match format {
+        LineFormat::Text => {
+            out.extend_from_slice(b"  INFO tessera::request: request method=");
+            escaped(out, line.method);
+            out.extend_from_slice(b" route=\"");
+            out.extend_from_slice(line.route.as_bytes());
+            out.extend_from_slice(b"\" status=");
+            decimal(out, u64::from(line.status));
+            out.extend_from_slice(b" latency_ms=");
+        }
+        LineFormat::Json => {
+            out.extend_from_slice(br#"","level":"INFO","fields":{"message":"request","method":""#);
+            escaped(out, line.method);
+            out.extend_from_slice(br#"","route":""#);
+            out.extend_from_slice(line.route.as_bytes());
+            out.extend_from_slice(br#"","status":"#);
+            decimal(out, u64::from(line.status));
+            out.extend_from_slice(br#","latency_ms":"#);
+        }
+    }
 }
 
-/// `2026-11-27T12:00:00.123456Z`, as `tracing-subscriber` writes it.
-fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
-    let since_epoch = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let second = since_epoch.as_secs();
-    SECOND.with_borrow_mut(|(cached, text)| {
-        if *cached != second {
+thread_local! {
+    static RENDERING: std::cell::RefCell<Rendering> = const {
+        std::cell::RefCell::new(Rendering {
+            second: u64::MAX,
+            second_text: String::new(),
+            middle_of: None,
+            middle: Vec::new(),
+        })
+    };
+}
+
+/// What this thread rendered last, kept for its next line: requests come many to a second, and
+/// mostly to the same route with the same answer.
+struct Rendering {
+    /// The last second formatted, as `2026-11-27T12:00:00`.
+    second: u64,
+    second_text: String,
+    /// The format, method, route and status that `middle` was written for.
+    middle_of: Option<(LineFormat, String, String, u16)>,
+    middle: Vec<u8>,
+}
+
+impl Rendering {
+    /// `2026-11-27T12:00:00.123456Z`, as `tracing-subscriber` writes it.
+    fn timestamp(&mut self, out: &mut Vec<u8>, now: SystemTime) {
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = since_epoch.as_secs();
+        if self.second != second {
             let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
-            *text = humantime::format_rfc3339_seconds(whole).to_string();
-            text.pop(); // the `Z`, written after the fraction
-            *cached = second;
+            self.second_text = humantime::format_rfc3339_seconds(whole).to_string();
+            self.second_text.pop(); // the `Z`, written after the fraction
+            self.second = second;
         }
-        out.extend_from_slice(text.as_bytes());
-    });
-    let micros = since_epoch.subsec_micros();
-    let digit = |divisor: u32| b'0' + u8::try_from(micros / divisor % 10).unwrap_or(0);
-    out.extend_from_slice(&[
-        b'.',
-        digit(100_000),
-        digit(10_000),
-        digit(1000),
-        digit(100),
-        digit(10),
-        digit(1),
-        b'Z',
-    ]);
+        out.extend_from_slice(self.second_text.as_bytes());
+        let micros = since_epoch.subsec_micros();
+        let digit = |divisor: u32| b'0' + u8::try_from(micros / divisor % 10).unwrap_or(0);
+        out.extend_from_slice(&[
+            b'.',
+            digit(100_000),
+            digit(10_000),
+            digit(1000),
+            digit(100),
+            digit(10),
+            digit(1),
+            b'Z',
+        ]);
+    }
+
+    /// The middle of a line for `line`, written again only when it differs from the last one.
+    fn middle(&mut self, format: LineFormat, line: &RequestLine<'_>) -> &[u8] {
+        let same = self
+            .middle_of
+            .as_ref()
+            .is_some_and(|(last_format, method, route, status)| {
+                *last_format == format
+                    && *status == line.status
+                    && route == line.route
+                    && method == line.method
+            });
+        if !same {
+            self.middle.clear();
+            write_middle(&mut self.middle, format, line);
+            self.middle_of = Some((
+                format,
+                line.method.to_owned(),
+                line.route.to_owned(),
+                line.status,
+            ));
+        }
+        &self.middle
+    }
 }
 
 /// Copies `text`, escaping what JSON and a quoted text field cannot hold verbatim.
@@ -245,9 +299,42 @@ mod tests {
         assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 1, "one line");
     }
 
+    /// A thread keeps what it rendered last; any change of format, method, route or status
+    /// still gives the line a thread that never logged before would write.
+    #[test]
+    fn a_line_reads_the_same_whatever_came_before_it() {
+        let lines = [
+            (LineFormat::Text, "GET", "GET /v1/users/me", 200),
+            (LineFormat::Text, "GET", "GET /v1/users/me", 200),
+            (LineFormat::Text, "GET", "GET /v1/users/me", 401),
+            (LineFormat::Text, "HEAD", "GET /v1/users/me", 401),
+            (LineFormat::Text, "HEAD", "POST /v1/users", 401),
+            (LineFormat::Json, "HEAD", "POST /v1/users", 401),
+            (LineFormat::Json, "GE\"T", "POST /v1/users", 401),
+            (LineFormat::Text, "GET", "GET /v1/users/me", 200),
+        ];
+        let render_one =
+            |(format, method, route, status): (LineFormat, &'static str, &'static str, u16)| {
+                let mut line = line(method, route);
+                line.status = status;
+                rendered(format, at_noon(), &line)
+            };
+        let warm: Vec<Vec<u8>> = lines.iter().map(|l| render_one(*l)).collect();
+        for (l, warm) in lines.iter().zip(warm) {
+            let cold = std::thread::scope(|s| s.spawn(|| render_one(*l)).join().unwrap());
+            assert_eq!(
+                String::from_utf8(warm).unwrap(),
+                String::from_utf8(cold).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn timestamps_are_right_across_seconds() {
         let mut out = Vec::new();
+        let timestamp = |out: &mut Vec<u8>, now| {
+            RENDERING.with_borrow_mut(|rendering| rendering.timestamp(out, now));
+        };
         timestamp(&mut out, at_noon());
         timestamp(&mut out, at_noon() + Duration::from_micros(999_957));
         timestamp(&mut out, at_noon() + Duration::from_micros(999_958));
