@@ -232,10 +232,20 @@ fn write_batches(shared: &Shared, mut out: impl std::io::Write) {
                 shard.room.notify_all();
             }
         }
-        merge(&taken, &mut batch);
-        let _ = out.write_all(&batch);
+        // Lines from one thread only — a single busy worker — need no merging: written from
+        // where they were queued, without copying them into `batch`.
+        let mut with_lines = taken.iter().filter(|shard| !shard.lines.is_empty());
+        match (with_lines.next(), with_lines.next()) {
+            (Some(only), None) => {
+                let _ = out.write_all(&only.bytes);
+            }
+            _ => {
+                merge(&taken, &mut batch);
+                let _ = out.write_all(&batch);
+                batch.clear();
+            }
+        }
         let _ = out.flush();
-        batch.clear();
         for taken in &mut taken {
             taken.bytes.clear();
             taken.lines.clear();
