@@ -167,8 +167,9 @@ report_ratio "tessera-warn / stateless peer" tessera-warn stateless
 report_ratio "tessera / tessera-warn (log cost)" tessera tessera-warn
 # The log's cost side by side: a Tessera with its defaults and one with RUST_LOG=warn, loaded at
 # the same moment, each by its own wrk with half the connections, so a swing in the machine's
-# speed (±15% from one second to the next on shared hardware) reaches both alike. They differ by
-# a few per cent, which rounds taken seconds apart cannot resolve; this is the log's verdict.
+# speed, which on shared hardware comes from one second to the next, reaches both alike. They
+# differ by a few per cent, which rounds taken seconds apart cannot resolve (BENCHMARKS.md, machine
+# C, sixth session); this is the log's verdict.
 # In both modes the two share CPU 0 and the clients CPU 1, and each server runs in a session of
 # its own, so the scheduler gives each the same share of CPU 0 however many threads each has
 # runnable: each one's req/s then follows its CPU time per request.

@@ -139,7 +139,10 @@ impl LogSink {
     }
 
     fn queue(&self, sent: Option<Instant>, render: impl FnOnce(&mut Vec<u8>)) {
-        let shard = self.shared.shards.local();
+        self.queue_in(self.shared.shards.local(), sent, render);
+    }
+
+    fn queue_in(&self, shard: &Shard, sent: Option<Instant>, render: impl FnOnce(&mut Vec<u8>)) {
         let mut queued = lock(&shard.queued);
         while queued.bytes.len() >= MAX_PENDING_BYTES {
             queued.waiting += 1;
@@ -466,16 +469,17 @@ mod tests {
     #[test]
     fn rendered_lines_are_ordered_by_the_time_they_give() {
         let sink = LogSink::unwritten();
-        let start = sink.shared.started;
-        let at = move |millis| start + Duration::from_millis(millis);
-        // Each thread its own shard (`shards::this_thread` hands them out in turn).
-        for (finished, text) in [(30, "third\n"), (10, "first\n"), (20, "second\n")] {
-            let sink = sink.clone();
-            std::thread::spawn(move || {
-                sink.send_rendered(at(finished), |out| out.extend_from_slice(text.as_bytes()));
-            })
-            .join()
-            .unwrap();
+        let at = |millis| Some(sink.shared.started + Duration::from_millis(millis));
+        // Three threads' shards, queued in an order other than the lines' times.
+        let shards: Vec<&Shard> = sink.shared.shards.iter().take(3).collect();
+        for (shard, finished, text) in [
+            (shards[0], 30, "third\n"),
+            (shards[1], 10, "first\n"),
+            (shards[2], 20, "second\n"),
+        ] {
+            sink.queue_in(shard, at(finished), |out| {
+                out.extend_from_slice(text.as_bytes())
+            });
         }
         let taken: Vec<Queued> = sink
             .shared
