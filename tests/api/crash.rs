@@ -153,16 +153,7 @@ async fn acknowledged_writes_survive_sigkill() {
         );
     }
     for token in &acked.revoked_tokens {
-        let bearer = format!("Bearer {token}");
-        let reply = http_client::send(
-            addr,
-            "GET",
-            "/v1/users/me",
-            &[("authorization", &bearer)],
-            None,
-        )
-        .await
-        .unwrap();
+        let reply = me(addr, token).await;
         assert_eq!(reply.status, 401, "a logged-out token came back to life");
     }
     restarted.kill().unwrap();
@@ -180,16 +171,35 @@ async fn sigterm_drains_checkpoints_and_exits_zero() {
         .await
         .unwrap();
     assert_eq!(reply.status, 201);
+    let exit = terminate(&mut child);
+    assert!(exit.success(), "{exit:?}");
+    // The WAL was folded into the database file on the way out.
+    let wal = dir.path().join("tessera.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0));
+}
+
+/// `GET /v1/users/me` on the binary at `addr` with `token` as the Bearer.
+async fn me(addr: SocketAddr, token: &str) -> http_client::Reply {
+    let bearer = format!("Bearer {token}");
+    http_client::send(
+        addr,
+        "GET",
+        "/v1/users/me",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+/// Sends SIGTERM and waits for the child's exit.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "{exit:?}");
-    // The WAL was folded into the database file on the way out.
-    let wal = dir.path().join("tessera.db-wal");
-    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0));
+    child.wait().unwrap()
 }
 
 /// Registers kvothe on the binary at `addr` and logs in: the login's body.
@@ -215,26 +225,8 @@ async fn logs_are_one_json_line_per_request_and_hold_no_secrets() {
         .as_str()
         .unwrap()
         .to_owned();
-    let bearer = format!("Bearer {token}");
-    http_client::send(
-        addr,
-        "GET",
-        "/v1/users/me",
-        &[("authorization", &bearer)],
-        None,
-    )
-    .await
-    .unwrap();
-    let tampered = format!("Bearer {token}x");
-    http_client::send(
-        addr,
-        "GET",
-        "/v1/users/me",
-        &[("authorization", &tampered)],
-        None,
-    )
-    .await
-    .unwrap();
+    me(addr, &token).await;
+    me(addr, &format!("{token}x")).await;
     // Lines reach stderr from a background writer, just after their responses.
     let request_lines = || {
         let lines = log.lock().unwrap();
@@ -305,23 +297,8 @@ async fn request_lines_follow_rust_log() {
         .as_str()
         .unwrap()
         .to_owned();
-    let tampered = format!("Bearer {token}x");
-    let reply = http_client::send(
-        addr,
-        "GET",
-        "/v1/users/me",
-        &[("authorization", &tampered)],
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(reply.status, 401);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert_eq!(me(addr, &format!("{token}x")).await.status, 401);
+    assert!(terminate(&mut child).success());
     reader.join().unwrap();
 
     let lines = log.lock().unwrap().clone();
