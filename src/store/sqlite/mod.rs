@@ -123,7 +123,20 @@ impl SqliteStore {
             self.with_conn(f)?
         };
         self.verify_files()?;
+        self.catch_up_after_commit();
         Ok(value)
+    }
+
+    /// After a commit of ours, the revocation view catches up at once, off the async reactor
+    /// as writes are: the next token check then finds it current in memory, instead of the
+    /// first check on each worker handing off to the blocking pool to catch up. Every login
+    /// commits a session, so during a storm of logins that hand-off set `/me`'s tail latency
+    /// (BENCHMARKS.md). The same catch-up a check would run, only sooner. Best effort: if it
+    /// fails, the next check meets the same failure and reports it.
+    fn catch_up_after_commit(&self) {
+        if let Some(view) = &self.view {
+            let _ = self.with_conn(|conn| view.catch_up(conn));
+        }
     }
 
     fn verify_files(&self) -> Result<()> {

@@ -105,6 +105,7 @@ impl SqliteStore {
     pub(super) fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
         if let Some(moved) = self.group.as_ref().and_then(|group| group.submit(grant)) {
             self.verify_files()?;
+            self.catch_up_after_commit();
             return Ok(moved);
         }
         self.with_write(|conn| Ok(execute_grant(&mut conn.prepare_cached(GRANT_SQL)?, grant)?))
