@@ -789,3 +789,46 @@ fn our_own_commits_leave_the_view_current() {
         .unwrap();
     assert!(cached("j2").is_none(), "stale until caught up");
 }
+
+/// Our eager catch-ups racing another process's commits: while threads of ours commit and catch
+/// up, a plain connection denylists a token; from the moment its commit returns, no check may
+/// answer "not revoked" from memory.
+#[test]
+fn eager_catch_ups_never_hide_another_process_s_commit() {
+    let (dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let plain = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    plain.busy_timeout(Duration::from_secs(30)).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for writer in 0..3 {
+            let (store, stop) = (&store, &stop);
+            scope.spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("w{writer}n{n}");
+                    store.create_user(&user(&name, &name)).unwrap();
+                    n += 1;
+                }
+            });
+        }
+        for round in 0..50 {
+            let jti = format!("j{round}");
+            store.token_state(uid("u1"), tid(&jti), sid("s1")).unwrap();
+            plain
+                .execute(
+                    "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES (?1, 'u1', 300)",
+                    [&jti],
+                )
+                .unwrap();
+            let answer = store
+                .cached_token_state(uid("u1"), tid(&jti), sid("s1"))
+                .unwrap();
+            assert!(
+                answer.is_none_or(|state| state.revoked),
+                "round {round}: a revoked token answered as live"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
