@@ -15,9 +15,9 @@ CONNECTIONS=${CONNECTIONS:-32}
 PASSWORD='correct horse battery staple'
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --quiet --release --bin tessera --example hello
 # shellcheck source=tools/bench-common.sh
 source tools/bench-common.sh
+build_release hello
 eval "$(bash tools/postgres-throwaway.sh)"
 trap 'cleanup; bash tools/postgres-throwaway.sh stop' EXIT
 

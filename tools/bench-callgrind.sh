@@ -22,11 +22,11 @@ BIN=${BIN:-target/release}
 PASSWORD='correct horse battery staple'
 
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-if [ "$BIN" = target/release ]; then
-  cargo build --quiet --release --bin tessera --example hello --example stateless
-fi
 # shellcheck source=tools/bench-common.sh
 source tools/bench-common.sh
+if [ "$BIN" = target/release ]; then
+  build_release hello stateless
+fi
 
 # send URL COUNT [TOKEN]: COUNT GETs over 4 keep-alive connections, every answer checked.
 send() {

@@ -34,16 +34,15 @@ PASSWORD='correct horse battery staple'
 if ! command -v wrk >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --quiet --release --bin tessera --example hello --example stateless \
-  --example hash_rate --example bulk_seed
+# shellcheck source=tools/bench-common.sh
+source tools/bench-common.sh
+build_release hello stateless hash_rate bulk_seed
 bin=target/release
 # PIN=1 gives the servers (and the direct-hashing baseline) one core and the load generator the
 # other, so the client's CPU no longer comes out of the server's. Every `wrk` below is pinned.
 server_cpus=() client_cpus=()
 if [ "$PIN" = 1 ]; then server_cpus=(taskset -c 0) client_cpus=(taskset -c 1); fi
 wrk() { "${client_cpus[@]}" "$(type -P wrk)" "$@"; }
-# shellcheck source=tools/bench-common.sh
-source tools/bench-common.sh
 
 # start_tessera NAME DB [flags…]: starts a server, sets TESSERA_PID and TESSERA_URL. Logging is
 # the default (`info`: one line per request) unless TESSERA_RUST_LOG says otherwise. It runs

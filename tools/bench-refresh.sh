@@ -14,9 +14,9 @@ CLIENTS=${CLIENTS:-32}
 ROUND_SECONDS=${ROUND_SECONDS:-5}
 ROUNDS=${ROUNDS:-5}
 
-cargo build --quiet --release --bin tessera --example refresh_load
 # shellcheck source=tools/bench-common.sh
 source tools/bench-common.sh
+build_release refresh_load
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, $(uname -r)"
 echo "filesystem of the databases: $(df -T "$work" | awk 'NR == 2 {print $2}')"
