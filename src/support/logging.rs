@@ -26,6 +26,8 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const BATCH_BYTES: usize = 256 * 1024;
 /// Unwritten bytes in one shard beyond which its senders wait.
 const MAX_PENDING_BYTES: usize = 1024 * 1024;
+// A shard must be able to fill a batch, and wake the writer early, before its senders wait.
+const _: () = assert!(BATCH_BYTES < MAX_PENDING_BYTES);
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
