@@ -86,6 +86,11 @@ ticks_per_second=$(getconf CLK_TCK)
 stats() { # numbers… → "min median max"
   printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%s %s %s", a[1], a[int((NR + 1) / 2)], a[NR] }'
 }
+stats_row() { # LABEL TARGET NUMBERS… → "LABEL min / median / max (target >= TARGET)"
+  local label=$1 target=$2 lo mid hi; shift 2
+  read -r lo mid hi <<<"$(stats "$@")"
+  printf '%-44s %s / %s / %s%s\n' "$label" "$lo" "$mid" "$hi" "${target:+ (target >= $target)}"
+}
 
 peak_rss_kib() { awk '/VmHWM/ { print $2 }' "/proc/$1/status"; }
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -154,10 +159,9 @@ done
 per_round_ratios() { # NUMERATORS DENOMINATORS
   paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '{ printf "%.2f\n", $1 / $2 }'
 }
-printf '%-34s %28s\n' "ratio within a round" "min / median / max"
+printf '%-44s %s\n' "ratio within a round" "min / median / max"
 report_ratio() { # LABEL NUMERATOR DENOMINATOR [TARGET]
-  read -r lo mid hi <<<"$(stats $(per_round_ratios "${rps[$2]}" "${rps[$3]}"))"
-  printf '%-34s %28s\n' "$1" "$lo / $mid / $hi${4:+ (target >= $4)}"
+  stats_row "$1" "${4:-}" $(per_round_ratios "${rps[$2]}" "${rps[$3]}")
 }
 report_ratio "tessera / hello-world" tessera hello 0.70
 report_ratio "tessera / stateless peer" tessera stateless 1.00
@@ -194,24 +198,18 @@ for _ in $(seq 1 "$SIDE_BY_SIDE"); do
   off=$!
   wait "$on" "$off"
   on_cpu=$(($(cpu_ns "$side_on_pid") - on_cpu)) off_cpu=$(($(cpu_ns "$side_off_pid") - off_cpu))
-  log_ratios+=("$(paste -d' ' "$work/side-on.txt" "$work/side-off.txt" | awk '{ printf "%.3f", $1 / $5 }')")
-  # Requests per CPU-second, on over off: each server's own CPU time, whatever share of CPU 0
-  # the scheduler gave it.
-  log_cpu_ratios+=("$(paste -d' ' "$work/side-on.txt" "$work/side-off.txt" |
-    awk -v on="$on_cpu" -v off="$off_cpu" '{ printf "%.3f", ($4 / on) / ($8 / off) }')")
-  log_shares+=("$(awk -v on="$on_cpu" -v off="$off_cpu" 'BEGIN { printf "%.3f", on / off }')")
+  # On over off: the CPU split, req/s, and requests per CPU-second — each server's own CPU
+  # time, whatever share of CPU 0 the scheduler gave it.
+  read -r share rps_ratio cpu_ratio < <(paste -d' ' "$work/side-on.txt" "$work/side-off.txt" |
+    awk -v on="$on_cpu" -v off="$off_cpu" '{ printf "%.3f %.3f %.3f\n", on / off, $1 / $5, ($4 / on) / ($8 / off) }')
+  log_shares+=("$share") log_ratios+=("$rps_ratio") log_cpu_ratios+=("$cpu_ratio")
 done
 client_cpus=("${saved_client_cpus[@]}")
 kill "$side_on_pid" "$side_off_pid"
-side_row() { # LABEL TARGET RATIOS…
-  local label=$1 target=$2 lo mid hi; shift 2
-  read -r lo mid hi <<<"$(stats "$@")"
-  printf '%-44s %s / %s / %s%s\n' "$label" "$lo" "$mid" "$hi" "${target:+ (target >= $target)}"
-}
 echo "The log side by side on one CPU, $SIDE_BY_SIDE pairs of ${ROUND_SECONDS}s (min / median / max):"
-side_row "  CPU time, defaults / RUST_LOG=warn" "" "${log_shares[@]}"
-side_row "  req/s, defaults / RUST_LOG=warn" "" "${log_ratios[@]}"
-side_row "  log cost: requests per CPU-second" 0.95 "${log_cpu_ratios[@]}"
+stats_row "  CPU time, defaults / RUST_LOG=warn" "" "${log_shares[@]}"
+stats_row "  req/s, defaults / RUST_LOG=warn" "" "${log_ratios[@]}"
+stats_row "  log cost: requests per CPU-second" 0.95 "${log_cpu_ratios[@]}"
 echo
 
 # ---------------------------------------------------------------- 3. isolation
