@@ -33,7 +33,9 @@ fn bench_argon2(c: &mut Criterion) {
 }
 
 fn auth(dir: &std::path::Path) -> Auth {
-    let store = tessera::store::open_for_serving(&dir.join("bench.db")).unwrap();
+    let store =
+        tessera::store::open_for_serving(&dir.join("bench.db"), tessera::store::DEFAULT_DB_TIMEOUT)
+            .unwrap();
     let policy = ValidationPolicy {
         issuer: "tessera".into(),
         audience: "tessera-api".into(),

@@ -12,7 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = args.next().ok_or("usage: bulk_seed DB USERS DENYLIST")?;
     let users: u64 = args.next().ok_or("USERS")?.parse()?;
     let denylist: u64 = args.next().ok_or("DENYLIST")?.parse()?;
-    drop(tessera::store::open_for_serving(std::path::Path::new(&db))?); // creates and migrates
+    drop(tessera::store::open_for_serving(
+        std::path::Path::new(&db),
+        tessera::store::DEFAULT_DB_TIMEOUT,
+    )?); // creates and migrates
     let hasher = Hasher::new(HashParams::default())?;
     let phc = hasher.hash(&Password::normalize("correct horse battery staple")?)?;
     let mut conn = rusqlite::Connection::open(&db)?;

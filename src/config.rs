@@ -43,6 +43,8 @@ pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 60;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub db_path: PathBuf,
+    /// Longest wait for the database (see [`crate::store::DEFAULT_DB_TIMEOUT`]).
+    pub db_timeout: Duration,
     pub keys_path: PathBuf,
     /// Create the key file if it is missing (the dev default only).
     pub create_missing_keys: bool,
@@ -71,6 +73,7 @@ impl Config {
     pub fn for_paths(db: &Path, keys: &Path) -> Self {
         Self {
             db_path: db.into(),
+            db_timeout: crate::store::DEFAULT_DB_TIMEOUT,
             keys_path: keys.into(),
             create_missing_keys: false,
             issuer: DEFAULT_ISSUER.into(),

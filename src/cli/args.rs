@@ -44,7 +44,7 @@ pub enum Command {
         action: UserAction,
         /// SQLite database file (must already exist: only `serve` creates one) or postgres://
         /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
-        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
     /// List and end users' sessions directly in the database (works while the server runs).
@@ -53,7 +53,7 @@ pub enum Command {
         action: SessionAction,
         /// SQLite database file (must already exist: only `serve` creates one) or postgres://
         /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
-        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
         /// Idle timeout in seconds, as the server's `--session-idle` (to tell idle sessions).
         #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout, global = true)]
@@ -65,7 +65,7 @@ pub enum Command {
         action: DbAction,
         /// SQLite database file (must already exist: only `serve` creates one) or postgres://
         /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
-        #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH, global = true)]
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, global = true)]
         db: PathBuf,
     },
 }
@@ -164,8 +164,12 @@ pub struct ServeArgs {
     /// SQLite database file (created with mode 0600 if missing), or a postgres:// URL for
     /// several replicas on one database (keep the password out of argv: TESSERA_DB or
     /// PGPASSWORD).
-    #[arg(long, env = "TESSERA_DB", default_value = DEFAULT_DB_PATH)]
+    #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH)]
     pub db: PathBuf,
+    /// Longest wait for the database — a lock another connection holds, a pooled connection, a
+    /// statement — before the request is answered 503 (e.g. `5s`, `800ms`).
+    #[arg(long, env = "TESSERA_DB_TIMEOUT", default_value = "5s", value_parser = db_timeout)]
+    pub db_timeout: Duration,
     /// JWK Set key file. When not given, keys/jwks.json is used and created if missing (dev
     /// setup); a path given explicitly must already exist.
     #[arg(long, env = "TESSERA_KEYS")]
@@ -275,6 +279,17 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// A `--db-timeout`: long enough for a busy database to answer, short enough that a stuck one
+/// is noticed well within a request's timeout.
+fn db_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if (Duration::from_millis(100)..=Duration::from_secs(60)).contains(&timeout) {
+        Ok(timeout)
+    } else {
+        Err("between 100ms and 60s".into())
+    }
+}
+
 impl ServeArgs {
     pub fn to_config(&self) -> Config {
         let keys_path = self
@@ -283,6 +298,7 @@ impl ServeArgs {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYS_PATH));
         Config {
             db_path: self.db.clone(),
+            db_timeout: self.db_timeout,
             keys_path,
             create_missing_keys: self.keys.is_none(),
             issuer: self.issuer.clone(),

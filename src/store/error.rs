@@ -5,7 +5,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("cannot create database file {path}: {source}")]
     Create {
         path: PathBuf,
@@ -55,4 +55,35 @@ impl StoreError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    /// Another connection holding the lock past `busy_timeout` (`SQLITE_BUSY`), or a table
+    /// locked within a shared cache (`SQLITE_LOCKED`), is contention, as PostgreSQL's lost races
+    /// are: nothing was written, so the request may be retried (503). Everything else is a
+    /// storage failure.
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match error.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => Self::Contended(error.to_string()),
+            _ => Self::Sqlite(error),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An error and every source under it, joined by ": " — what a log line needs to name the real
+/// cause (drivers' own messages are often just "db error" or "error creating a new object").
+/// Repeated messages (a wrapper that prints its source) appear once.
+pub(crate) fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

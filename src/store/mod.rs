@@ -46,6 +46,11 @@ use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long any one wait for the database may last — a lock held by another connection, a
+/// connection from the pool, a statement — before the request is answered 503 (`--db-timeout`).
+pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the service needs from storage.
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -178,11 +183,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 /// The server's store at `location` — a `postgres://` URL, or else a SQLite file: created and
-/// migrated if missing (SQLite with its in-memory revocation view).
-pub fn open_for_serving(location: &Path) -> Result<Arc<dyn Store>> {
+/// migrated if missing (SQLite with its in-memory revocation view). `timeout` bounds every wait
+/// for the database.
+pub fn open_for_serving(location: &Path, timeout: Duration) -> Result<Arc<dyn Store>> {
     match postgres_url(location) {
-        Some(url) => Ok(Arc::new(PgStore::open(url)?)),
-        None => Ok(Arc::new(SqliteStore::open_for_serving(location)?)),
+        Some(url) => Ok(Arc::new(PgStore::open(url, timeout)?)),
+        None => Ok(Arc::new(SqliteStore::open_for_serving(location, timeout)?)),
     }
 }
 
@@ -190,7 +196,7 @@ pub fn open_for_serving(location: &Path) -> Result<Arc<dyn Store>> {
 /// goes to the database.
 pub fn open_existing(location: &Path) -> Result<Arc<dyn Store>> {
     match postgres_url(location) {
-        Some(url) => Ok(Arc::new(PgStore::open(url)?)),
+        Some(url) => Ok(Arc::new(PgStore::open(url, DEFAULT_DB_TIMEOUT)?)),
         None => Ok(Arc::new(SqliteStore::open_existing(location)?)),
     }
 }

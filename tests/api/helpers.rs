@@ -79,12 +79,7 @@ pub fn on_postgres() -> bool {
 /// Creates an empty database on the test server; its URL (no password in it).
 pub async fn fresh_postgres_database() -> Option<String> {
     let server = postgres_server()?;
-    let mut config: tokio_postgres::Config = format!("{server}/postgres").parse().unwrap();
-    if let Ok(password) = std::env::var("PGPASSWORD") {
-        config.password(password);
-    }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = postgres_client("postgres").await;
     let name = format!(
         "tessera_test_{}",
         tessera::domain::ids::UserId::random().as_str()
@@ -96,6 +91,18 @@ pub async fn fresh_postgres_database() -> Option<String> {
         .await
         .unwrap();
     Some(format!("{server}/{name}"))
+}
+
+/// A plain connection to `database` on the test server, as an operator's `psql` would have.
+pub async fn postgres_client(database: &str) -> tokio_postgres::Client {
+    let server = postgres_server().expect("TESSERA_TEST_POSTGRES names a PostgreSQL server");
+    let mut config: tokio_postgres::Config = format!("{server}/{database}").parse().unwrap();
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        config.password(password);
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 /// Starts a server on an existing configuration (same database and keys): a restart.

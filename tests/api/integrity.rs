@@ -324,3 +324,53 @@ async fn a_deleted_wal_fails_readiness_and_writes_are_not_acknowledged() {
     // ...and from then on no token check answers 200.
     assert_problem(&app.me(&token).await, 503);
 }
+
+/// Another process holding SQLite's write lock longer than `--db-timeout` (a long admin
+/// transaction, a backup tool): writes answer 503 with `Retry-After` — contention, as
+/// PostgreSQL's is — never 500; token checks, which only read, keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_by_another_process_answers_503_and_reads_go_on() {
+    use std::io::{BufRead as _, Write as _};
+    let app = spawn_app_with(|config| {
+        // SQLite's lock, whichever backend the suite runs against.
+        config.db_path = config.keys_path.with_file_name("busy.db");
+        config.db_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let token = app.user_with_token("kvothe").await;
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                  c.execute('BEGIN IMMEDIATE')\n\
+                  print('locked', flush=True)\n\
+                  sys.stdin.readline()\n\
+                  c.execute('ROLLBACK')";
+    let mut holder = Command::new("python3")
+        .args(["-c", script])
+        .arg(&app.db_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said.trim(), "locked");
+
+    let login = app.login("kvothe", GOOD_PASSWORD).await;
+    let problem = assert_problem(&login, 503);
+    assert!(login.header("retry-after").is_some(), "{problem}");
+    let logout = app
+        .send("DELETE", "/v1/sessions/current", Some(&token))
+        .await;
+    assert_problem(&logout, 503);
+    assert_eq!(app.me(&token).await.status, 200, "reads need no lock");
+
+    holder.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(app.login("kvothe", GOOD_PASSWORD).await.status, 200);
+    let logout = app
+        .send("DELETE", "/v1/sessions/current", Some(&token))
+        .await;
+    assert_eq!(logout.status, 204);
+}

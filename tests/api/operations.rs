@@ -375,3 +375,40 @@ fn a_database_urls_password_never_appears_in_errors() {
         }
     }
 }
+
+/// `TESSERA_DB` may hold a URL with a password (the README's PostgreSQL setup): no help screen
+/// of any subcommand prints its value, with `-h` or `--help`.
+#[test]
+fn no_help_screen_prints_the_database_url_from_the_environment() {
+    use clap::CommandFactory as _;
+    fn paths(command: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        out.push(prefix.to_vec());
+        for sub in command.get_subcommands() {
+            let mut path = prefix.to_vec();
+            path.push(sub.get_name().to_owned());
+            paths(sub, &path, out);
+        }
+    }
+    let mut all = Vec::new();
+    paths(&tessera::cli::args::Cli::command(), &[], &mut all);
+    assert!(all.len() > 10, "{all:?}");
+    for path in all {
+        for flag in ["-h", "--help"] {
+            let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(&path)
+                .arg(flag)
+                .env(
+                    "TESSERA_DB",
+                    "postgres://tessera:SECRET-IN-URL@db.internal/tessera",
+                )
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert!(output.status.success(), "{path:?} {flag}: {output:?}");
+            assert!(
+                !text.contains("SECRET-IN-URL"),
+                "{path:?} {flag} prints the URL:\n{text}"
+            );
+        }
+    }
+}

@@ -1,10 +1,10 @@
 //! Several replicas on one PostgreSQL database: two real `tessera serve` processes. A
 //! revocation answered by one is refused by the other on the very next request; a name races
 //! across both; the database going away mid-traffic gives 503s — never a 200 for a token
-//! revoked before — and both recover when it returns, without a restart. These run when the
-//! suite runs against PostgreSQL (`.ci/run` does); on SQLite they skip themselves.
+//! revoked before — and both recover when it returns, without a restart. They need a PostgreSQL
+//! server (`TESSERA_TEST_POSTGRES`), so they are ignored unless asked for; `.ci/run` runs them.
 
-use crate::helpers::{GOOD_PASSWORD, on_postgres};
+use crate::helpers::GOOD_PASSWORD;
 use crate::http_client::{self, Reply};
 use serde_json::{Value, json};
 use std::io::BufRead as _;
@@ -15,10 +15,12 @@ use std::time::Duration;
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
-/// One `tessera serve` on `db`, with the keys every replica shares; stopped on drop.
-struct Replica {
+/// One `tessera serve` on `db`, with the keys every replica shares; stopped on drop. Its log
+/// lines are kept for the test to read.
+pub(crate) struct Replica {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Replica {
@@ -28,7 +30,24 @@ impl Drop for Replica {
     }
 }
 
+impl Replica {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The JSON log lines written so far.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
 fn start_replica(db: &str, keys: &Path, password: Option<&str>) -> Replica {
+    let password = password.map(|password| ("PGPASSWORD", password));
+    start_replica_with(db, keys, password.as_slice())
+}
+
+/// A replica with extra environment variables (the password, `TESSERA_*` settings).
+pub(crate) fn start_replica_with(db: &str, keys: &Path, env: &[(&str, &str)]) -> Replica {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -45,32 +64,35 @@ fn start_replica(db: &str, keys: &Path, password: Option<&str>) -> Replica {
         .arg(keys)
         // The URL goes in the environment, as operators are told to: never in argv.
         .env("TESSERA_DB", db)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped());
-    if let Some(password) = password {
-        command.env("PGPASSWORD", password);
-    }
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if entry["fields"]["message"] == "tessera listening" {
-                let _ = found.send(
-                    entry["fields"]["address"]
-                        .as_str()
-                        .unwrap()
-                        .parse()
-                        .unwrap(),
-                );
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let log = log.clone();
+        move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push(line.clone());
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "tessera listening" {
+                    let _ = found.send(
+                        entry["fields"]["address"]
+                            .as_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap(),
+                    );
+                }
             }
         }
     });
     let addr = address.recv_timeout(Duration::from_secs(30)).unwrap();
-    Replica { child, addr }
+    Replica { child, addr, log }
 }
 
 /// Two replicas on a fresh database of the test server, sharing one key file.
@@ -84,20 +106,20 @@ async fn two_replicas() -> (Replica, Replica, tempfile::TempDir, String) {
     (a, b, dir, db)
 }
 
-async fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
+pub(crate) async fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
     http_client::send_json(addr, "POST", path, None, body)
         .await
         .unwrap()
 }
 
-async fn send(addr: SocketAddr, method: &str, path: &str, token: &str) -> Reply {
+pub(crate) async fn send(addr: SocketAddr, method: &str, path: &str, token: &str) -> Reply {
     let bearer = format!("Bearer {token}");
     http_client::send(addr, method, path, &[("authorization", &bearer)], None)
         .await
         .unwrap()
 }
 
-async fn register(addr: SocketAddr, name: &str, password: &str) -> Reply {
+pub(crate) async fn register(addr: SocketAddr, name: &str, password: &str) -> Reply {
     post(
         addr,
         "/v1/users",
@@ -107,7 +129,7 @@ async fn register(addr: SocketAddr, name: &str, password: &str) -> Reply {
     .await
 }
 
-async fn login(addr: SocketAddr, name: &str, password: &str) -> String {
+pub(crate) async fn login(addr: SocketAddr, name: &str, password: &str) -> String {
     let reply = post(
         addr,
         "/v1/sessions",
@@ -118,17 +140,15 @@ async fn login(addr: SocketAddr, name: &str, password: &str) -> String {
     reply.json()["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn me(addr: SocketAddr, token: &str) -> u16 {
+pub(crate) async fn me(addr: SocketAddr, token: &str) -> u16 {
     send(addr, "GET", "/v1/users/me", token).await.status
 }
 
 const ROUNDS: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn a_logout_on_one_replica_is_refused_by_the_other_on_the_next_request() {
-    if !on_postgres() {
-        return;
-    }
     let (a, b, _dir, _db) = two_replicas().await;
     assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
     for round in 0..ROUNDS {
@@ -149,10 +169,8 @@ async fn a_logout_on_one_replica_is_refused_by_the_other_on_the_next_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn logging_out_everywhere_on_one_replica_is_refused_by_the_other() {
-    if !on_postgres() {
-        return;
-    }
     let (a, b, _dir, _db) = two_replicas().await;
     assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
     for round in 0..ROUNDS {
@@ -166,10 +184,8 @@ async fn logging_out_everywhere_on_one_replica_is_refused_by_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn password_changes_and_deletions_on_one_replica_are_refused_by_the_other() {
-    if !on_postgres() {
-        return;
-    }
     let (a, b, _dir, _db) = two_replicas().await;
     assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
     let mut password = GOOD_PASSWORD;
@@ -213,10 +229,8 @@ async fn password_changes_and_deletions_on_one_replica_are_refused_by_the_other(
 /// The admin CLI is a third process on the database: when it returns, no replica accepts the
 /// tokens it revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn the_admin_clis_revoke_is_refused_by_every_replica() {
-    if !on_postgres() {
-        return;
-    }
     let (a, b, _dir, db) = two_replicas().await;
     assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
     for round in 0..ROUNDS {
@@ -238,10 +252,8 @@ async fn the_admin_clis_revoke_is_refused_by_every_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn fifty_registrations_of_one_name_across_two_replicas_yield_one_account() {
-    if !on_postgres() {
-        return;
-    }
     let (a, b, _dir, _db) = two_replicas().await;
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -267,14 +279,14 @@ async fn fifty_registrations_of_one_name_across_two_replicas_yield_one_account()
 
 /// A cluster of its own (stopping the suite's would break the other tests), started with the
 /// same script CI uses.
-struct OwnCluster {
+pub(crate) struct OwnCluster {
     folder: String,
     password: String,
     url: String,
 }
 
 impl OwnCluster {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let output = Command::new("bash")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -298,7 +310,7 @@ impl OwnCluster {
         }
     }
 
-    fn pg_ctl(&self, action: &str) {
+    pub(crate) fn pg_ctl(&self, action: &str) {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .unwrap()
             .map(|entry| entry.unwrap().path().join("bin/pg_ctl"))
@@ -332,10 +344,8 @@ impl Drop for OwnCluster {
 /// The database goes away under traffic: every replica fails closed (503 with Retry-After, never
 /// a 200 for a token revoked just before), and recovers alone when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn replicas_fail_closed_while_the_database_is_down_and_recover_alone() {
-    if !on_postgres() {
-        return;
-    }
     let cluster = OwnCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("jwks.json");
@@ -421,10 +431,8 @@ async fn replicas_fail_closed_while_the_database_is_down_and_recover_alone() {
 /// The documented rotation across replicas: add the key everywhere, then promote it, then
 /// retire the old one — at no step does a token signed by one replica fail on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn a_key_rotation_rolled_out_replica_by_replica_never_strands_a_token() {
-    if !on_postgres() {
-        return;
-    }
     use tessera::cli::admin;
     use tessera::cli::args::KeysAction;
     let db = crate::helpers::fresh_postgres_database().await.unwrap();
@@ -488,10 +496,8 @@ async fn a_key_rotation_rolled_out_replica_by_replica_never_strands_a_token() {
 /// users, half logged out, all forty asking `/me` at once, ten times over both replicas: every
 /// answer is the caller's own profile or, for a logged-out token, 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn batched_token_checks_answer_each_request_with_its_own_user() {
-    if !on_postgres() {
-        return;
-    }
     let (a, b, _dir, _db) = two_replicas().await;
     let mut users = Vec::new();
     for i in 0..40 {
@@ -545,10 +551,8 @@ async fn batched_token_checks_answer_each_request_with_its_own_user() {
 /// The softlock counts failures in the database: guesses spread over two replicas meet it as if
 /// they had gone to one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
 async fn the_softlock_holds_across_replicas() {
-    if !on_postgres() {
-        return;
-    }
     let (a, b, _dir, _db) = two_replicas().await;
     assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
     let wrong = json!({"username": "kvothe", "password": "not the password at all"});

@@ -75,7 +75,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<()> {
         .query_opt("SELECT version FROM tessera_schema", &[])
         .await
         .map_err(super::error)?
-        .map_or(0, |row| row.get(0));
+        .map_or(Ok(0), |row| super::col(&row, 0))?;
     if current > known {
         return Err(StoreError::SchemaTooNew {
             found: current,

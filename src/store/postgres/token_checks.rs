@@ -1,20 +1,29 @@
 //! Token checks in batches. Every check must read the database after its request arrived —
 //! that is what keeps revocation exact across replicas — but it need not read alone: checks
-//! that arrive while a read is under way queue here and share the next one, a single statement
+//! that arrive while reads are under way queue here and share the next one, a single statement
 //! for all of them. Each is answered from a statement that started after it was queued, so the
 //! guarantee is unchanged; a busy replica pays one round trip per batch instead of one per
 //! request (BENCHMARKS.md, "PostgreSQL").
+//!
+//! A few batches may be in flight at once, each on its own connection and in its own task, so
+//! one connection that stops answering delays only the checks of its batch, and only until the
+//! store's timeout detaches it; a batch that fails, or whose task panics, answers its own
+//! checks with an error and leaves the queue serving. Every waiting caller gives up after a
+//! bound of its own as well, so no thread waits on a batch forever.
 
-use super::{Client, error, profile_from_row, to_u64};
+use super::{col, on_connection, profile_from_row, timed_out, to_u64};
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::store::{Result, StoreError, TokenState};
-use deadpool_postgres::Pool;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, sync_channel};
-use tokio::sync::mpsc;
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
 
 /// Most checks one statement carries.
 const MAX_BATCH: usize = 256;
+/// Batches in flight at once: enough that one stuck connection does not stall the others,
+/// few enough that batching still gathers the checks of a busy replica.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// One statement for a batch: for each (user, jti, sid), the user's profile and generation if
 /// the user exists (NULLs if not), whether either id is denylisted, and the check's ordinal.
@@ -38,13 +47,23 @@ pub(super) struct TokenChecks {
     /// Unbounded, yet bounded in practice: each sender waits for its answer, so at most one
     /// check per blocked thread is queued.
     queue: mpsc::UnboundedSender<Check>,
+    /// How long a caller waits for its answer: a batch may wait for a connection, then run,
+    /// each within the store's timeout.
+    patience: Duration,
 }
 
 impl TokenChecks {
-    pub(super) fn start(runtime: &tokio::runtime::Runtime, pool: Pool) -> Self {
+    pub(super) fn start(
+        runtime: &tokio::runtime::Runtime,
+        pool: deadpool_postgres::Pool,
+        timeout: Duration,
+    ) -> Self {
         let (queue, checks) = mpsc::unbounded_channel();
-        runtime.spawn(run(pool, checks));
-        Self { queue }
+        runtime.spawn(gather(pool, checks, timeout));
+        Self {
+            queue,
+            patience: timeout.saturating_mul(2) + Duration::from_secs(1),
+        }
     }
 
     /// Queues a check and waits for the batch that answers it (blocking the calling thread).
@@ -61,63 +80,96 @@ impl TokenChecks {
             sid: sid.clone(),
             reply,
         };
-        let gone = || StoreError::Unreachable("the token-check queue stopped".into());
+        let gone =
+            || StoreError::Unreachable("the token-check batch ended without an answer".into());
         self.queue.send(check).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
+        match answer.recv_timeout(self.patience) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => Err(timed_out(self.patience)),
+            Err(RecvTimeoutError::Disconnected) => Err(gone()),
+        }
     }
 }
 
-async fn run(pool: Pool, mut checks: mpsc::UnboundedReceiver<Check>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while checks.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match answer(&pool, &batch).await {
-            Ok(states) => {
-                for (check, state) in batch.drain(..).zip(states) {
-                    let _ = check.reply.send(Ok(state));
-                }
+/// Gathers queued checks into batches and starts each in a task of its own, at most
+/// [`MAX_IN_FLIGHT`] at once.
+async fn gather(
+    pool: deadpool_postgres::Pool,
+    mut checks: mpsc::UnboundedReceiver<Check>,
+    timeout: Duration,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if checks.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            answer_all(&pool, batch, timeout).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer_all(pool: &deadpool_postgres::Pool, mut batch: Vec<Check>, timeout: Duration) {
+    match read(pool, &batch, timeout).await {
+        Ok(states) => {
+            for (check, state) in batch.drain(..).zip(states) {
+                let _ = check.reply.send(Ok(state));
             }
-            Err(failure) => {
-                let message = failure.to_string();
-                let unavailable = failure.is_unavailable();
-                for check in batch.drain(..) {
-                    let failure = if unavailable {
-                        StoreError::Unreachable(message.clone())
-                    } else {
-                        StoreError::Postgres(message.clone())
-                    };
-                    let _ = check.reply.send(Err(failure));
-                }
+        }
+        Err(failure) => {
+            let message = failure.to_string();
+            let unavailable = failure.is_unavailable();
+            for check in batch.drain(..) {
+                let failure = if unavailable {
+                    StoreError::Unreachable(message.clone())
+                } else {
+                    StoreError::Postgres(message.clone())
+                };
+                let _ = check.reply.send(Err(failure));
             }
         }
     }
 }
 
-/// One statement for the whole batch; the answers in the batch's order.
-async fn answer(pool: &Pool, batch: &[Check]) -> Result<Vec<Option<TokenState>>> {
-    let client: Client = pool
-        .get()
-        .await
-        .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-    let statement = client.prepare_cached(BATCH_SQL).await.map_err(error)?;
+/// One statement for the whole batch, on a connection of the store's pool and within its
+/// timeout; the answers in the batch's order.
+async fn read(
+    pool: &deadpool_postgres::Pool,
+    batch: &[Check],
+    timeout: Duration,
+) -> Result<Vec<Option<TokenState>>> {
     let users: Vec<&str> = batch.iter().map(|c| c.user.as_str()).collect();
     let jtis: Vec<&str> = batch.iter().map(|c| c.jti.as_str()).collect();
     let sids: Vec<&str> = batch.iter().map(|c| c.sid.as_str()).collect();
-    let rows = client
-        .query(&statement, &[&users, &jtis, &sids])
-        .await
-        .map_err(error)?;
+    let rows = on_connection(pool, timeout, async |client| {
+        let statement = client
+            .prepare_cached(BATCH_SQL)
+            .await
+            .map_err(super::error)?;
+        client
+            .query(&statement, &[&users, &jtis, &sids])
+            .await
+            .map_err(super::error)
+    })
+    .await?;
     let mut states: Vec<Option<TokenState>> = (0..batch.len()).map(|_| None).collect();
     for row in &rows {
-        let ordinal: i64 = row.get(8);
-        let user_exists = row.get::<_, Option<String>>(0).is_some();
+        let ordinal: i64 = col(row, 8)?;
+        let user_exists = col::<Option<String>>(row, 0)?.is_some();
         let slot = usize::try_from(ordinal - 1)
             .ok()
             .and_then(|index| states.get_mut(index));
         if let (Some(slot), true) = (slot, user_exists) {
             *slot = Some(TokenState {
-                profile: Arc::new(profile_from_row(row)),
-                current_generation: to_u64(row.get(6)),
-                revoked: row.get(7),
+                profile: Arc::new(profile_from_row(row)?),
+                current_generation: to_u64(col(row, 6)?),
+                revoked: col(row, 7)?,
             });
         }
     }

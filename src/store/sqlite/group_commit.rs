@@ -72,8 +72,12 @@ pub(super) struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer on its own connection to `path`; it takes `writer` for each batch, as
     /// every other write of the process does.
-    pub(super) fn start(path: &Path, writer: Arc<Mutex<()>>) -> Result<Self> {
-        let conn = connect(path)?;
+    pub(super) fn start(
+        path: &Path,
+        writer: Arc<Mutex<()>>,
+        busy_timeout: std::time::Duration,
+    ) -> Result<Self> {
+        let conn = connect(path, busy_timeout)?;
         let (jobs, queue) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("tessera-group-commit".into())

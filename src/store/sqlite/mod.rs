@@ -8,7 +8,8 @@
 //!   but can lose the last commits on power loss — and a lost logout means a revoked token lives
 //!   again. Writes already sit behind an argon2 hash or are rare, so the fsync is affordable.
 //! - `foreign_keys=ON`: deleting a user removes its sessions and denylist rows.
-//! - `busy_timeout=5000`: concurrent writers (server threads, the admin CLI) wait rather than fail.
+//! - `busy_timeout` (`--db-timeout`): concurrent writers (server threads, the admin CLI) wait
+//!   rather than fail — for a bounded time, after which the request is told to retry (503).
 
 mod dump;
 mod group_commit;
@@ -44,6 +45,8 @@ const MAX_IDLE_CONNECTIONS: usize = 16;
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
+    /// How long a connection waits for another's lock (`busy_timeout`).
+    busy_timeout: Duration,
     /// The file opened, as (device, inode): our connections keep writing to that file even if
     /// the path is deleted or replaced, so readiness checks the path still names it.
     identity: (u64, u64),
@@ -63,14 +66,15 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// The server's store: creates the database (mode 0600) if missing, migrates it, and builds
     /// the revocation view.
-    pub fn open_for_serving(path: &Path) -> Result<Self> {
+    pub fn open_for_serving(path: &Path, busy_timeout: Duration) -> Result<Self> {
         create_private_file(path)?;
-        let mut store = Self::open_unwatched(path)?;
+        let mut store = Self::open_unwatched(path, busy_timeout)?;
         let view = store.with_conn(|conn| revocation::RevocationView::open(conn))?;
         store.path = view.db_path().to_path_buf();
         store.group = Some(group_commit::GroupCommit::start(
             &store.path,
             store.writer.clone(),
+            busy_timeout,
         )?);
         store.view = Some(view);
         Ok(store)
@@ -82,15 +86,16 @@ impl SqliteStore {
         if !path.is_file() {
             return Err(StoreError::Missing(path.into()));
         }
-        Self::open_unwatched(path)
+        Self::open_unwatched(path, super::DEFAULT_DB_TIMEOUT)
     }
 
-    fn open_unwatched(path: &Path) -> Result<Self> {
-        let mut conn = connect(path)?;
+    fn open_unwatched(path: &Path, busy_timeout: Duration) -> Result<Self> {
+        let mut conn = connect(path, busy_timeout)?;
         schema::migrate(&mut conn)?;
         let identity = file_identity(path).ok_or_else(|| StoreError::FileReplaced(path.into()))?;
         Ok(Self {
             path: path.into(),
+            busy_timeout,
             identity,
             writer: Arc::new(Mutex::new(())),
             group: None,
@@ -103,7 +108,7 @@ impl SqliteStore {
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut conn = match self.lock_idle().pop() {
             Some(conn) => conn,
-            None => connect(&self.path)?,
+            None => connect(&self.path, self.busy_timeout)?,
         };
         let result = f(&mut conn);
         let mut idle = self.lock_idle();
@@ -298,14 +303,14 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn connect(path: &Path) -> Result<Connection> {
+fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -3,7 +3,9 @@ use std::os::unix::fs::PermissionsExt as _;
 
 fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_for_serving(&dir.path().join("t.db")).unwrap();
+    let store =
+        SqliteStore::open_for_serving(&dir.path().join("t.db"), crate::store::DEFAULT_DB_TIMEOUT)
+            .unwrap();
     (dir, store)
 }
 
@@ -53,12 +55,12 @@ fn verified(store: &SqliteStore, username: &str) -> Credentials {
 fn database_file_is_created_private_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/t.db");
-    let store = SqliteStore::open_for_serving(&path).unwrap();
+    let store = SqliteStore::open_for_serving(&path, crate::store::DEFAULT_DB_TIMEOUT).unwrap();
     store.create_user(&user("u1", "kvothe")).unwrap();
     drop(store);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let store = SqliteStore::open_for_serving(&path).unwrap();
+    let store = SqliteStore::open_for_serving(&path, crate::store::DEFAULT_DB_TIMEOUT).unwrap();
     assert!(store.find_credentials(name("kvothe")).unwrap().is_some());
     assert_eq!(store.integrity_check().unwrap(), ["ok"]);
 }

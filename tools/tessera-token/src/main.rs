@@ -51,7 +51,7 @@ enum Command {
         /// Also check revocation (logged out, stale generation, user deleted) and the token's
         /// session (live, ended, expired, reuse-revoked) in this database — a SQLite file or a
         /// postgres:// URL (password in PGPASSWORD); the server's own when TESSERA_DB is set.
-        #[arg(long, env = "TESSERA_DB")]
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true)]
         db: Option<PathBuf>,
         /// Session idle timeout in seconds: the server's --session-idle.
         #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout)]

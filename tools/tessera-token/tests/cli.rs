@@ -295,3 +295,27 @@ fn verify_reads_the_servers_tessera_variables() {
     assert!(!output.status.success());
     assert!(stdout(&output).contains("issuer"), "{}", stdout(&output));
 }
+
+/// `TESSERA_DB` may hold a URL with a password: no help screen prints it.
+#[test]
+fn help_never_prints_the_database_url_from_the_environment() {
+    for args in [
+        &["-h"][..],
+        &["--help"],
+        &["verify", "-h"],
+        &["verify", "--help"],
+        &["inspect", "--help"],
+    ] {
+        let output = run_with_env(
+            args,
+            "",
+            &[(
+                "TESSERA_DB",
+                "postgres://tessera:SECRET-IN-URL@db.internal/tessera",
+            )],
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert!(!text.contains("SECRET-IN-URL"), "{args:?}:\n{text}");
+    }
+}
