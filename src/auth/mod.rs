@@ -30,6 +30,10 @@ use crate::token::{Codec, VerifiedClaims};
 use hash_pool::HashPool;
 use std::sync::Arc;
 
+/// Compare-and-set rounds a password change tries when the stored hash moves under it (each
+/// one a login's rehash that landed in between) before answering "busy, retry".
+const PASSWORD_CHANGE_ROUNDS: usize = 3;
+
 /// An authenticated request: verified claims and the user they belong to.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
@@ -237,22 +241,62 @@ impl Auth {
         let session = self.live_session_of(caller, now)?;
         let generation = credentials.token_generation.saturating_add(1);
         let access = self.issue_access(&session, generation, now);
-        let change = PasswordChange {
-            user_id: &session.user_id,
-            session_id: &session.id,
-            new_generation: generation,
-            verified_hash: &credentials.password_hash,
-            new_hash: &hash,
-            now,
-        };
-        match self.store.change_password(&change)? {
-            PasswordChangeOutcome::Changed {
-                refresh_counter,
-                session_expires_at,
-            } => self.grant(access, refresh_counter, session_expires_at, now),
-            // Changed by a concurrent request since we verified it: ours is not current.
-            PasswordChangeOutcome::PasswordChanged => Err(AuthError::WrongCurrentPassword),
-            PasswordChangeOutcome::SessionEnded => Err(TokenRejection::Revoked.into()),
+        let mut verified_hash = credentials.password_hash;
+        for _ in 0..PASSWORD_CHANGE_ROUNDS {
+            let change = PasswordChange {
+                user_id: &session.user_id,
+                session_id: &session.id,
+                new_generation: generation,
+                verified_hash: &verified_hash,
+                new_hash: &hash,
+                now,
+            };
+            match self.store.change_password(&change)? {
+                PasswordChangeOutcome::Changed {
+                    refresh_counter,
+                    session_expires_at,
+                } => return self.grant(access, refresh_counter, session_expires_at, now),
+                PasswordChangeOutcome::SessionEnded => return Err(TokenRejection::Revoked.into()),
+                PasswordChangeOutcome::PasswordChanged => {
+                    verified_hash = self.reverify_after_hash_moved(
+                        caller,
+                        current,
+                        credentials.token_generation,
+                        cancel,
+                    )?;
+                }
+            }
+        }
+        Err(
+            StoreError::Contended("the password hash kept changing under a password change".into())
+                .into(),
+        )
+    }
+
+    /// The stored hash changed between verifying the current password and replacing it. A
+    /// login that rehashed the same password (new argon2 parameters) does that without
+    /// revoking anything, and must not make a right password look wrong: the password is
+    /// verified against the hash stored now, and that hash is the one to replace. A moved
+    /// generation means the password was changed or every session ended meanwhile: this
+    /// token's session is gone.
+    fn reverify_after_hash_moved(
+        &self,
+        caller: &Authenticated,
+        current: &SecretString,
+        generation: u64,
+        cancel: &Cancellation,
+    ) -> Result<String> {
+        let stored = self
+            .store
+            .find_credentials(&caller.profile.username)?
+            .filter(|c| c.user_id == caller.profile.id)
+            .ok_or(TokenRejection::UnknownUser)?;
+        if stored.token_generation != generation {
+            return Err(TokenRejection::StaleGeneration.into());
+        }
+        match self.check_password(current, &stored.password_hash, cancel)? {
+            Verification::Match { .. } => Ok(stored.password_hash),
+            Verification::Mismatch => Err(AuthError::WrongCurrentPassword),
         }
     }
 

@@ -223,10 +223,16 @@ impl Auth {
             .issue(&session.user_id, &session.id, generation, now, lifetime)
     }
 
-    /// The token lifetime, cut short by the session's absolute end.
+    /// The token lifetime, cut short by the session's ends: its absolute end, and its idle
+    /// deadline. Every token is issued as the session is used (a login, a refresh, a password
+    /// change all set `last_used_at` to `now`), so a token issued now expires no later than the
+    /// moment the session would idle out: an ended session — which the session list no longer
+    /// shows and `DELETE /v1/sessions/{id}` can no longer find — never leaves a working access
+    /// token behind.
     fn access_lifetime(&self, now: i64, session_expires_at: i64) -> i64 {
         self.settings
             .token_ttl
+            .min(self.settings.sessions.idle_timeout)
             .min(session_expires_at.saturating_sub(now))
             .max(1)
     }

@@ -37,7 +37,10 @@ pub struct Claims {
 pub struct ValidationPolicy {
     pub issuer: String,
     pub audience: String,
-    /// Clock skew tolerated on `exp`, `nbf` and `iat` (RFC 7519 §4.1.4 "some small leeway").
+    /// Clock skew tolerated on `nbf` and `iat` (RFC 7519 §4.1.4, §4.1.5 "some small leeway"):
+    /// a token minted by a replica whose clock runs a little ahead is not "from the future".
+    /// Never on `exp`: a token dies at its `exp` by the verifier's clock, so it never outlives
+    /// the session end it was cut to.
     pub leeway: i64,
     /// Longest `exp - iat` accepted: a token minted with a stolen key for ten years is refused.
     pub max_lifetime: i64,
@@ -88,8 +91,10 @@ impl Claims {
         if self.exp - self.iat > policy.max_lifetime {
             return Err(TokenError::LifetimeTooLong);
         }
-        // §4.1.4: reject "on or after" exp; the leeway absorbs clock skew between issuer and verifier.
-        if now >= self.exp.saturating_add(policy.leeway) {
+        // §4.1.4: reject "on or after" exp. No leeway here: Tessera verifies only tokens it
+        // issued, on clocks kept in step (NTP), and a leeway would keep a token working past
+        // the session end its `exp` was cut to.
+        if now >= self.exp {
             return Err(TokenError::Expired);
         }
         if self.iat > now.saturating_add(policy.leeway) {

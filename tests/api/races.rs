@@ -263,3 +263,61 @@ async fn refreshes_racing_a_password_change_leave_only_the_changing_session() {
     assert_eq!(app.me(&fresh_access).await.status, 200);
     assert_eq!(app.refresh(&fresh_refresh).await.status, 200);
 }
+
+/// A correct password change racing a login that rehashes the same password (new argon2
+/// parameters): the change verified the old hash, the login then replaced it with a new hash of
+/// the same password. The change must not blame the user — it checks the password against the
+/// new hash and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_racing_a_rehashing_login_is_not_a_wrong_password() {
+    let app = spawn_app_with(|c| c.hash_permits = 1).await;
+    let session = app.user_with_token("kvothe").await;
+    let app = app.restart_with_hash(512, 1).await;
+    let hashing = || app.state.auth.hashing_stats();
+    let held = app.state.auth.hold_hashing();
+    let change = {
+        let (addr, session) = (app.addr, session.clone());
+        tokio::spawn(async move {
+            let body = serde_json::json!({"current_password": GOOD_PASSWORD, "new_password": NEW_PASSWORD});
+            crate::http_client::send_json(
+                addr,
+                "PUT",
+                "/v1/users/me/password",
+                Some(&session),
+                &body,
+            )
+            .await
+            .unwrap()
+        })
+    };
+    // The change is queued to verify the current password; meanwhile a login commits its
+    // rehash of that same password, as `record_login` does.
+    wait_for(|| hashing().queue_depth == 1).await;
+    let store = app.store();
+    let before = store
+        .find_credentials(&tessera::domain::username::Username::parse("kvothe").unwrap())
+        .unwrap()
+        .unwrap();
+    let rehash = Hasher::new(app.config.hash)
+        .unwrap()
+        .hash(&Password::normalize(GOOD_PASSWORD).unwrap())
+        .unwrap();
+    let login_session = tessera::domain::ids::SessionId::random();
+    store
+        .record_login(
+            &before,
+            Some(&rehash),
+            &tessera::store::NewSession {
+                id: &login_session,
+                user_agent: "racing login",
+                created_at: 0,
+                expires_at: i64::MAX / 2,
+            },
+        )
+        .unwrap();
+    drop(held);
+    let changed = change.await.unwrap();
+    assert_eq!(changed.status, 200, "{:?}", changed.json());
+    app.token("kvothe", NEW_PASSWORD).await;
+    assert_problem(&app.login("kvothe", GOOD_PASSWORD).await, 401);
+}

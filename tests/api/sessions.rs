@@ -387,3 +387,70 @@ async fn the_admin_cli_lists_and_ends_sessions() {
     assert_problem(&app.me(&tokens(&second).0).await, 401);
     assert_problem(&app.refresh(&tokens(&second).1).await, 401);
 }
+
+/// With an idle timeout shorter than the token lifetime, a session that idles out takes its
+/// access tokens with it: they expire at its idle deadline, so there is never a working token
+/// of a session the list no longer shows and `DELETE /v1/sessions/{id}` cannot find. A refresh
+/// moves the deadline and the new token's expiry together.
+#[tokio::test]
+async fn an_idle_session_leaves_no_working_access_token() {
+    let clock = tessera::support::clock::ManualClock::starting_now();
+    let app = spawn_app_with(|c| {
+        c.clock = clock.clone();
+        c.auth.token_ttl = 900;
+        c.auth.sessions.idle_timeout = 60;
+    })
+    .await;
+    let keeper = app.user_with_grant("kvothe").await;
+    let idler = app.grant("kvothe", GOOD_PASSWORD).await;
+    assert_eq!(idler["expires_in"], 60);
+    assert_eq!(idler["expires_at"], idler["refresh_expires_at"]);
+    let (idle_access, idle_refresh) = tokens(&idler);
+
+    clock.advance(50);
+    let refreshed = app.refresh(&tokens(&keeper).1).await;
+    assert_eq!(refreshed.status, 200);
+    let keeper_access = refreshed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    clock.advance(9);
+    assert_eq!(
+        app.me(&idle_access).await.status,
+        200,
+        "59 s after its last use"
+    );
+    clock.advance(1);
+    assert_eq!(app.me(&idle_access).await.status, 401, "idled out at 60 s");
+    assert_eq!(app.refresh(&idle_refresh).await.status, 401);
+    let listed: Vec<_> = list(&app, &keeper_access)
+        .await
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert_eq!(listed, [keeper["session_id"].clone()]);
+    assert_eq!(
+        app.me(&keeper_access).await.status,
+        200,
+        "refreshed 10 s ago"
+    );
+}
+
+/// A session's absolute end is its tokens' end too, to the second: the clock-skew leeway never
+/// keeps a token working past the `expires_at` it was issued with.
+#[tokio::test]
+async fn no_token_outlives_its_sessions_absolute_end() {
+    let clock = tessera::support::clock::ManualClock::starting_now();
+    let app = spawn_app_with(|c| {
+        c.clock = clock.clone();
+        c.auth.sessions.max_age = 60;
+    })
+    .await;
+    let grant = app.user_with_grant("kvothe").await;
+    assert_eq!(grant["expires_in"], 60);
+    let (access, _) = tokens(&grant);
+    clock.advance(59);
+    assert_eq!(app.me(&access).await.status, 200);
+    clock.advance(1);
+    assert_eq!(app.me(&access).await.status, 401, "at the session's end");
+}
