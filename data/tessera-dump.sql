@@ -1,19 +1,19 @@
--- Tessera database dump (schema version 4)
+-- Tessera database dump (schema version 5)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=4;
+PRAGMA user_version=5;
 CREATE TABLE key_fingerprints (
         kid         TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
     ) STRICT, WITHOUT ROWID;
-INSERT INTO "key_fingerprints" VALUES('baoBWS44ss8D','Q3ReE1CEPBoYy2JbQ8vQovTnXCWG6Rk2pjsRZjDGSbs');
+INSERT INTO "key_fingerprints" VALUES('tM3ARaejVANf','2K2AGJXUeMoIZlKtX7I5jqiP9Ex3tb4lVy-4o2ylMPQ');
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
         CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('Oo-EePT3XSqVHw1B7HgRkQ','RXY5uV4YxQdEHCof43y3Fw',1795759461,'session');
+INSERT INTO "revoked_tokens" VALUES('dN3Yw0I4Z6ZyDvEfpyqjSw','8ti_Sw9PiOxwlPf3sP81GQ',1796397138,'session');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -29,9 +29,29 @@ CREATE TABLE sessions (
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('Oo-EePT3XSqVHw1B7HgRkQ','RXY5uV4YxQdEHCof43y3Fw',0,0,NULL,'',1795758561,1795758561,1798350561,1795758561,'logout');
-INSERT INTO "sessions" VALUES('Xh7BQQ770pTBPFvtVJaBfg','vUVg8Fw-EUzQJNc1cv7jZQ',0,1,1795758561,'',1795758561,1795758561,1798350561,NULL,NULL);
-INSERT INTO "sessions" VALUES('gM_9BLy8S6m7UYR0nQ9sFA','RXY5uV4YxQdEHCof43y3Fw',0,0,NULL,'',1795758561,1795758561,1798350561,NULL,NULL);
+INSERT INTO "sessions" VALUES('GkRM0ArMBwg_vmeBqyCcsQ','FyMlw_yNoOHAY0PiLREvLw',0,1,1796396238,'',1796396238,1796396238,1798988238,NULL,NULL);
+INSERT INTO "sessions" VALUES('Hej3WgIPWDGWQNXqzyF3bw','8ti_Sw9PiOxwlPf3sP81GQ',0,0,NULL,'',1796396238,1796396238,1798988238,NULL,NULL);
+INSERT INTO "sessions" VALUES('dN3Yw0I4Z6ZyDvEfpyqjSw','8ti_Sw9PiOxwlPf3sP81GQ',0,0,NULL,'',1796396238,1796396238,1798988238,1796396238,'logout');
+CREATE TABLE softlock_padding (
+        slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
+        touched_at INTEGER NOT NULL
+    ) STRICT;
+INSERT INTO "softlock_padding" VALUES(0,0);
+INSERT INTO "softlock_padding" VALUES(1,0);
+INSERT INTO "softlock_padding" VALUES(2,0);
+INSERT INTO "softlock_padding" VALUES(3,0);
+INSERT INTO "softlock_padding" VALUES(4,0);
+INSERT INTO "softlock_padding" VALUES(5,0);
+INSERT INTO "softlock_padding" VALUES(6,0);
+INSERT INTO "softlock_padding" VALUES(7,0);
+INSERT INTO "softlock_padding" VALUES(8,0);
+INSERT INTO "softlock_padding" VALUES(9,0);
+INSERT INTO "softlock_padding" VALUES(10,0);
+INSERT INTO "softlock_padding" VALUES(11,0);
+INSERT INTO "softlock_padding" VALUES(12,0);
+INSERT INTO "softlock_padding" VALUES(13,0);
+INSERT INTO "softlock_padding" VALUES(14,0);
+INSERT INTO "softlock_padding" VALUES(15,0);
 CREATE TABLE token_changes (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id    TEXT    NOT NULL,
@@ -39,7 +59,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'RXY5uV4YxQdEHCof43y3Fw','Oo-EePT3XSqVHw1B7HgRkQ',1795759461,1795758561);
+INSERT INTO "token_changes" VALUES(1,'8ti_Sw9PiOxwlPf3sP81GQ','dN3Yw0I4Z6ZyDvEfpyqjSw',1796397138,1796396238);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -52,8 +72,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('RXY5uV4YxQdEHCof43y3Fw','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$wDjCKwAZS1fiWc9iyjygjA$jrWe2fcJANy9IYVDSn/kVRSCeChVobdgbVmE8V+bsVA',0,0,NULL,1795758560);
-INSERT INTO "users" VALUES('vUVg8Fw-EUzQJNc1cv7jZQ','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$wDJtG8YkS7whpbxaP97ZJQ$qiev0pWaoQaTT/euiiQ/8eX6GrZRAHhPuRIr1vZJqMA',0,0,NULL,1795758561);
+INSERT INTO "users" VALUES('8ti_Sw9PiOxwlPf3sP81GQ','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$hicoRa2zOEuE/kpMJVgE+A$CMCoLIqXZd5Y+PmqnrctE2aEd4jBuLPLT+V2GKyLVBA',0,0,NULL,1796396238);
+INSERT INTO "users" VALUES('FyMlw_yNoOHAY0PiLREvLw','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$4OkDA+5IOwxd99wU1tixiA$S8KUtCea4kaEZ6i+c4OYQ8BKGhGfAVj/ZZq++liE0io',0,0,NULL,1796396238);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS

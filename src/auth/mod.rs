@@ -148,6 +148,7 @@ impl Auth {
                 self.phantoms
                     .reserve(lockout, name.canonical(), now)
                     .map_err(|retry_after| AuthError::Throttled { retry_after })?;
+                self.store.pad_unknown_attempt(now)?;
             }
             self.hashing.verify_dummy(password.expose(), cancel)?;
             return Err(AuthError::InvalidCredentials);

@@ -73,6 +73,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<std::result::Result<(), u64>>;
 
+    /// What [`Store::reserve_attempt`] costs, paid by a guess at a name with no account: a
+    /// write transaction of the same shape on a padding row. Timing then cannot tell a real
+    /// account from a phantom — both pay a reservation's write and one argon2 verification.
+    fn pad_unknown_attempt(&self, now: i64) -> Result<()>;
+
     /// A successful login: starts the session, clears the failure counter and optionally stores
     /// a rehashed password, in one transaction — only if the hash and generation are still
     /// `verified`; otherwise [`StoreError::CredentialsChanged`] and nothing must go out.
@@ -180,6 +185,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn checkpoint(&self) -> Result<()>;
     /// A plain-text dump: schema, then every row, in a stable order.
     fn dump(&self) -> Result<String>;
+}
+
+/// Padding rows (see [`Store::pad_unknown_attempt`]), one picked at random per guess so that
+/// concurrent guesses seldom wait on one row's lock.
+const PADDING_SLOTS: u8 = 16;
+
+fn padding_slot() -> u8 {
+    rand::random_range(0..PADDING_SLOTS)
 }
 
 /// The server's store at `location` — a `postgres://` URL, or else a SQLite file: created and

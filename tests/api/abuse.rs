@@ -506,3 +506,27 @@ async fn password_changes_and_deletions_draw_from_the_per_ip_budget() {
     assert_problem(&reply, 429);
     assert!(reply.header("retry-after").is_some());
 }
+
+/// A wrong guess at a real account reserves it against the softlock in a write transaction
+/// (with its fsync) before hashing; a guess at a name with no account pays the same write, so
+/// the storage side of a login cannot tell them apart either. Seen from another connection,
+/// both commit.
+#[tokio::test]
+async fn a_guess_at_an_unknown_name_commits_a_write_as_a_real_accounts_does() {
+    let app = spawn_app_with(|config| {
+        config.db_path = config.keys_path.with_file_name("padding.db");
+    })
+    .await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let observer = rusqlite::Connection::open(&app.db_path).unwrap();
+    let version = || -> i64 {
+        observer
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .unwrap()
+    };
+    for name in ["kvothe", "nobody-by-this-name"] {
+        let before = version();
+        assert_problem(&app.login(name, "not the password at all").await, 401);
+        assert_ne!(version(), before, "{name}: no write was committed");
+    }
+}

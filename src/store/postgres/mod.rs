@@ -485,6 +485,27 @@ impl Store for PgStore {
         })
     }
 
+    fn pad_unknown_attempt(&self, now: i64) -> Result<()> {
+        let slot = i32::from(super::padding_slot());
+        self.run(async |client| {
+            let tx = client.transaction().await.map_err(error)?;
+            tx.query_opt(
+                "SELECT touched_at FROM softlock_padding WHERE slot = $1 FOR UPDATE",
+                &[&slot],
+            )
+            .await
+            .map_err(error)?;
+            tx.execute(
+                "UPDATE softlock_padding SET touched_at = $2 WHERE slot = $1",
+                &[&slot, &now],
+            )
+            .await
+            .map_err(error)?;
+            tx.commit().await.map_err(error)?;
+            Ok(())
+        })
+    }
+
     fn record_login(
         &self,
         verified: &Credentials,

@@ -60,6 +60,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         fingerprint TEXT NOT NULL
     );
     ",
+    // 3: rows that a guess at a name with no account locks and writes, so it pays the same
+    // transaction as a real account's softlock reservation (postgres/mod.rs,
+    // pad_unknown_attempt). Several rows, so concurrent guesses do not queue on one row lock
+    // where guesses at real accounts, each on its own row, would not.
+    r"
+    CREATE TABLE softlock_padding (
+        slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
+        touched_at BIGINT  NOT NULL
+    );
+    INSERT INTO softlock_padding (slot, touched_at) SELECT n, 0 FROM generate_series(0, 15) n;
+    ",
 ];
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {

@@ -175,6 +175,9 @@ impl Store for SqliteStore {
     ) -> Result<std::result::Result<(), u64>> {
         self.reserve_guess(user, policy, now)
     }
+    fn pad_unknown_attempt(&self, now: i64) -> Result<()> {
+        SqliteStore::pad_unknown_attempt(self, super::padding_slot(), now)
+    }
     fn record_login(
         &self,
         verified: &Credentials,

@@ -116,6 +116,17 @@ const MIGRATIONS: &[&str] = &[
         fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
     ) STRICT, WITHOUT ROWID;
     ",
+    // 5: rows that a guess at a name with no account writes to, so it pays the same write
+    // transaction (and fsync) as a real account's softlock reservation
+    // (store/sqlite/users.rs, pad_unknown_attempt).
+    r"
+    CREATE TABLE softlock_padding (
+        slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
+        touched_at INTEGER NOT NULL
+    ) STRICT;
+    WITH RECURSIVE slots(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM slots WHERE n < 15)
+    INSERT INTO softlock_padding (slot, touched_at) SELECT n, 0 FROM slots;
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -109,6 +109,26 @@ impl SqliteStore {
         })
     }
 
+    /// What [`Self::reserve_guess`] costs, for a name with no account: the same write
+    /// transaction — lock, read, update, commit with its fsync — on a padding row.
+    pub(super) fn pad_unknown_attempt(&self, slot: u8, now: i64) -> Result<()> {
+        self.with_write(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.query_row(
+                "SELECT touched_at FROM softlock_padding WHERE slot = ?1",
+                [slot],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?;
+            tx.execute(
+                "UPDATE softlock_padding SET touched_at = ?2 WHERE slot = ?1",
+                params![slot, now],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     pub(super) fn failures_of(&self, username_canonical: &str) -> Result<Option<u32>> {
         self.with_conn(|conn| {
             Ok(conn
