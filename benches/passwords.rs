@@ -101,6 +101,49 @@ fn enumeration_medians() {
     );
 }
 
+/// The storage side alone, many samples interleaved: a real account's softlock reservation
+/// against the padding write a name without an account pays instead.
+fn storage_medians() {
+    use tessera::domain::ids::UserId;
+    let dir = tempfile::tempdir().unwrap();
+    let store = tessera::store::open_for_serving(
+        &dir.path().join("bench.db"),
+        tessera::store::DEFAULT_DB_TIMEOUT,
+    )
+    .unwrap();
+    let id = UserId::random();
+    let name = tessera::domain::username::Username::parse("kvothe").unwrap();
+    store
+        .create_user(&tessera::store::NewAccount {
+            id: &id,
+            username: &name,
+            full_name: "Patrick Rothfuss",
+            mothers_favorite_search_engine: "Duck Duck Go",
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            created_at: 0,
+        })
+        .unwrap();
+    let policy = LockoutPolicy {
+        free_attempts: u32::MAX,
+        ..LockoutPolicy::default()
+    };
+    let (mut real, mut padded) = (Vec::new(), Vec::new());
+    for i in 0..1000 {
+        let started = Instant::now();
+        let _ = store.reserve_attempt(&id, &policy, i);
+        real.push(started.elapsed());
+        let started = Instant::now();
+        let _ = store.pad_unknown_attempt(i);
+        padded.push(started.elapsed());
+    }
+    let (real, padded) = (median(real), median(padded));
+    println!("enumeration (storage only, 1000 each): reservation {real:.2?}, padding {padded:.2?}");
+    println!(
+        "enumeration (storage only): reservation/padding = {:.3}",
+        real.as_secs_f64() / padded.as_secs_f64()
+    );
+}
+
 fn main() {
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -109,4 +152,5 @@ fn main() {
     bench_argon2(&mut criterion);
     criterion.final_summary();
     enumeration_medians();
+    storage_medians();
 }

@@ -1,19 +1,19 @@
--- Tessera database dump (schema version 5)
+-- Tessera database dump (schema version 6)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=5;
+PRAGMA user_version=6;
 CREATE TABLE key_fingerprints (
         kid         TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
-    ) STRICT, WITHOUT ROWID;
-INSERT INTO "key_fingerprints" VALUES('tM3ARaejVANf','2K2AGJXUeMoIZlKtX7I5jqiP9Ex3tb4lVy-4o2ylMPQ');
+    , signing_until INTEGER) STRICT, WITHOUT ROWID;
+INSERT INTO "key_fingerprints" VALUES('MZVn76DgAc44','evBi49c3h4GsEp8CTTvRAMqS7MEqfaoGrGolv-9Y31o',1796396941);
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
         CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('dN3Yw0I4Z6ZyDvEfpyqjSw','8ti_Sw9PiOxwlPf3sP81GQ',1796397138,'session');
+INSERT INTO "revoked_tokens" VALUES('XpjGwnu9pVnE6G-6-1TrqA','ITs2lHjWoztIGlJPHurzqg',1796397781,'session');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -29,9 +29,9 @@ CREATE TABLE sessions (
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('GkRM0ArMBwg_vmeBqyCcsQ','FyMlw_yNoOHAY0PiLREvLw',0,1,1796396238,'',1796396238,1796396238,1798988238,NULL,NULL);
-INSERT INTO "sessions" VALUES('Hej3WgIPWDGWQNXqzyF3bw','8ti_Sw9PiOxwlPf3sP81GQ',0,0,NULL,'',1796396238,1796396238,1798988238,NULL,NULL);
-INSERT INTO "sessions" VALUES('dN3Yw0I4Z6ZyDvEfpyqjSw','8ti_Sw9PiOxwlPf3sP81GQ',0,0,NULL,'',1796396238,1796396238,1798988238,1796396238,'logout');
+INSERT INTO "sessions" VALUES('XpjGwnu9pVnE6G-6-1TrqA','ITs2lHjWoztIGlJPHurzqg',0,0,NULL,'',1796396881,1796396881,1798988881,1796396881,'logout');
+INSERT INTO "sessions" VALUES('mcs63eRcen7LJ4yM2wwFjA','ITs2lHjWoztIGlJPHurzqg',0,0,NULL,'',1796396881,1796396881,1798988881,NULL,NULL);
+INSERT INTO "sessions" VALUES('xTMLumMXn3ZB4wnKu7pdpQ','6zUTHpjO-4KPqxgSItn6fw',0,1,1796396881,'',1796396881,1796396881,1798988881,NULL,NULL);
 CREATE TABLE softlock_padding (
         slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
         touched_at INTEGER NOT NULL
@@ -59,7 +59,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'8ti_Sw9PiOxwlPf3sP81GQ','dN3Yw0I4Z6ZyDvEfpyqjSw',1796397138,1796396238);
+INSERT INTO "token_changes" VALUES(1,'ITs2lHjWoztIGlJPHurzqg','XpjGwnu9pVnE6G-6-1TrqA',1796397781,1796396881);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -72,8 +72,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('8ti_Sw9PiOxwlPf3sP81GQ','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$hicoRa2zOEuE/kpMJVgE+A$CMCoLIqXZd5Y+PmqnrctE2aEd4jBuLPLT+V2GKyLVBA',0,0,NULL,1796396238);
-INSERT INTO "users" VALUES('FyMlw_yNoOHAY0PiLREvLw','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$4OkDA+5IOwxd99wU1tixiA$S8KUtCea4kaEZ6i+c4OYQ8BKGhGfAVj/ZZq++liE0io',0,0,NULL,1796396238);
+INSERT INTO "users" VALUES('6zUTHpjO-4KPqxgSItn6fw','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$w85kyUecH7YhPQNrt0B1sQ$pn3oAECdU1QrP31sIIGXaaX6e2GKjIOWXpief4pW2yU',0,0,NULL,1796396881);
+INSERT INTO "users" VALUES('ITs2lHjWoztIGlJPHurzqg','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$dVHSbKHCJL5k9YbCksseVA$95p2og093E1LqWknQWZe/hrKZi0aD2y9Qvx0gCCTyXU',0,0,NULL,1796396881);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS

@@ -26,9 +26,24 @@ use crate::domain::username::Username;
 use crate::store::{
     Credentials, NewAccount, PasswordChange, PasswordChangeOutcome, Store, StoreError, TokenState,
 };
+use crate::token::Keyring;
 use crate::token::{Codec, VerifiedClaims};
+use arc_swap::ArcSwap;
 use hash_pool::HashPool;
 use std::sync::Arc;
+
+/// Why a new keyring was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringRefused {
+    #[error(
+        "key id(s) {0:?} hold different key material on another server of this database: \
+         tokens signed there would not verify here (or the reverse); give every server the same \
+         key file"
+    )]
+    Mismatch(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Compare-and-set rounds a password change tries when the stored hash moves under it (each
 /// one a login's rehash that landed in between) before answering "busy, retry".
@@ -55,7 +70,9 @@ pub struct AuthSettings {
 #[derive(Debug)]
 pub struct Auth {
     store: Arc<dyn Store>,
-    codec: Codec,
+    /// Replaced whole when the key file changes ([`Auth::replace_keyring`]); every use loads
+    /// the current one.
+    codec: ArcSwap<Codec>,
     hashing: HashPool,
     settings: AuthSettings,
     /// Softlock counters for names without an account.
@@ -71,7 +88,7 @@ impl Auth {
     ) -> Self {
         Self {
             store,
-            codec,
+            codec: ArcSwap::from_pointee(codec),
             hashing,
             settings,
             phantoms: PhantomFailures::default(),
@@ -80,6 +97,41 @@ impl Auth {
 
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
+    }
+
+    /// The codec in force now: the keyring last loaded, under the service's policy.
+    pub(crate) fn codec(&self) -> arc_swap::Guard<Arc<Codec>> {
+        self.codec.load()
+    }
+
+    /// The key that signs new tokens now.
+    pub fn signing_kid(&self) -> String {
+        self.codec().keyring().signing_kid().to_owned()
+    }
+
+    /// Whether a token signed with `kid` would verify now.
+    pub fn verifies_kid(&self, kid: &str) -> bool {
+        self.codec().keyring().kids().any(|known| known == kid)
+    }
+
+    /// Puts `keyring` in force for every request from the next one on, under the same policy,
+    /// once the database agrees that each of its key ids holds this key material (the check
+    /// start-up makes). A new codec, so no verification remembered under the old keys answers
+    /// for the new ones. Blocking. On error nothing changes.
+    pub fn replace_keyring(&self, keyring: Keyring) -> std::result::Result<(), KeyringRefused> {
+        let conflicts = self.store.register_keys(&keyring.fingerprints())?;
+        if !conflicts.is_empty() {
+            return Err(KeyringRefused::Mismatch(conflicts));
+        }
+        let policy = self.codec().policy().clone();
+        self.codec.store(Arc::new(Codec::new(keyring, policy)));
+        Ok(())
+    }
+
+    /// Records in the database that this server signs with its current key until `until`
+    /// (see [`Store::record_signing`]). Blocking.
+    pub fn record_signing(&self, until: i64) -> Result<()> {
+        Ok(self.store.record_signing(&self.signing_kid(), until)?)
     }
 
     /// Whether storage answers and is still the one opened (readiness). Blocking.
@@ -186,7 +238,7 @@ impl Auth {
     /// user: call [`Auth::authenticate`] on the blocking pool instead.
     pub fn authenticate_in_memory(&self, token: &str, now: i64) -> Result<Option<Authenticated>> {
         let claims = self
-            .codec
+            .codec()
             .verify_cached(token, now)
             .map_err(TokenRejection::Codec)?;
         let verified = claims.claims();
@@ -346,7 +398,7 @@ impl Auth {
     /// Drops denylist and ledger rows for tokens past expiry (plus the codec's leeway), and
     /// sessions that can serve nothing any more.
     pub fn prune(&self, now: i64) -> Result<usize> {
-        let leeway = self.codec.policy().leeway;
+        let leeway = self.codec().policy().leeway;
         let cutoff = now.saturating_sub(leeway);
         let longest_lifetime = self.settings.token_ttl.saturating_add(leeway);
         let idle = self.settings.sessions.idle_timeout;
@@ -356,7 +408,7 @@ impl Auth {
     /// Verified caller plus whether the token is on the denylist.
     fn check_token(&self, token: &str, now: i64) -> Result<(Authenticated, bool)> {
         let claims = self
-            .codec
+            .codec()
             .verify(token, now)
             .map_err(TokenRejection::Codec)?;
         check_revocation(self.store.as_ref(), claims)

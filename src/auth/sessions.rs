@@ -79,7 +79,7 @@ impl Auth {
         let generation = verified.token_generation;
         let lifetime = self.access_lifetime(now, expires_at);
         let access = self
-            .codec
+            .codec()
             .issue(&verified.user_id, &id, generation, now, lifetime);
         let session = NewSession {
             id: &id,
@@ -97,7 +97,7 @@ impl Auth {
     /// session before answering.
     pub fn refresh(&self, token: &SecretString, now: i64) -> Result<Refreshed> {
         let presented = self
-            .codec
+            .codec()
             .open_refresh_token(token.expose())
             .map_err(RefreshRejection::NotOurs)?;
         let policy = &self.settings.sessions;
@@ -219,7 +219,7 @@ impl Auth {
         now: i64,
     ) -> IssuedToken {
         let lifetime = self.access_lifetime(now, session.expires_at);
-        self.codec
+        self.codec()
             .issue(&session.user_id, &session.id, generation, now, lifetime)
     }
 
@@ -247,7 +247,7 @@ impl Auth {
     ) -> Result<Grant> {
         let session_id = access.claims.sid.clone();
         let refresh = self
-            .codec
+            .codec()
             .refresh_token(&session_id, counter)
             .ok_or(AuthError::Store(StoreError::Corrupt(
                 "a session id is not one of ours".into(),

@@ -24,6 +24,11 @@ pub enum AdminError {
     NoSuchUser(String),
     #[error("no session {0:?} that is not already ended")]
     NoSuchSession(String),
+    #[error(
+        "cannot read from the database when servers last signed with the key ({0}); pass the \
+         servers' --db, or --force"
+    )]
+    SigningRecordUnreadable(StoreError),
     #[error("integrity check failed: {0}")]
     Integrity(String),
 }
@@ -44,8 +49,12 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             Keyring::from_set(&set, path)?;
             set.save(path)?;
             Ok(format!(
-                "key {kid} now signs; older keys still verify. Retire them once the token \
-                 lifetime has passed.\n"
+                "key {kid} added in front of {file}: it signs new tokens from now on. A server \
+                 running on this file picks it up within a second (SIGHUP: at once) and logs \
+                 \"keyring reloaded\"; a replica with its own copy, once it has this file. Older \
+                 keys still verify; `keys retire` takes one once no server has signed with it \
+                 for one token lifetime.\n",
+                file = path.display()
             ))
         }
         KeysAction::Add => {
@@ -54,7 +63,9 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             Keyring::from_set(&set, path)?;
             set.save(path)?;
             Ok(format!(
-                "key {kid} added to verify only; once every replica has it, `keys promote {kid}`\n"
+                "key {kid} added to {file} to verify only: a server running on this file accepts \
+                 tokens it signs within a second. Once every replica has it, `keys promote {kid}`.\n",
+                file = path.display()
             ))
         }
         KeysAction::Promote { kid } => {
@@ -63,7 +74,10 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             Keyring::from_set(&set, path)?;
             set.save(path)?;
             Ok(format!(
-                "key {kid} now signs; the key before it verifies until retired\n"
+                "key {kid} is first in {file}: it signs new tokens from now on, on a server \
+                 running on this file within a second (SIGHUP: at once). The key before it \
+                 verifies until retired.\n",
+                file = path.display()
             ))
         }
         KeysAction::List => {
@@ -85,12 +99,27 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             force,
             token_ttl,
             leeway,
+            db,
         } => {
             let mut set = JwkSet::load(path)?;
-            set.retire(kid, clock::now(), token_ttl.saturating_add(*leeway), *force)?;
+            let signed_until = match store::open_existing(db) {
+                Ok(store) => store.signing_until(kid)?,
+                Err(_) if *force => None,
+                Err(error) => return Err(AdminError::SigningRecordUnreadable(error)),
+            };
+            set.retire(
+                kid,
+                clock::now(),
+                token_ttl.saturating_add(*leeway),
+                *force,
+                signed_until,
+            )?;
             set.save(path)?;
             Ok(format!(
-                "retired key {kid}; tokens it signed no longer verify\n"
+                "retired key {kid} from {file}: a server running on this file refuses tokens it \
+                 signed within a second (SIGHUP: at once); a replica with its own copy, once it \
+                 has this file.\n",
+                file = path.display()
             ))
         }
     }

@@ -86,8 +86,9 @@ pub enum KeysAction {
     },
     /// List key ids and which one signs (never the keys).
     List,
-    /// Remove a non-signing key once one token lifetime has passed since the rotation that
-    /// ended its signing (refused before that unless --force).
+    /// Remove a non-signing key once no server can have signed with it for one token
+    /// lifetime: counted from the later of the rotation in the key file and the servers' own
+    /// record in the database (refused before that unless --force).
     Retire {
         /// Key id to remove, as `keys list` prints it.
         #[arg(allow_hyphen_values = true)]
@@ -101,6 +102,10 @@ pub enum KeysAction {
         /// Clock skew tolerated in seconds: the server's `--leeway`.
         #[arg(long, env = "TESSERA_LEEWAY", default_value_t = DEFAULT_LEEWAY)]
         leeway: i64,
+        /// The servers' database (SQLite file or postgres:// URL), where each server records
+        /// until when it may sign with its key.
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH)]
+        db: PathBuf,
     },
 }
 

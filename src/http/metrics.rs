@@ -72,6 +72,8 @@ pub struct Metrics {
     tokens_issued: AtomicU64,
     logouts: AtomicU64,
     logouts_everywhere: AtomicU64,
+    /// Key-file reloads: [applied, refused].
+    keyring_reloads: [AtomicU64; 2],
     /// Per shard: requests started there minus requests finished there. A request may finish
     /// on another thread than it started on, so one shard can go below zero; the sum is right.
     requests_in_flight: Sharded<AtomicI64>,
@@ -102,6 +104,7 @@ impl Default for Metrics {
             tokens_issued: AtomicU64::new(0),
             logouts: AtomicU64::new(0),
             logouts_everywhere: AtomicU64::new(0),
+            keyring_reloads: [AtomicU64::new(0), AtomicU64::new(0)],
             requests_in_flight: Sharded::default(),
         }
     }
@@ -179,6 +182,23 @@ impl Metrics {
 
     pub fn token_issued(&self) {
         self.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A key-file reload: put in force, or refused (the keyring in force stayed).
+    pub fn keyring_reload(&self, applied: bool) {
+        let index = usize::from(!applied);
+        if let Some(counter) = self.keyring_reloads.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Key-file reloads so far: (applied, refused).
+    pub fn keyring_reloads(&self) -> (u64, u64) {
+        let [applied, refused] = &self.keyring_reloads;
+        (
+            applied.load(Ordering::Relaxed),
+            refused.load(Ordering::Relaxed),
+        )
     }
 
     pub fn logout(&self, everywhere: bool) {
@@ -283,6 +303,15 @@ impl Metrics {
             "tessera_logouts_everywhere_total",
             "Log-out-everywhere generation bumps.",
             &self.logouts_everywhere,
+        );
+        let (applied, refused) = self.keyring_reloads();
+        let _ = writeln!(
+            out,
+            "# HELP tessera_keyring_reloads_total Key-file reloads, by outcome: applied, or \
+             refused (the keyring in force stayed).\n\
+             # TYPE tessera_keyring_reloads_total counter\n\
+             tessera_keyring_reloads_total{{outcome=\"applied\"}} {applied}\n\
+             tessera_keyring_reloads_total{{outcome=\"refused\"}} {refused}"
         );
         let _ = writeln!(
             out,

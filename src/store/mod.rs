@@ -177,6 +177,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// with another fingerprint: the same key id holding different key material elsewhere.
     fn register_keys(&self, fingerprints: &[(String, String)]) -> Result<Vec<String>>;
 
+    /// Records that a server signs with `kid` and may go on doing so until `until`: the
+    /// recorded moment only ever moves later, so with several servers it is the last one's.
+    /// Servers renew it while they sign with the key; `tessera keys retire` reads it.
+    fn record_signing(&self, kid: &str, until: i64) -> Result<()>;
+
+    /// Until when some server may have signed with `kid`, if any server recorded it.
+    fn signing_until(&self, kid: &str) -> Result<Option<i64>>;
+
     /// Whether storage answers and is still the one opened (readiness).
     fn ping(&self) -> Result<()>;
     /// The backend's integrity check: `["ok"]` or the problems found.

@@ -101,7 +101,7 @@ pub enum KeyError {
     #[error("key {kid:?} is the signing key; rotate first, then retire it")]
     RetiringSigningKey { kid: String },
     #[error(
-        "key {kid:?} stopped signing less than one token lifetime ago; tokens it signed are still live. Retry in {wait} s, or pass --force to kill them now"
+        "tokens signed with key {kid:?} may still be live: they live one token lifetime past the last moment a server may have signed with it (the rotation in the key file, or the servers' record in the database, whichever is later). Retry in {wait} s, or pass --force to kill them now"
     )]
     RetiringTooSoon { kid: String, wait: i64 },
     #[error(
@@ -181,20 +181,24 @@ impl JwkSet {
 
     /// Removes a key that no longer signs; tokens it signed stop verifying at once. Unless
     /// `force`, refuses while tokens it signed may still be live: until `token_lifetime` has
-    /// passed since the rotation that ended its signing (or when that moment is unknown).
+    /// passed since the last moment any server may have signed with it — the later of the
+    /// rotation that ended its signing in this file and `signed_until`, the servers' own record
+    /// (a server that had not yet loaded this file kept signing with it) — or when neither is
+    /// known.
     pub fn retire(
         &mut self,
         kid: &str,
         now: i64,
         token_lifetime: i64,
         force: bool,
+        signed_until: Option<i64>,
     ) -> Result<(), KeyError> {
         let index = self.position(kid)?;
         let Some(successor) = index.checked_sub(1).and_then(|i| self.keys.get(i)) else {
             return Err(KeyError::RetiringSigningKey { kid: kid.into() });
         };
         if !force {
-            let Some(stopped_signing) = successor.iat else {
+            let Some(stopped_signing) = successor.iat.max(signed_until) else {
                 return Err(KeyError::RetiringUnknownAge { kid: kid.into() });
             };
             let safe_from = stopped_signing.saturating_add(token_lifetime);
@@ -520,8 +524,8 @@ mod tests {
         assert_eq!(set.keys[0].iat, Some(1_000), "signing since the promotion");
         assert_eq!(set.keys[1].kid, old);
         // The old key retires one token lifetime after the promotion.
-        assert!(set.clone().retire(&old, 1_500, 900, false).is_err());
-        set.retire(&old, 1_900, 900, false).unwrap();
+        assert!(set.clone().retire(&old, 1_500, 900, false, None).is_err());
+        set.retire(&old, 1_900, 900, false, None).unwrap();
         assert!(JwkSet::generate().promote("nope", 0).is_err());
     }
 
@@ -530,14 +534,14 @@ mod tests {
         let mut set = JwkSet::generate();
         let old = set.keys[0].kid.clone();
         assert!(matches!(
-            set.retire(&old, 0, 3600, false),
+            set.retire(&old, 0, 3600, false, None),
             Err(KeyError::RetiringSigningKey { .. })
         ));
         set.rotate(1_000);
-        set.retire(&old, 1_000 + 3600, 3600, false).unwrap();
+        set.retire(&old, 1_000 + 3600, 3600, false, None).unwrap();
         assert_eq!(set.keys.len(), 1);
         assert!(matches!(
-            set.retire("nope", 0, 3600, true),
+            set.retire("nope", 0, 3600, true, None),
             Err(KeyError::UnknownKid { .. })
         ));
     }
@@ -549,19 +553,35 @@ mod tests {
         let old = set.keys[0].kid.clone();
         set.rotate(1_000);
         assert!(matches!(
-            set.retire(&old, 1_001, 3600, false),
+            set.retire(&old, 1_001, 3600, false, None),
             Err(KeyError::RetiringTooSoon { wait: 3599, .. })
         ));
-        set.retire(&old, 1_001, 3600, true).unwrap();
+        // A server recorded signing with it until 2_000 (it had not reloaded the file yet):
+        // the wait counts from there.
+        assert!(matches!(
+            set.clone().retire(&old, 4_601, 3600, false, Some(2_000)),
+            Err(KeyError::RetiringTooSoon { wait: 999, .. })
+        ));
+        set.clone()
+            .retire(&old, 5_600, 3600, false, Some(2_000))
+            .unwrap();
+        // An earlier record than the rotation changes nothing.
+        set.clone()
+            .retire(&old, 4_600, 3600, false, Some(500))
+            .unwrap();
+        set.retire(&old, 1_001, 3600, true, None).unwrap();
         // A rotation from before keys carried `iat`: the age is unknown, so only --force.
         let mut set = JwkSet::generate();
         let old = set.keys[0].kid.clone();
         set.rotate(1_000);
         set.keys[0].iat = None;
         assert!(matches!(
-            set.retire(&old, i64::MAX, 3600, false),
+            set.clone().retire(&old, i64::MAX, 3600, false, None),
             Err(KeyError::RetiringUnknownAge { .. })
         ));
+        // The servers' record alone is enough.
+        set.retire(&old, 1_000 + 3600, 3600, false, Some(1_000))
+            .unwrap();
     }
 
     #[test]

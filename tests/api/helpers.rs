@@ -115,9 +115,9 @@ pub async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn({
         let state = state.clone();
-        let prune = config.prune_interval;
+        let housekeeping = tessera::app::Housekeeping::of(&config);
         async move {
-            tessera::app::run(listener, Some(metrics), state, prune, async {
+            tessera::app::run(listener, Some(metrics), state, housekeeping, async {
                 let _ = stopped.await;
             })
             .await

@@ -12,6 +12,7 @@ mod docs;
 mod helpers;
 mod http_client;
 mod integrity;
+mod key_reload;
 mod operations;
 mod races;
 mod refresh;

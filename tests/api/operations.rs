@@ -145,6 +145,7 @@ async fn key_rotation_keeps_old_tokens_valid_until_retired() {
         force,
         token_ttl: 3600,
         leeway: 30,
+        db: app.db_path.clone(),
     };
     let refused = tessera::cli::admin::keys(&retire(false), &app.keys_path).unwrap_err();
     assert!(refused.to_string().contains("--force"), "{refused}");

@@ -882,6 +882,34 @@ impl Store for PgStore {
         })
     }
 
+    fn record_signing(&self, kid: &str, until: i64) -> Result<()> {
+        self.block(async {
+            self.execute(
+                "UPDATE key_fingerprints
+                 SET signing_until = GREATEST(coalesce(signing_until, $2), $2) WHERE kid = $1",
+                &[&kid, &until],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn signing_until(&self, kid: &str) -> Result<Option<i64>> {
+        self.block(async {
+            let rows = self
+                .query(
+                    "SELECT signing_until FROM key_fingerprints WHERE kid = $1",
+                    &[&kid],
+                )
+                .await?;
+            Ok(rows
+                .first()
+                .map(|row| col::<Option<i64>>(row, 0))
+                .transpose()?
+                .flatten())
+        })
+    }
+
     /// Readiness is what token checks experience: a probe check queued behind the real ones,
     /// through the same batches, pool and timeouts. A replica whose checks stall or fail is
     /// reported not ready, so a load balancer moves its traffic elsewhere.

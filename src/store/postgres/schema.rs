@@ -71,6 +71,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO softlock_padding (slot, touched_at) SELECT n, 0 FROM generate_series(0, 15) n;
     ",
+    // 4: until when some replica may sign with each key: renewed while a replica signs with
+    // it, read by `tessera keys retire` (store/mod.rs, record_signing).
+    r"
+    ALTER TABLE key_fingerprints ADD COLUMN signing_until BIGINT;
+    ",
 ];
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {

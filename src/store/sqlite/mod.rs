@@ -278,6 +278,29 @@ impl Store for SqliteStore {
             Ok(conflicts)
         })
     }
+    fn record_signing(&self, kid: &str, until: i64) -> Result<()> {
+        self.with_write(|conn| {
+            conn.execute(
+                "UPDATE key_fingerprints SET signing_until = max(coalesce(signing_until, ?2), ?2)
+                 WHERE kid = ?1",
+                rusqlite::params![kid, until],
+            )?;
+            Ok(())
+        })
+    }
+    fn signing_until(&self, kid: &str) -> Result<Option<i64>> {
+        use rusqlite::OptionalExtension as _;
+        self.with_conn(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT signing_until FROM key_fingerprints WHERE kid = ?1",
+                    [kid],
+                    |row| row.get::<_, Option<i64>>(0),
+                )
+                .optional()?
+                .flatten())
+        })
+    }
     fn ping(&self) -> Result<()> {
         self.verify_files()?;
         self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))

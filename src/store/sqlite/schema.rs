@@ -127,6 +127,11 @@ const MIGRATIONS: &[&str] = &[
     WITH RECURSIVE slots(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM slots WHERE n < 15)
     INSERT INTO softlock_padding (slot, touched_at) SELECT n, 0 FROM slots;
     ",
+    // 6: until when some server may sign with each key: renewed while a server signs with it,
+    // read by `tessera keys retire` (store/mod.rs, record_signing).
+    r"
+    ALTER TABLE key_fingerprints ADD COLUMN signing_until INTEGER;
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -421,7 +421,7 @@ fn dump_holds_schema_and_rows() {
     assert!(dump.contains("CREATE TABLE users"));
     assert!(dump.contains("CREATE VIEW active_sessions"));
     assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
-    assert!(dump.contains("PRAGMA user_version=5;"));
+    assert!(dump.contains("PRAGMA user_version=6;"));
     assert!(dump.contains("CREATE TABLE softlock_padding"));
     assert!(dump.contains("CREATE TABLE sessions"));
 }

@@ -103,7 +103,7 @@ fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
             listener,
             None,
             state.clone(),
-            config.prune_interval,
+            tessera::app::Housekeeping::of(&config),
             async {
                 let _ = stopped.await;
             },

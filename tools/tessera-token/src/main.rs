@@ -1,8 +1,13 @@
 //! `tessera-token`: look inside a Tessera access token, or verify one exactly as the server does.
 //!
 //! Pass `-` to read the token from stdin: a token typed as an argument lands in shell history.
-//! Paths, issuer, audience, leeway and lifetime default to the server's, and read the same
-//! `TESSERA_*` variables, so on the server's host it needs no flags.
+//! Paths (the database too), issuer, audience, leeway and lifetime default to the server's, and
+//! read the same `TESSERA_*` variables, so on the server's host it needs no flags.
+//!
+//! `verify` exits 0 only for a token the server would accept now — revocation included; 1 for
+//! one it would refuse; 2 when it could not tell (no key file, no database, not a token); and 3
+//! when asked not to check revocation (`--no-db`) and the signature and claims hold: a script
+//! that tests for 0 never takes a logged-out token for a live one.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::{Args, Parser, Subcommand};
@@ -11,6 +16,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tessera::auth::{self, AuthError, TokenRejection};
+use tessera::config::DEFAULT_DB_PATH;
 use tessera::config::{
     DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEYS_PATH, DEFAULT_LEEWAY, DEFAULT_TOKEN_TTL,
 };
@@ -41,18 +47,23 @@ enum Command {
         #[command(flatten)]
         options: Options,
     },
-    /// Check the MAC and claims with the keyring — the server's own code path. Exit 0 when valid.
+    /// Check the MAC, the claims and revocation — the server's own code path. Exit 0: the server
+    /// would accept it; 1: it would not; 2: could not tell; 3: valid, revocation not checked
+    /// (--no-db).
     Verify {
         /// The token, or `-` to read it from stdin.
         token: String,
         /// JWK Set file holding the server's keys.
         #[arg(long, env = "TESSERA_KEYS", default_value = DEFAULT_KEYS_PATH)]
         keys: PathBuf,
-        /// Also check revocation (logged out, stale generation, user deleted) and the token's
-        /// session (live, ended, expired, reuse-revoked) in this database — a SQLite file or a
-        /// postgres:// URL (password in PGPASSWORD); the server's own when TESSERA_DB is set.
-        #[arg(long, env = "TESSERA_DB", hide_env_values = true)]
-        db: Option<PathBuf>,
+        /// The server's database, where revocation (logged out, stale generation, user deleted)
+        /// and the token's session (live, ended, expired, reuse-revoked) are checked — a SQLite
+        /// file or a postgres:// URL (password in PGPASSWORD).
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH)]
+        db: PathBuf,
+        /// Check only the signature and claims; the exit code is then 3, never 0.
+        #[arg(long)]
+        no_db: bool,
         /// Session idle timeout in seconds: the server's --session-idle.
         #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout)]
         session_idle: i64,
@@ -99,6 +110,7 @@ fn main() -> ExitCode {
             token,
             keys,
             db,
+            no_db,
             session_idle,
             options,
         } => read_token(token).and_then(|t| {
@@ -106,17 +118,14 @@ fn main() -> ExitCode {
                 idle_timeout: *session_idle,
                 ..SessionPolicy::default()
             };
-            run_verify(&t, keys, db.as_deref(), &sessions, options)
+            let db = (!*no_db).then_some(db.as_path());
+            run_verify(&t, keys, db, &sessions, options)
         }),
     };
     match result {
         Ok(report) => {
             print!("{}", report.text);
-            if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(report.verdict as u8)
         }
         Err(message) => {
             eprintln!("tessera-token: {message}");
@@ -127,26 +136,58 @@ fn main() -> ExitCode {
 
 struct Report {
     text: String,
-    ok: bool,
+    verdict: Verdict,
+}
+
+/// The exit code: what a script can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The server would accept it (for `inspect`: no problem found).
+    Accepted = 0,
+    Refused = 1,
+    /// Signature and claims hold; revocation was not checked.
+    RevocationNotChecked = 3,
 }
 
 fn read_token(argument: &str) -> Result<String, String> {
-    if argument != "-" {
-        return Ok(argument.to_owned());
+    let token = if argument == "-" {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        // Only the line break a shell or `echo` adds; whitespace inside is the token's problem.
+        input.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        argument.to_owned()
+    };
+    not_an_access_token(&token).map_or(Ok(token), Err)
+}
+
+/// Inputs that are not access tokens at all get a sentence saying what they are.
+fn not_an_access_token(token: &str) -> Option<String> {
+    if token.trim().is_empty() {
+        return Some("no token given: the input is empty".into());
     }
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| format!("cannot read stdin: {e}"))?;
-    // Only the line break a shell or `echo` adds; whitespace inside is the token's problem.
-    Ok(input.trim_end_matches(['\r', '\n']).to_owned())
+    if token.starts_with(tessera::token::REFRESH_TOKEN_PREFIX) {
+        return Some(format!(
+            "this is a refresh token ({}…), not an access token: it is opaque, only the server \
+             can check it (POST /v1/sessions/refresh), and `tessera session list USERNAME` \
+             shows its session",
+            tessera::token::REFRESH_TOKEN_PREFIX
+        ));
+    }
+    None
 }
 
 fn run_inspect(token: &str, options: &Options) -> Report {
     let now = clock::now();
     let found = inspect(token, now, &options.policy());
     let problems: Vec<String> = found.problems.iter().map(ToString::to_string).collect();
-    let ok = problems.is_empty();
+    let verdict = if problems.is_empty() {
+        Verdict::Accepted
+    } else {
+        Verdict::Refused
+    };
     if options.json {
         let value = json!({
             "header": found.header,
@@ -156,7 +197,7 @@ fn run_inspect(token: &str, options: &Options) -> Report {
         });
         return Report {
             text: format!("{value:#}\n"),
-            ok,
+            verdict,
         };
     }
     let mut text = String::new();
@@ -175,7 +216,7 @@ fn run_inspect(token: &str, options: &Options) -> Report {
             text.push_str(&format!("  - {problem}\n"));
         }
     }
-    Report { text, ok }
+    Report { text, verdict }
 }
 
 fn run_verify(
@@ -192,14 +233,15 @@ fn run_verify(
     let outcome = match codec.verify(token, now) {
         Err(error) => Err(error.to_string()),
         Ok(claims) => match db {
-            None => Ok((
-                claims.claims().clone(),
-                "not checked (pass --db)".to_owned(),
-            )),
+            None => Ok((claims.claims().clone(), "not checked (--no-db)".to_owned())),
             Some(path) => {
                 let postgres = path.to_str().is_some_and(store::is_postgres_url);
                 if !postgres && !path.exists() {
-                    return Err(format!("no database at {}", path.display()));
+                    return Err(format!(
+                        "no database at {}: pass the server's --db (or TESSERA_DB) to check \
+                         revocation, or --no-db to check only the signature and claims",
+                        path.display()
+                    ));
                 }
                 let store = store::open_existing(path).map_err(|e| e.to_string())?;
                 let copy = claims.claims().clone();
@@ -216,18 +258,26 @@ fn run_verify(
             }
         },
     };
+    let checked = db.is_some();
     let report = match outcome {
         Ok((claims, revocation)) => {
             let text = if options.json {
                 format!(
                     "{:#}\n",
-                    json!({"valid": true, "sub": claims.sub, "jti": claims.jti,
+                    // Valid only once revocation was checked: unknown (null) otherwise.
+                    json!({"valid": checked.then_some(true), "signature_and_claims_valid": true,
+                           "sub": claims.sub, "jti": claims.jti,
                            "sid": claims.sid, "gen": claims.r#gen, "exp": claims.exp,
                            "revocation": revocation, "session": session})
                 )
             } else {
+                let verdict = if checked {
+                    "valid"
+                } else {
+                    "signature and claims valid, revocation NOT checked"
+                };
                 let mut text = format!(
-                    "valid: sub {} sid {} jti {} generation {}; {}\nrevocation: {revocation}\n",
+                    "{verdict}: sub {} sid {} jti {} generation {}; {}\nrevocation: {revocation}\n",
                     claims.sub,
                     claims.sid,
                     claims.jti,
@@ -239,7 +289,12 @@ fn run_verify(
                 }
                 text
             };
-            Report { text, ok: true }
+            let verdict = if checked {
+                Verdict::Accepted
+            } else {
+                Verdict::RevocationNotChecked
+            };
+            Report { text, verdict }
         }
         Err(reason) => {
             let text = if options.json {
@@ -254,7 +309,10 @@ fn run_verify(
                 }
                 text
             };
-            Report { text, ok: false }
+            Report {
+                text,
+                verdict: Verdict::Refused,
+            }
         }
     };
     Ok(report)

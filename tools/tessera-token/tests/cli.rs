@@ -96,7 +96,7 @@ async fn server_and_token(dir: &Path) -> (std::net::SocketAddr, String) {
         listener,
         None,
         state,
-        config.prune_interval,
+        tessera::app::Housekeeping::of(&config),
         std::future::pending(),
     ));
     let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": PASSWORD,
@@ -288,10 +288,13 @@ fn verify_reads_the_servers_tessera_variables() {
         ("TESSERA_AUDIENCE", "staging-api"),
         ("TESSERA_TOKEN_TTL", "600"),
     ];
-    let output = run_with_env(&["verify", "-"], &token, &env);
-    assert!(output.status.success(), "{}", stdout(&output));
+    let output = run_with_env(&["verify", "--no-db", "-"], &token, &env);
+    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
     // The defaults are the server's own: another issuer is refused.
-    let output = run(&["verify", "--keys", keys.to_str().unwrap(), "-"], &token);
+    let output = run(
+        &["verify", "--no-db", "--keys", keys.to_str().unwrap(), "-"],
+        &token,
+    );
     assert!(!output.status.success());
     assert!(stdout(&output).contains("issuer"), "{}", stdout(&output));
 }
@@ -318,4 +321,105 @@ fn help_never_prints_the_database_url_from_the_environment() {
         assert!(output.status.success(), "{args:?}: {output:?}");
         assert!(!text.contains("SECRET-IN-URL"), "{args:?}:\n{text}");
     }
+}
+
+/// A logged-out token is never "valid" with exit 0 because revocation went unchecked: the
+/// database defaults to the server's, `--no-db` is explicit and exits 3, and a database that
+/// is not there is an error (2), not a pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_never_passes_a_revoked_token_for_want_of_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, token) = server_and_token(dir.path()).await;
+    let bearer = format!("Bearer {token}");
+    let logout = http_client::send(
+        addr,
+        "DELETE",
+        "/v1/sessions/current",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(logout.status, 204);
+    let keys = dir.path().join("jwks.json");
+    let db = dir.path().join("t.db");
+    let env = [
+        ("TESSERA_KEYS", keys.to_str().unwrap()),
+        ("TESSERA_DB", db.to_str().unwrap()),
+    ];
+    // The server's database, from the server's variable, with no flag.
+    let checked = run_with_env(&["verify", "-"], &token, &env);
+    assert_eq!(checked.status.code(), Some(1), "{}", stdout(&checked));
+    assert!(stdout(&checked).contains("invalid: token was logged out"));
+    // Asked not to check: never exit 0, never the word "valid" alone.
+    let unchecked = run_with_env(&["verify", "--no-db", "-"], &token, &env);
+    assert_eq!(unchecked.status.code(), Some(3), "{}", stdout(&unchecked));
+    let text = stdout(&unchecked);
+    assert!(
+        text.starts_with("signature and claims valid, revocation NOT checked"),
+        "{text}"
+    );
+    let json_out = run_with_env(&["verify", "--no-db", "--json", "-"], &token, &env);
+    let value: Value = serde_json::from_str(&stdout(&json_out)).unwrap();
+    assert_eq!(value["valid"], Value::Null);
+    // No database where the default points: an error that says what to pass.
+    let missing = run_with_env(
+        &["verify", "--keys", keys.to_str().unwrap(), "-"],
+        &token,
+        &[("TESSERA_DB", dir.path().join("absent.db").to_str().unwrap())],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("--no-db") && stderr.contains("absent.db"),
+        "{stderr}"
+    );
+}
+
+/// What is not an access token is named: a refresh token, empty input.
+#[test]
+fn verify_and_inspect_say_what_a_non_token_is() {
+    for command in ["verify", "inspect"] {
+        let refresh = run(
+            &[command, "-"],
+            "tsr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+        );
+        assert_eq!(refresh.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&refresh.stderr);
+        assert!(stderr.contains("refresh token"), "{command}: {stderr}");
+        let empty = run(&[command, "-"], "\n");
+        assert_eq!(empty.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&empty.stderr);
+        assert!(stderr.contains("empty"), "{command}: {stderr}");
+    }
+}
+
+/// The server refuses a token from its `exp` on, and so does `verify`: no leeway past it.
+#[test]
+fn verify_refuses_a_token_past_its_exp_like_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("jwks.json");
+    tessera::token::JwkSet::create(&keys).unwrap();
+    let policy = tessera::token::ValidationPolicy {
+        issuer: "tessera".into(),
+        audience: "tessera-api".into(),
+        leeway: 30,
+        max_lifetime: 900,
+    };
+    let now = tessera::support::clock::now();
+    let token = tessera::token::Codec::new(tessera::token::Keyring::load(&keys).unwrap(), policy)
+        .issue(
+            &uid("user"),
+            &tessera::domain::ids::SessionId::random(),
+            0,
+            now - 70,
+            60,
+        )
+        .token;
+    let output = run(
+        &["verify", "--no-db", "--keys", keys.to_str().unwrap(), "-"],
+        &token,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stdout(&output).contains("expired"), "{}", stdout(&output));
 }

@@ -1,5 +1,9 @@
 //! Assembly: configuration → keyring, store, hasher → `Auth` → HTTP state; and the running
-//! server with its background pruning and signal handling.
+//! server with its background pruning, key-file following and signal handling.
+
+mod key_reload;
+
+pub use key_reload::SIGNING_LEASE;
 
 use crate::auth::Auth;
 use crate::auth::hash_pool::HashPool;
@@ -12,6 +16,7 @@ use crate::store::{self, StoreError};
 use crate::token::{Codec, JwkSet, KeyError, Keyring, ValidationPolicy};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -48,6 +53,11 @@ pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
     if !mismatched.is_empty() {
         return Err(StartupError::KeyMismatch(mismatched));
     }
+    // Before the first token is signed, as every renewal is (see `key_reload`).
+    store.record_signing(
+        keyring.signing_kid(),
+        config.clock.now().saturating_add(SIGNING_LEASE),
+    )?;
     let hashing = HashPool::new(
         Hasher::new(config.hash)?,
         config.hash_permits,
@@ -88,16 +98,46 @@ fn load_or_create_keys(config: &Config) -> Result<Keyring, StartupError> {
     Ok(Keyring::load(path)?)
 }
 
+/// The background work beside serving: pruning expired rows, and following the key file.
+#[derive(Debug, Clone)]
+pub struct Housekeeping {
+    pub prune_every: std::time::Duration,
+    pub keys_path: PathBuf,
+}
+
+impl Housekeeping {
+    pub fn of(config: &Config) -> Self {
+        Self {
+            prune_every: config.prune_interval,
+            keys_path: config.keys_path.clone(),
+        }
+    }
+}
+
 /// Runs the API on `listener` (and metrics on `metrics`, if given) until `shutdown` resolves,
-/// pruning expired revocation rows in the background; then checkpoints the WAL.
+/// pruning expired revocation rows and following the key file in the background; then
+/// checkpoints the WAL.
 pub async fn run(
     listener: TcpListener,
     metrics: Option<TcpListener>,
     state: Arc<AppState>,
-    prune_every: std::time::Duration,
+    housekeeping: Housekeeping,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
-    let pruner = tokio::spawn(prune_periodically(state.clone(), prune_every));
+    let pruner = tokio::spawn(prune_periodically(state.clone(), housekeeping.prune_every));
+    let hangups = key_reload::hangups();
+    let key_follower = tokio::spawn(key_reload::follow(
+        state.clone(),
+        housekeeping.keys_path,
+        hangups,
+    ));
+    // Said once everything that reacts to outside events is in place.
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "tessera listening");
+    }
+    if let Some(address) = metrics.as_ref().and_then(|m| m.local_addr().ok()) {
+        tracing::info!(%address, "metrics listening");
+    }
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = metrics.map(|listener| {
         let stopped = async {
@@ -111,6 +151,7 @@ pub async fn run(
     });
     let served = http::serve(listener, state.clone(), shutdown).await;
     pruner.abort();
+    key_follower.abort();
     let _ = stop_metrics.send(());
     if let Some(server) = metrics_server {
         let _ = server.await;
@@ -131,20 +172,15 @@ pub async fn serve_until_signalled(
 ) -> Result<(), StartupError> {
     let state = build_state(config)?;
     let listener = bind(addr).await?;
-    tracing::info!(address = %listener.local_addr().unwrap_or(addr), "tessera listening");
     let metrics = match metrics_addr {
-        Some(addr) => {
-            let listener = bind(addr).await?;
-            tracing::info!(address = %listener.local_addr().unwrap_or(addr), "metrics listening");
-            Some(listener)
-        }
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     run(
         listener,
         metrics,
         state,
-        config.prune_interval,
+        Housekeeping::of(config),
         shutdown_signal(),
     )
     .await
