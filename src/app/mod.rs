@@ -32,6 +32,13 @@ pub enum StartupError {
          key file"
     )]
     KeyMismatch(Vec<String>),
+    #[error(
+        "key file {} does not exist; create it with `tessera keys generate --keys {}` (a path \
+         given with --keys or TESSERA_KEYS is never created)",
+        .0.display(),
+        .0.display()
+    )]
+    MissingKeys(PathBuf),
     #[error(transparent)]
     Hash(#[from] HashError),
     #[error("cannot start hashing threads: {0}")]
@@ -88,12 +95,16 @@ fn load_or_create_keys(config: &Config) -> Result<Keyring, StartupError> {
     let path = &config.keys_path;
     if config.create_missing_keys && !path.exists() {
         JwkSet::create(path)?;
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         tracing::warn!(
-            path = %path.display(),
+            path = %absolute.display(),
             "DEVELOPMENT SETUP: no key file existed, so a new signing key was generated. \
              Tokens from any other instance will not verify here. In production, create keys \
              with `tessera keys generate` and pass --keys explicitly."
         );
+    }
+    if !path.exists() {
+        return Err(StartupError::MissingKeys(path.clone()));
     }
     Ok(Keyring::load(path)?)
 }
@@ -161,6 +172,7 @@ pub async fn run(
     if let Ok(Err(error)) = checkpoint {
         tracing::warn!(%error, "WAL checkpoint on shutdown failed");
     }
+    tracing::info!("tessera stopped");
     served.map_err(StartupError::Serve)
 }
 
@@ -171,6 +183,16 @@ pub async fn serve_until_signalled(
     config: &Config,
 ) -> Result<(), StartupError> {
     let state = build_state(config)?;
+    let (backend, database) = store::describe_location(&config.db_path);
+    let keys =
+        std::fs::canonicalize(&config.keys_path).unwrap_or_else(|_| config.keys_path.clone());
+    tracing::info!(
+        backend,
+        %database,
+        keys = %keys.display(),
+        signing_kid = %state.auth.signing_kid(),
+        "tessera starting"
+    );
     let listener = bind(addr).await?;
     let metrics = match metrics_addr {
         Some(addr) => Some(bind(addr).await?),

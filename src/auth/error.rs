@@ -13,9 +13,16 @@ use crate::token::{RefreshTokenError, TokenError};
 pub enum TokenRejection {
     #[error("{0}")]
     Codec(TokenError),
-    #[error("token was logged out")]
+    /// Its `sid` (or `jti`) is on the denylist: the session ended by any means.
+    #[error(
+        "token's session was ended (logout, ended by id or by `tessera session revoke`, or \
+         refresh-token reuse)"
+    )]
     Revoked,
-    #[error("token predates the user's last log-out-everywhere or password change")]
+    #[error(
+        "token predates the user's last log-out-everywhere, password change or \
+         `tessera user revoke`"
+    )]
     StaleGeneration,
     #[error("token's user no longer exists")]
     UnknownUser,

@@ -22,7 +22,7 @@ pub enum AdminError {
     Username(#[from] UsernameError),
     #[error("no user named {0:?}")]
     NoSuchUser(String),
-    #[error("no session {0:?} that is not already ended")]
+    #[error("no live session {0:?}: unknown, or already ended")]
     NoSuchSession(String),
     #[error(
         "cannot read from the database when servers last signed with the key ({0}); pass the \

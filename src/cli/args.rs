@@ -160,11 +160,11 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT, or HOST:PORT (its first IPv4 address, else its first).
+    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080", value_parser = listen_address)]
     pub listen: SocketAddr,
     /// Address for Prometheus metrics (`GET /metrics`); off unless given. Keep it private.
-    #[arg(long, env = "TESSERA_METRICS_LISTEN")]
+    #[arg(long, env = "TESSERA_METRICS_LISTEN", value_parser = listen_address)]
     pub metrics_listen: Option<SocketAddr>,
     /// SQLite database file (created with mode 0600 if missing), or a postgres:// URL for
     /// several replicas on one database (keep the password out of argv: TESSERA_DB or
@@ -284,6 +284,26 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+/// A listen address: an IP and port, or a host name and port resolved once at start (IPv4
+/// preferred, as `localhost` users expect `127.0.0.1` to answer).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let hint = "give HOST:PORT or IP:PORT, e.g. 127.0.0.1:8080 or localhost:8080";
+    let resolved: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{e}; {hint}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{text} resolves to no address; {hint}"))
+}
+
 /// A `--db-timeout`: long enough for a busy database to answer, short enough that a stuck one
 /// is noticed well within a request's timeout.
 fn db_timeout(text: &str) -> Result<Duration, String> {
@@ -391,6 +411,25 @@ mod tests {
     fn password_minimum_cannot_go_below_eight() {
         assert!(Cli::try_parse_from(["tessera", "serve", "--password-min-chars", "7"]).is_err());
         assert!(Cli::try_parse_from(["tessera", "serve", "--password-min-chars", "8"]).is_ok());
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_says_what_it_wants() {
+        let parse = |value: &str| {
+            Cli::try_parse_from(["tessera", "serve", "--listen", value]).map(|cli| {
+                match cli.command {
+                    Command::Serve(args) => args.listen,
+                    _ => panic!(),
+                }
+            })
+        };
+        assert_eq!(
+            parse("localhost:8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(parse("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
+        let refused = parse("localhost").unwrap_err().to_string();
+        assert!(refused.contains("HOST:PORT"), "{refused}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub(super) struct RequestLine<'a> {
     /// When the request finished, on the monotonic clock: orders the line among other threads'.
     pub finished: Instant,
     pub request_id: &'a str,
+    /// The client's address: the TCP peer.
+    pub client: std::net::IpAddr,
 }
 
 impl AccessLog {
@@ -77,10 +79,14 @@ fn render(out: &mut Vec<u8>, format: LineFormat, now: SystemTime, line: &Request
         LineFormat::Text => {
             out.extend_from_slice(b" request_id=");
             out.extend_from_slice(line.request_id.as_bytes());
+            out.extend_from_slice(b" client=");
+            let _ = write!(out, "{}", line.client);
         }
         LineFormat::Json => {
             out.extend_from_slice(br#","request_id":""#);
             out.extend_from_slice(line.request_id.as_bytes());
+            out.extend_from_slice(br#"","client":""#);
+            let _ = write!(out, "{}", line.client);
             out.extend_from_slice(br#""},"target":"tessera::request"}"#);
         }
     }
@@ -250,6 +256,7 @@ mod tests {
             elapsed: Duration::from_micros(12_045),
             finished: Instant::now(),
             request_id: "c3--ceZHiFvb5GIP",
+            client: "2001:db8::7".parse().unwrap(),
         }
     }
 
@@ -267,7 +274,8 @@ mod tests {
         assert_eq!(
             String::from_utf8(text).unwrap(),
             "2025-11-25T12:00:00.000042Z  INFO tessera::request: request method=GET \
-             route=\"GET /v1/users/me\" status=200 latency_ms=12.045 request_id=c3--ceZHiFvb5GIP\n"
+             route=\"GET /v1/users/me\" status=200 latency_ms=12.045 request_id=c3--ceZHiFvb5GIP \
+             client=2001:db8::7\n"
         );
     }
 
@@ -288,6 +296,7 @@ mod tests {
         assert_eq!(fields["status"], 200);
         assert_eq!(fields["latency_ms"].as_f64(), Some(12.045));
         assert_eq!(fields["request_id"], "c3--ceZHiFvb5GIP");
+        assert_eq!(fields["client"], "2001:db8::7");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::auth::{
 use crate::domain::session;
 use crate::domain::user::{NewUser, RegistrationForm, UserProfile};
 use crate::domain::username::Username;
+use crate::domain::validation::FieldError;
 use crate::support::clock;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION, USER_AGENT};
@@ -100,9 +101,7 @@ async fn logout_everywhere(
 
 async fn register(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    state
-        .register_limiter
-        .check(call.peer.ip(), Instant::now())?;
+    within_budget(call, &state.register_limiter, "register")?;
     let mut body = read_body(state, request).await?;
     let form = RegistrationForm {
         username: body.string("username"),
@@ -133,7 +132,7 @@ async fn register(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRes
 
 async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    state.login_limiter.check(call.peer.ip(), Instant::now())?;
+    within_budget(call, &state.login_limiter, "login")?;
     let user_agent = request
         .headers()
         .get(USER_AGENT)
@@ -142,15 +141,28 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
     let username = body.string("username");
     let password = body.secret("password");
     body.finish()?;
+    let typed = as_typed(&username);
     let auth = state.auth.clone();
     let now = state.clock.now();
     let result = blocking(call, move |cancel| {
         auth.login(&username, &password, &user_agent, now, &cancel)
     })
     .await;
+    let (request_id, client) = (call.request_id, call.peer.ip());
     let outcome = match &result {
-        Ok(_) => LoginOutcome::Succeeded,
-        Err(ApiError::TooManyRequests { .. }) => LoginOutcome::Throttled,
+        Ok(grant) => {
+            let session_id = &grant.session_id;
+            tracing::info!(request_id = %request_id, %client, username = ?typed, %session_id, "login succeeded");
+            LoginOutcome::Succeeded
+        }
+        Err(ApiError::TooManyRequests { retry_after }) => {
+            tracing::warn!(request_id = %request_id, %client, username = ?typed, retry_after, "login refused by the softlock");
+            LoginOutcome::Throttled
+        }
+        Err(ApiError::InvalidCredentials) => {
+            tracing::warn!(request_id = %request_id, %client, username = ?typed, "login failed: unknown user or wrong password");
+            LoginOutcome::Failed
+        }
         Err(_) => LoginOutcome::Failed,
     };
     state.metrics.login(outcome);
@@ -163,9 +175,7 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
 /// refresh token. No Authorization header: the access token may have expired.
 async fn refresh(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    state
-        .refresh_limiter
-        .check(call.peer.ip(), Instant::now())?;
+    within_budget(call, &state.refresh_limiter, "refresh")?;
     let mut body = read_body(state, request).await?;
     let token = body.secret("refresh_token");
     body.finish()?;
@@ -181,7 +191,7 @@ async fn refresh(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResp
     };
     state.metrics.refresh(outcome);
     let refreshed = result.map_err(|error| {
-        log_auth_error(call.request_id, &error);
+        log_auth_error(call, &error);
         ApiError::from(error)
     })?;
     state.metrics.token_issued();
@@ -249,7 +259,8 @@ async fn change_password(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    let (caller, mut body) = reauthentication(call, request).await?;
+    let fields = &["current_password", "new_password"];
+    let (caller, mut body) = reauthentication(call, request, fields).await?;
     let current = body.secret("current_password");
     let new = body.secret("new_password");
     body.finish()?;
@@ -268,11 +279,22 @@ async fn change_password(
 async fn reauthentication(
     call: &Call<'_>,
     request: Request<Incoming>,
+    fields: &[&'static str],
 ) -> Result<(Authenticated, body::JsonObject), ApiError> {
     let caller = authenticate(call, &request).await?;
-    call.state
-        .login_limiter
-        .check(call.peer.ip(), Instant::now())?;
+    within_budget(call, &call.state.login_limiter, "login")?;
+    if !has_body(&request) {
+        return Err(ApiError::BadRequest {
+            detail: format!(
+                "This request needs a JSON body with {}: it re-checks your password.",
+                fields.join(" and ")
+            ),
+            errors: fields
+                .iter()
+                .map(|field| FieldError::new(field, "missing", "is required"))
+                .collect(),
+        });
+    }
     let body = read_body(call.state, request).await?;
     Ok((caller, body))
 }
@@ -283,7 +305,7 @@ async fn delete_account(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let state = call.state;
-    let (caller, mut body) = reauthentication(call, request).await?;
+    let (caller, mut body) = reauthentication(call, request, &["password"]).await?;
     let password = body.secret("password");
     body.finish()?;
     let auth = state.auth.clone();
@@ -303,7 +325,7 @@ async fn ready(call: &Call<'_>) -> Result<HttpResponse, ApiError> {
     match ping {
         Ok(()) => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),
         Err(error) => {
-            tracing::error!(request_id = call.request_id, %error, "readiness check failed");
+            tracing::error!(request_id = %call.request_id, %error, "readiness check failed");
             Err(ApiError::NotReady)
         }
     }
@@ -322,7 +344,7 @@ async fn authenticate(
         Ok(Some(session)) => return Ok(session),
         Ok(None) => {}
         Err(error) => {
-            log_auth_error(call.request_id, &error);
+            log_auth_error(call, &error);
             return Err(error.into());
         }
     }
@@ -357,46 +379,100 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(move || work(cancel)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
-            log_auth_error(call.request_id, &error);
+            log_auth_error(call, &error);
             Err(error.into())
         }
         Err(join_error) => {
             let request_id = call.request_id;
-            tracing::error!(request_id, error = %join_error, "use case panicked or was cancelled");
+            tracing::error!(request_id = %request_id, client = %call.peer.ip(), error = %join_error, "use case panicked or was cancelled");
             Err(ApiError::Internal)
         }
     }
 }
 
-/// What the client is not told, for the operator, under the request's id.
-fn log_auth_error(request_id: &str, error: &AuthError) {
+/// What the client is not told, for the operator: under the request's id, with the client's
+/// address (OWASP ASVS 5.0 V16: who, from where, what, and the outcome). Never a password,
+/// token or refresh token; the login handler adds the account name as typed to its own lines.
+fn log_auth_error(call: &Call<'_>, error: &AuthError) {
+    let (request_id, client) = (call.request_id, call.peer.ip());
     match error {
         AuthError::InvalidToken(TokenRejection::Codec(reason)) => {
-            tracing::info!(request_id, reason = %reason, "token rejected");
+            tracing::info!(request_id = %request_id, %client, reason = %reason, "token rejected");
         }
         AuthError::InvalidToken(reason) => {
-            tracing::info!(request_id, reason = %reason, "token rejected");
+            tracing::info!(request_id = %request_id, %client, reason = %reason, "token rejected");
         }
         AuthError::InvalidRefreshToken(reason @ RefreshRejection::Reused(session)) => {
             tracing::warn!(
-                request_id,
+                request_id = %request_id,
+                %client,
                 session_id = %session,
                 reason = %reason,
                 "refresh token reuse: session ended"
             );
         }
         AuthError::InvalidRefreshToken(reason) => {
-            tracing::info!(request_id, reason = %reason, "refresh token rejected");
+            tracing::info!(request_id = %request_id, %client, reason = %reason, "refresh token rejected");
         }
-        AuthError::Throttled { .. } => tracing::info!(request_id, "login throttled by softlock"),
-        AuthError::Overloaded => tracing::warn!(request_id, "hashing queue full; answered 503"),
+        AuthError::Throttled { retry_after } => {
+            tracing::warn!(request_id = %request_id, %client, retry_after, "password guess refused by the softlock");
+        }
+        AuthError::WrongCurrentPassword => {
+            tracing::warn!(request_id = %request_id, %client, "re-authentication failed: wrong password");
+        }
+        AuthError::Overloaded => {
+            tracing::warn!(request_id = %request_id, %client, "hashing queue full; answered 503");
+        }
         AuthError::ClientGone => {
-            tracing::info!(request_id, "client left while queued for hashing; skipped");
+            tracing::info!(request_id = %request_id, %client, "client left while queued for hashing; skipped");
         }
-        AuthError::Store(e) => tracing::error!(request_id, error = %e, "storage failure"),
-        AuthError::Hash(e) => tracing::error!(request_id, error = %e, "hashing failure"),
+        AuthError::Store(e) => {
+            let error = crate::store::cause_chain(e);
+            tracing::error!(request_id = %request_id, %client, %error, "storage failure");
+        }
+        AuthError::Hash(e) => {
+            tracing::error!(request_id = %request_id, %client, error = %e, "hashing failure");
+        }
         _ => {}
     }
+}
+
+/// The client's per-address budget for `what`; a refusal is logged with the address, so an
+/// operator can see who is being throttled.
+fn within_budget(
+    call: &Call<'_>,
+    limiter: &super::limits::RateLimiter,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    let client = call.peer.ip();
+    limiter.check(client, Instant::now()).inspect_err(|_| {
+        tracing::warn!(
+            request_id = %call.request_id,
+            %client,
+            budget = what,
+            "refused by the per-client rate limit"
+        );
+    })
+}
+
+/// A name as the client typed it, for a log line: at most 128 characters, and written with
+/// `?` (quoted, control characters escaped) so it can never forge a line.
+fn as_typed(name: &str) -> String {
+    const MAX: usize = 128;
+    match name.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", name.get(..cut).unwrap_or_default()),
+        None => name.to_owned(),
+    }
+}
+
+/// Whether a body may follow the head: a `Content-Length` above zero, or a transfer coding.
+fn has_body(request: &Request<Incoming>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok())
+            .is_some_and(|length| length.trim() != "0")
 }
 
 fn user_view(status: StatusCode, profile: &UserProfile) -> HttpResponse {

@@ -397,6 +397,7 @@ pub async fn serve_metrics(
         ..state.settings.clone()
     };
     server::accept_loop(
+        "metrics",
         listener,
         &settings,
         shutdown,

@@ -97,6 +97,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let settings = state.settings.clone();
     server::accept_loop(
+        "api",
         listener,
         &settings,
         shutdown,
@@ -162,6 +163,7 @@ fn dispatch(
             elapsed,
             finished,
             request_id,
+            client: peer.ip(),
         });
         drop(in_service);
         Ok(response)

@@ -34,6 +34,7 @@ const HARD_HEADER_LIMIT: usize = 128 * 1024;
 /// path, stage by stage"). So the handler keeps the connection's [`InService`] mark itself,
 /// until its response is ready, and answers in hyper's `Result` shape — never an `Err`.
 pub async fn accept_loop<H, F>(
+    name: &'static str,
     listener: TcpListener,
     settings: &HttpSettings,
     shutdown: impl Future<Output = ()>,
@@ -85,7 +86,7 @@ where
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // EMFILE and friends are transient: back off instead of dying.
-                    tracing::warn!(%error, "accept failed; backing off");
+                    tracing::warn!(listener = name, %error, "accept failed; backing off");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -94,7 +95,11 @@ where
         };
         let Some(connection_state) = table.admit(peer.ip(), settings.max_connections_per_client)
         else {
-            tracing::info!("connection refused: this client holds its connection limit");
+            tracing::warn!(
+                listener = name,
+                client = %peer.ip(),
+                "connection refused: this client holds its connection limit"
+            );
             continue; // dropping the stream closes it; the slot is returned
         };
         let _ = stream.set_nodelay(true);
@@ -136,13 +141,21 @@ where
     }
 
     drop(listener);
-    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    tracing::info!(
+        listener = name,
+        "shutting down: no new connections; waiting for in-flight requests"
+    );
     let _ = stopping.send(true);
     let all_slots = u32::try_from(settings.max_connections.max(1)).unwrap_or(u32::MAX);
     tokio::select! {
-        _ = connection_slots.acquire_many(all_slots) => tracing::info!("all connections closed"),
+        _ = connection_slots.acquire_many(all_slots) => {
+            tracing::info!(listener = name, "all connections closed");
+        }
         () = tokio::time::sleep(settings.shutdown_grace) => {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
+            tracing::warn!(
+                listener = name,
+                "shutdown grace period over; closing remaining connections"
+            );
         }
     }
     Ok(())

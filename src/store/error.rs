@@ -74,7 +74,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// An error and every source under it, joined by ": " — what a log line needs to name the real
 /// cause (drivers' own messages are often just "db error" or "error creating a new object").
 /// Repeated messages (a wrapper that prints its source) appear once.
-pub(crate) fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

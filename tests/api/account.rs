@@ -109,7 +109,14 @@ async fn login_rehashes_when_the_configured_parameters_change() {
 async fn deleting_the_account_requires_the_password() {
     let app = spawn_app().await;
     let token = app.user_with_token("kvothe").await;
-    assert_problem(&app.send("DELETE", "/v1/users/me", Some(&token)).await, 415);
+    // No body at all: the answer names what is missing.
+    let bodiless = assert_problem(&app.send("DELETE", "/v1/users/me", Some(&token)).await, 400);
+    assert!(
+        bodiless["detail"].as_str().unwrap().contains("password"),
+        "{bodiless}"
+    );
+    assert_eq!(bodiless["errors"][0]["field"], "password");
+    assert_eq!(bodiless["errors"][0]["code"], "missing");
     let empty =
         http_client::send_json(app.addr, "DELETE", "/v1/users/me", Some(&token), &json!({}))
             .await

@@ -23,8 +23,6 @@ fn start_binary_logged(dir: &Path) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>
     (child, addr, log)
 }
 
-/// The binary with `RUST_LOG=filter`, its stderr collected line by line by the returned thread,
-/// which ends when the child has exited and its last line is read.
 fn start_binary_logging_at(
     dir: &Path,
     filter: &str,
@@ -34,12 +32,29 @@ fn start_binary_logging_at(
     Arc<Mutex<Vec<String>>>,
     std::thread::JoinHandle<()>,
 ) {
+    start_binary_with(dir, filter, "json", &["--login-rate", "0"])
+}
+
+/// The binary with `RUST_LOG=filter`, its stderr collected line by line by the returned thread,
+/// which ends when the child has exited and its last line is read.
+fn start_binary_with(
+    dir: &Path,
+    filter: &str,
+    format: &str,
+    extra: &[&str],
+) -> (
+    Child,
+    SocketAddr,
+    Arc<Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .env("RUST_LOG", filter)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", format])
         .args(["--argon2-memory-kib", "256", "--argon2-iterations", "1"])
-        .args(["--login-rate", "0", "--register-rate", "0"])
+        .args(["--register-rate", "0"])
+        .args(extra)
         .arg("--db")
         .arg(dir.join("tessera.db"))
         .arg("--keys")
@@ -55,6 +70,11 @@ fn start_binary_logging_at(
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             collected.lock().unwrap().push(line.clone());
+            if !line.contains("\"fields\"") && line.contains("tessera listening") {
+                let address = line.split("address=").nth(1).unwrap().trim();
+                let _ = found.send(address.parse().unwrap());
+                continue;
+            }
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -376,4 +396,129 @@ async fn refresh_tokens_never_reach_the_logs_and_a_replay_names_its_session() {
     assert_eq!(reuse.len(), 1, "{lines:#?}");
     assert_eq!(reuse[0]["level"], "WARN");
     assert_eq!(reuse[0]["fields"]["session_id"], grant["session_id"]);
+}
+
+/// Text logs, as an operator greps them. Every line written for a request carries
+/// `request_id=ID` in the one same form, so one grep finds them all; authentication events name
+/// the client's address and the account name as typed — escaped, so a name cannot forge a
+/// line — never the password; a per-client refusal names the address; and the two listeners'
+/// shutdown lines say which is which, then the server says it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_attribute_every_authentication_event_to_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr, log, reader) = start_binary_with(
+        dir.path(),
+        "info",
+        "text",
+        &[
+            "--login-burst",
+            "3",
+            "--login-rate",
+            "0.001",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": GOOD_PASSWORD,
+                      "mothers_favorite_search_engine": "Duck Duck Go"});
+    http_client::send_json(addr, "POST", "/v1/users", None, &body)
+        .await
+        .unwrap();
+    let login = |name: &'static str, password: &'static str| async move {
+        let body = json!({"username": name, "password": password});
+        http_client::send_json(addr, "POST", "/v1/sessions", None, &body)
+            .await
+            .unwrap()
+    };
+    let wrong = login("kvothe", "a wrong password, typed twice").await;
+    assert_eq!(wrong.status, 401);
+    let forged = login(
+        "nobody\n2026-01-01T00:00:00Z  INFO forged: admin logged in",
+        "x",
+    )
+    .await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(login("kvothe", GOOD_PASSWORD).await.status, 200);
+    assert_eq!(
+        login("kvothe", GOOD_PASSWORD).await.status,
+        429,
+        "the per-client budget"
+    );
+    assert_eq!(terminate(&mut child).code(), Some(0));
+    reader.join().unwrap();
+    let lines = log.lock().unwrap().clone();
+    let everything = lines.join("\n");
+
+    let id = wrong.header("x-request-id").unwrap();
+    let of_request: Vec<&String> = lines
+        .iter()
+        .filter(|line| {
+            line.contains(&format!("request_id={id} "))
+                || line.ends_with(&format!("request_id={id}"))
+        })
+        .collect();
+    assert_eq!(
+        of_request.len(),
+        2,
+        "the request line and the login line: {lines:#?}"
+    );
+    assert!(
+        of_request
+            .iter()
+            .all(|line| line.contains("client=127.0.0.1")),
+        "{of_request:#?}"
+    );
+    let failed = of_request
+        .iter()
+        .find(|line| line.contains("login failed"))
+        .unwrap();
+    assert!(failed.contains("username=\"kvothe\""), "{failed}");
+    assert!(
+        !everything.contains("typed twice"),
+        "a password reached the log"
+    );
+    assert!(
+        !everything.contains(GOOD_PASSWORD),
+        "a password reached the log"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|line| line.starts_with("2026-01-01T00:00:00Z")),
+        "a typed name forged a line: {lines:#?}"
+    );
+    assert!(
+        everything.contains(r#"username="nobody\n2026-01-01"#),
+        "{everything}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("login succeeded") && line.contains("session_id=")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("refused by the per-client rate limit")
+                && line.contains("client=127.0.0.1")
+                && line.contains("budget=\"login\"")),
+        "{lines:#?}"
+    );
+    for listener in ["api", "metrics"] {
+        let shutting_down = lines
+            .iter()
+            .filter(|line| {
+                line.contains("shutting down") && line.contains(&format!("listener=\"{listener}\""))
+            })
+            .count();
+        assert_eq!(shutting_down, 1, "{listener}: {lines:#?}");
+    }
+    assert!(
+        lines
+            .last()
+            .is_some_and(|line| line.contains("tessera stopped")),
+        "{lines:#?}"
+    );
 }

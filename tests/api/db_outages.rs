@@ -262,3 +262,28 @@ async fn a_refused_password_is_reported_with_the_servers_reason() {
     );
     assert!(!stderr.contains("not the password"), "{stderr}");
 }
+
+/// A successful admin command on PostgreSQL prints its answer and nothing else: no NOTICE
+/// about the schema table that already exists, however often it runs.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
+async fn the_admin_cli_on_postgres_prints_no_notices() {
+    let db = fresh_postgres_database()
+        .await
+        .expect("TESSERA_TEST_POSTGRES");
+    for _ in 0..2 {
+        let db = db.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(["user", "list"])
+                .env("TESSERA_DB", db)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.is_empty(), "{stderr}");
+    }
+}

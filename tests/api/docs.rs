@@ -189,3 +189,30 @@ fn only_the_http_edge_logs_while_serving() {
         }
     }
 }
+
+/// A key file is never committed, wherever `tessera serve` or `tessera keys` made it: started
+/// from a subdirectory, `serve` creates `keys/jwks.json` there.
+#[test]
+fn git_ignores_key_files_wherever_they_are_made() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ignored = |path: &str| {
+        std::process::Command::new("git")
+            .args(["-C", root, "check-ignore", "-q", "--no-index", path])
+            .status()
+            .unwrap()
+            .success()
+    };
+    for path in [
+        "keys/jwks.json",
+        "tools/keys/jwks.json",
+        "tools/tessera-token/keys/jwks.json",
+        "deploy/jwks.json",
+        "keys/jwks.tmp-AbCdEf",
+        "tools/data/tessera.db",
+    ] {
+        assert!(ignored(path), "{path} would be committed");
+    }
+    for path in ["keys/README.md", "keys/.gitignore", "README.md"] {
+        assert!(!ignored(path), "{path} is ignored");
+    }
+}

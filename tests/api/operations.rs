@@ -188,7 +188,9 @@ fn serve_refuses_a_missing_explicit_key_file() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("absent.json"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("absent.json"), "{stderr}");
+    assert!(stderr.contains("tessera keys generate --keys"), "{stderr}");
 }
 
 #[test]
@@ -316,7 +318,7 @@ async fn admin_commands_take_ids_and_names_that_start_with_a_hyphen() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success());
         assert!(
-            stderr.contains("no session") || stderr.contains("no user"),
+            stderr.contains("no live session") || stderr.contains("no user"),
             "{stderr}"
         );
     }

@@ -81,6 +81,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     let tx = client.transaction().await.map_err(super::error)?;
+    // `CREATE TABLE IF NOT EXISTS` would say "already exists, skipping" as a NOTICE on every
+    // start and every admin command: only warnings and worse are worth a line.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(super::error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(super::error)?;
