@@ -66,7 +66,8 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// Interleaves the two cases so machine noise hits both alike; prints their medians.
+/// Interleaves the two cases so machine noise hits both alike, each first in every other pair;
+/// prints their medians.
 fn enumeration_medians() {
     let dir = tempfile::tempdir().unwrap();
     let auth = auth(dir.path());
@@ -84,13 +85,21 @@ fn enumeration_medians() {
     auth.register(user, now(), &never).unwrap();
     let wrong_password = SecretString::from("a wrong password here");
     let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
-    for _ in 0..60 {
+    // Which of the two goes first alternates: whatever the first of a pair leaves behind (caches,
+    // the allocator's pages) must not pass for a difference between the cases.
+    let time = |name: &str| {
         let started = Instant::now();
-        let _ = auth.login("nobody", &wrong_password, "", now(), &never);
-        unknown.push(started.elapsed());
-        let started = Instant::now();
-        let _ = auth.login("kvothe", &wrong_password, "", now(), &never);
-        wrong.push(started.elapsed());
+        let _ = auth.login(name, &wrong_password, "", now(), &never);
+        started.elapsed()
+    };
+    for round in 0..120 {
+        if round % 2 == 0 {
+            unknown.push(time("nobody"));
+            wrong.push(time("kvothe"));
+        } else {
+            wrong.push(time("kvothe"));
+            unknown.push(time("nobody"));
+        }
     }
     let (unknown, wrong) = (median(unknown), median(wrong));
     println!();
@@ -129,12 +138,23 @@ fn storage_medians() {
     };
     let (mut real, mut padded) = (Vec::new(), Vec::new());
     for i in 0..1000 {
-        let started = Instant::now();
-        let _ = store.reserve_attempt(&id, &policy, i);
-        real.push(started.elapsed());
-        let started = Instant::now();
-        let _ = store.pad_unknown_attempt(i);
-        padded.push(started.elapsed());
+        let reserve = || {
+            let started = Instant::now();
+            let _ = store.reserve_attempt(&id, &policy, i);
+            started.elapsed()
+        };
+        let pad = || {
+            let started = Instant::now();
+            let _ = store.pad_unknown_attempt(i);
+            started.elapsed()
+        };
+        if i % 2 == 0 {
+            real.push(reserve());
+            padded.push(pad());
+        } else {
+            padded.push(pad());
+            real.push(reserve());
+        }
     }
     let (real, padded) = (median(real), median(padded));
     println!("enumeration (storage only, 1000 each): reservation {real:.2?}, padding {padded:.2?}");

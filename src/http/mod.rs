@@ -144,7 +144,7 @@ fn dispatch(
                         handlers::handle(&call, route, request),
                     )
                     .await
-                    .unwrap_or(Err(ApiError::Overloaded { retry_after: 1 }))
+                    .unwrap_or_else(|elapsed| Err(elapsed.into()))
                 };
                 (name, result)
             }

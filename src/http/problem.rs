@@ -85,6 +85,14 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// A request that outran `--request-timeout` while being handled: the work is dropped and the
+/// client is told to retry, as for any other overload.
+impl From<tokio::time::error::Elapsed> for ApiError {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        Self::Overloaded { retry_after: 1 }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -239,8 +247,9 @@ const INVALID_TOKEN_DESCRIPTION: &str = "The access token is invalid, expired or
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::TokenRejection;
     use crate::auth::hash_pool::PoolError;
+    use crate::auth::{RefreshRejection, TokenRejection};
+    use crate::domain::ids::SessionId;
     use crate::store::StoreError;
     use crate::token::TokenError;
     use http_body_util::BodyExt as _;
@@ -307,6 +316,14 @@ mod tests {
                 vec![("www-authenticate", invalid_token)],
             ),
             (ApiError::Forbidden, 403, "forbidden", vec![]),
+            // A 401 carries a challenge (RFC 9110 §15.5.2), the bare one.
+            (
+                ApiError::InvalidRefreshToken,
+                401,
+                "invalid-refresh-token",
+                vec![("www-authenticate", r#"Bearer realm="tessera""#.into())],
+            ),
+            (ApiError::SessionNotFound, 404, "session-not-found", vec![]),
             (
                 ApiError::TooManyRequests { retry_after: 7 },
                 429,
@@ -332,7 +349,38 @@ mod tests {
 
     #[tokio::test]
     async fn every_variant_renders_its_status_headers_and_problem_body() {
-        for (error, status, slug, headers) in expectations() {
+        let all = expectations();
+        // Exhaustive on purpose, with no `_` arm: a new variant does not compile until it has
+        // an expectation, and each variant is listed (the Bearer problems once per kind).
+        let mut seen = std::collections::BTreeSet::new();
+        for (error, ..) in &all {
+            let kind = match error {
+                ApiError::NotFound => "NotFound",
+                ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
+                ApiError::UnsupportedMediaType => "UnsupportedMediaType",
+                ApiError::PayloadTooLarge { .. } => "PayloadTooLarge",
+                ApiError::HeadersTooLarge => "HeadersTooLarge",
+                ApiError::BadRequest { .. } => "BadRequest",
+                ApiError::Validation(_) => "Validation",
+                ApiError::UsernameTaken => "UsernameTaken",
+                ApiError::InvalidCredentials => "InvalidCredentials",
+                ApiError::InvalidRefreshToken => "InvalidRefreshToken",
+                ApiError::SessionNotFound => "SessionNotFound",
+                ApiError::WrongCurrentPassword => "WrongCurrentPassword",
+                ApiError::Bearer(BearerProblem::Missing) => "Bearer::Missing",
+                ApiError::Bearer(BearerProblem::InvalidRequest(_)) => "Bearer::InvalidRequest",
+                ApiError::Bearer(BearerProblem::InvalidToken) => "Bearer::InvalidToken",
+                ApiError::Forbidden => "Forbidden",
+                ApiError::TooManyRequests { .. } => "TooManyRequests",
+                ApiError::Overloaded { .. } => "Overloaded",
+                ApiError::NotReady => "NotReady",
+                ApiError::RequestTimeout => "RequestTimeout",
+                ApiError::Internal => "Internal",
+            };
+            seen.insert(kind);
+        }
+        assert_eq!(seen.len(), 21, "every variant has an expectation: {seen:?}");
+        for (error, status, slug, headers) in all {
             let name = format!("{error:?}");
             let has_errors = matches!(error, ApiError::Validation(_) | ApiError::BadRequest { .. });
             let response = error.into_response();
@@ -384,6 +432,7 @@ mod tests {
     fn every_auth_error_maps_to_one_problem() {
         let unavailable = StoreError::Unprovable;
         let broken = StoreError::SchemaTooNew { found: 9, known: 1 };
+        let contended = StoreError::Contended("lost a race".into());
         let cases = [
             (
                 AuthError::Validation(vec![field_error()]),
@@ -410,12 +459,42 @@ mod tests {
                 AuthError::InvalidToken(TokenRejection::Codec(TokenError::Expired)),
                 "invalid-token",
             ),
+            (
+                AuthError::InvalidRefreshToken(RefreshRejection::Reused(SessionId::random())),
+                "invalid-refresh-token",
+            ),
+            (
+                AuthError::InvalidRefreshToken(RefreshRejection::UnknownSession(
+                    SessionId::random(),
+                )),
+                "invalid-refresh-token",
+            ),
+            (AuthError::SessionNotFound, "session-not-found"),
             (AuthError::Overloaded, "overloaded"),
             (AuthError::ClientGone, "overloaded"),
             (AuthError::Store(unavailable), "not-ready"),
+            (AuthError::Store(contended), "not-ready"),
             (AuthError::Store(broken), "internal-error"),
             (AuthError::Hash(PoolError::Stopped), "internal-error"),
         ];
+        // Exhaustive on purpose, with no `_` arm: a new variant does not compile until it has a
+        // case above.
+        for (error, _) in &cases {
+            match error {
+                AuthError::Validation(_)
+                | AuthError::UsernameTaken
+                | AuthError::InvalidCredentials
+                | AuthError::WrongCurrentPassword
+                | AuthError::Throttled { .. }
+                | AuthError::InvalidToken(_)
+                | AuthError::InvalidRefreshToken(_)
+                | AuthError::SessionNotFound
+                | AuthError::Overloaded
+                | AuthError::ClientGone
+                | AuthError::Store(_)
+                | AuthError::Hash(_) => {}
+            }
+        }
         for (error, slug) in cases {
             let name = format!("{error:?}");
             assert_eq!(ApiError::from(error).slug(), slug, "{name}");
