@@ -171,13 +171,13 @@ report_ratio "tessera / tessera-warn (log cost)" tessera tessera-warn
 # The log's cost side by side: a Tessera with its defaults and one with RUST_LOG=warn, loaded at
 # the same moment, each by its own wrk with half the connections, so a swing in the machine's
 # speed, which on shared hardware comes from one second to the next, reaches both alike. They
-# differ by a few per cent, which rounds taken seconds apart cannot resolve (BENCHMARKS.md, machine
-# C, sixth session); this is the log's verdict.
+# differ by a few per cent, which rounds taken seconds apart cannot resolve (BENCHMARKS.md, "The
+# request log"); this is the log's verdict.
 # In both modes the two share CPU 0 and the clients CPU 1, and each server runs in a session of
 # its own, so the scheduler gives each the same share of CPU 0 on average, however many threads
 # each has. Only on average: within a pair two identical servers' shares differ by up to 6%, so
-# the verdict is requests per CPU-second of each server's own threads (BENCHMARKS.md, machine C,
-# seventh session); the req/s ratio is printed beside it.
+# the verdict is requests per CPU-second of each server's own threads (BENCHMARKS.md, "The request
+# log"); the req/s ratio is printed beside it.
 launch=(taskset -c 0 setsid)
 start_tessera side-on "$work/main.db"
 side_on_pid=$TESSERA_PID side_on_url=$TESSERA_URL
@@ -219,7 +219,7 @@ wrk.body = '{"username":"bench","password":"$PASSWORD"}'
 wrk.headers["Content-Type"] = "application/json"
 EOF
 # The storm logs in 64 accounts in turn. One account would meet its own softlock: since guesses
-# are reserved before hashing (review finding 7), more concurrent logins of one account than its
+# are reserved before hashing, more concurrent logins of one account than its
 # free attempts get 429s, and a storm of fast 429s measured the softlock, not the hashing.
 for i in $(seq 0 63); do register "$main_url" "storm$i"; done
 cat >"$work/storm.lua" <<EOF

@@ -401,8 +401,16 @@ mod tests {
         }
     }
 
+    /// Waits for `depth` queued jobs; a build where they never queue fails here instead of
+    /// hanging the suite.
     fn wait_until_queued(pool: &HashPool, depth: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while pool.queue_depth() < depth {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{depth} jobs never queued (depth {})",
+                pool.queue_depth()
+            );
             std::thread::yield_now();
         }
     }

@@ -102,7 +102,7 @@ mod tests {
         }
     }
 
-    /// Finding 18: request ids were a per-process counter behind a fixed prefix.
+    /// Request ids are random: no shared prefix, no order, nothing that counts requests.
     #[test]
     fn request_ids_share_no_prefix_and_do_not_count() {
         let ids: Vec<String> = (0..64)

@@ -143,7 +143,8 @@ mod tests {
         assert_eq!(phantoms.reserve(&policy, "somebody-else", 100), Ok(()));
     }
 
-    /// Review finding 10: names were stored whole, so long names grew memory without bound.
+    /// Counters for names without an account are bounded in number and in bytes: a key is a
+    /// fixed-size digest, however long the name.
     #[test]
     fn phantom_counters_are_bounded_in_entries_and_bytes() {
         let policy = LockoutPolicy::default();

@@ -361,7 +361,8 @@ mod tests {
         assert!(Password::normalize("a\u{0}b").is_err());
     }
 
-    /// Finding 13: emoji newer than Unicode 6.3 were refused as "unassigned".
+    /// Every assigned printable character of a current Unicode is accepted, emoji newer than
+    /// the PRECIS tables (Unicode 6.3) included.
     #[test]
     fn every_assigned_printable_character_is_accepted_emoji_included() {
         for raw in [

@@ -1,7 +1,7 @@
 //! Free-text profile fields (full name, mother's favourite search engine).
 //!
 //! Names do not split into first/last ("William L. Simon"), so a full name is one field. We store
-//! NFC with surrounding whitespace trimmed — the brief's "Duck Duck Go " and "Google " arrive
+//! NFC with surrounding whitespace trimmed — the seed data's "Duck Duck Go " and "Google " arrive
 //! with trailing spaces that are data-entry noise, not meaning — and refuse control characters
 //! (they corrupt logs and terminals) and absurd lengths.
 

@@ -95,7 +95,8 @@ impl Username {
 mod tests {
     use super::*;
 
-    /// Finding 14: `me` could be registered, and its `Location` was the caller's own account.
+    /// `me` names the caller's own account in routes, so no account may be called `me`, in any
+    /// case or width.
     #[test]
     fn names_that_collide_with_routes_are_reserved_in_every_case_and_width() {
         for name in ["me", "ME", "Me", "ｍｅ", "ＭＥ"] {

@@ -133,7 +133,8 @@ mod tests {
         }
     }
 
-    /// Finding 16: other spellings of the key reached the handler.
+    /// A token in the query string is refused under any spelling of the key (percent-encoded,
+    /// any case), never passed to the handler.
     #[test]
     fn query_string_tokens_are_refused_in_every_spelling() {
         let h = headers(&["Bearer a.b.c"]);

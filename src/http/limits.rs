@@ -164,7 +164,8 @@ mod tests {
         assert!(limiter.check(other, t0).is_ok(), "buckets are per client");
     }
 
-    /// Finding 11: the map had no bound and swept every entry under the lock per request.
+    /// The map is bounded by its capacity however many clients arrive, cleanup never sweeps every
+    /// entry per request, and a client seen in every generation keeps its drained bucket.
     #[test]
     fn the_bucket_map_stays_bounded_and_a_busy_client_keeps_its_bucket() {
         let limiter = RateLimiter::with_capacity(2, 0.001, 1_000);

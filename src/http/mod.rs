@@ -170,8 +170,8 @@ fn dispatch(
     }
 }
 
-/// 96 random bits, unguessable and unordered, so ids reveal nothing about request volume
-/// (a counter did). From the thread's userspace CSPRNG, seeded from the OS: a system call per
+/// 96 random bits, unguessable and unordered, so ids reveal nothing about request volume.
+/// From the thread's userspace CSPRNG, seeded from the OS: a system call per
 /// request would cost more than the rest of the id.
 fn next_request_id() -> crate::crypto::random::RequestId {
     crate::crypto::random::request_id()
@@ -194,9 +194,11 @@ mod tests {
     }
 
     /// hyper moves each request's future several times on its way into the connection task, and
-    /// every copy of it costs instructions on the hot path. It once held the request twice and
-    /// sat inside two wrapper futures that each held all of it again (3,744 bytes in all).
+    /// every copy of it costs instructions on the hot path. A size budget, not behaviour: a
+    /// compiler upgrade may move it, so it is not part of the suite; `tools/bench-callgrind.sh`
+    /// runs it beside the instruction counts it protects (BENCHMARKS.md).
     #[test]
+    #[ignore = "a size budget for the hot path, not behaviour: tools/bench-callgrind.sh runs it"]
     fn a_request_future_is_held_once_and_holds_the_request_once() {
         let size = future_size(
             |(state, peer, request, in_service): (
@@ -207,7 +209,7 @@ mod tests {
             )| dispatch(state, peer, request, in_service),
         );
         let request = std::mem::size_of::<Request<Incoming>>();
-        assert!(size < 1200, "{size} bytes");
         assert!(size > request, "the probe measures something");
+        assert!(size < 1200, "{size} bytes");
     }
 }

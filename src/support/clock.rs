@@ -5,11 +5,13 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Where the service gets "now" (Unix seconds) from.
+/// Where the service gets "now" from: Unix seconds for what is stored and signed, and a
+/// monotonic instant for what is measured in fractions of a second (the per-client buckets).
 pub trait Clock: Debug + Send + Sync {
     fn now(&self) -> i64;
+    fn instant(&self) -> Instant;
 }
 
 /// The wall clock.
@@ -20,26 +22,45 @@ impl Clock for SystemClock {
     fn now(&self) -> i64 {
         now()
     }
+
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
 }
 
-/// A clock that moves only when told to (tests).
+/// A clock that moves only when told to (tests): both of its readings move together.
 #[derive(Debug)]
-pub struct ManualClock(AtomicI64);
+pub struct ManualClock {
+    seconds: AtomicI64,
+    /// The reading at creation, and the instant it stands for.
+    origin: (i64, Instant),
+}
 
 impl ManualClock {
     /// Starts at the current wall-clock time, so tokens it stamps look ordinary.
     pub fn starting_now() -> Arc<Self> {
-        Arc::new(Self(AtomicI64::new(now())))
+        let start = now();
+        Arc::new(Self {
+            seconds: AtomicI64::new(start),
+            origin: (start, Instant::now()),
+        })
     }
 
     pub fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
+        self.seconds.fetch_add(seconds, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        self.seconds.load(Ordering::SeqCst)
+    }
+
+    /// Never before the origin: a clock set back only stands still here, as a monotonic one
+    /// would.
+    fn instant(&self) -> Instant {
+        let elapsed = u64::try_from(self.now().saturating_sub(self.origin.0)).unwrap_or(0);
+        self.origin.1 + Duration::from_secs(elapsed)
     }
 }
 
@@ -75,7 +96,9 @@ mod tests {
     fn manual_clock_moves_only_when_told() {
         let clock = ManualClock::starting_now();
         let t0 = clock.now();
+        let i0 = clock.instant();
         clock.advance(3600);
         assert_eq!(clock.now(), t0 + 3600);
+        assert_eq!(clock.instant() - i0, Duration::from_secs(3600));
     }
 }

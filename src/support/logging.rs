@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// A shard holding this much is written at once. Large enough that one busy worker rarely
 /// fills it within `BATCH_WINDOW`: each early wake-up is a futex call and two context switches,
-/// on the worker's own CPU when the two share one (BENCHMARKS.md, machine C, seventh session).
+/// on the worker's own CPU when the two share one (BENCHMARKS.md, "The request log").
 const BATCH_BYTES: usize = 256 * 1024;
 /// Unwritten bytes in one shard beyond which its senders wait.
 const MAX_PENDING_BYTES: usize = 1024 * 1024;

@@ -546,7 +546,8 @@ mod tests {
         ));
     }
 
-    /// Finding 21: retiring right after a rotation went through and killed every live token.
+    /// A key is retired only once every token it signed has expired — one token lifetime past
+    /// the last moment a server may have signed with it — unless forced.
     #[test]
     fn retire_waits_one_token_lifetime_after_the_rotation_unless_forced() {
         let mut set = JwkSet::generate();

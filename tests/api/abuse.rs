@@ -3,7 +3,6 @@
 use crate::helpers::*;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera::domain::password::HashParams;
 use tessera::support::clock::ManualClock;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
@@ -80,7 +79,9 @@ async fn admin_unlock_clears_the_softlock() {
 
 #[tokio::test]
 async fn per_ip_bucket_limits_logins_and_registrations() {
+    let clock = ManualClock::starting_now();
     let app = spawn_app_with(|c| {
+        c.clock = clock.clone();
         c.login_limit = (3, 0.01);
         c.register_limit = (2, 0.01);
     })
@@ -95,49 +96,44 @@ async fn per_ip_bucket_limits_logins_and_registrations() {
     }
     let reply = app.login("a1", GOOD_PASSWORD).await;
     assert_problem(&reply, 429);
-    assert!(reply.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    let retry_after: i64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    // The buckets run on the server's injected clock: time that passes there refills them.
+    clock.advance(retry_after - 1);
+    assert_problem(&app.login("a1", GOOD_PASSWORD).await, 429);
+    clock.advance(1);
+    assert_eq!(app.login("a1", GOOD_PASSWORD).await.status, 200);
 }
 
+/// The hashing thread is held and its one queue slot taken: the next login is refused at once
+/// (503, `Retry-After: 1`) instead of waiting, token checks answer meanwhile, and the queued
+/// login completes once the thread is free. Staged with `hold_hashing`, not by racing logins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_hash_queue_gets_fast_503_while_token_endpoints_keep_working() {
     let app = Arc::new(
         spawn_app_with(|c| {
             c.hash_permits = 1;
             c.hash_queue = 1;
-            // Twelve concurrent logins of one account would otherwise meet its softlock.
-            c.auth.lockout.free_attempts = 100;
-            c.hash = HashParams {
-                memory_kib: 19_456,
-                iterations: 2,
-                parallelism: 1,
-            };
         })
         .await,
     );
     let token = app.user_with_token("kvothe").await;
-    let storm: Vec<_> = (0..12)
-        .map(|_| {
-            let app = app.clone();
-            tokio::spawn(async move { app.login("kvothe", GOOD_PASSWORD).await })
-        })
-        .collect();
-    // While logins queue, the token endpoint answers without waiting for argon2.
-    assert_eq!(app.me(&token).await.status, 200);
-    let mut statuses = Vec::new();
-    for task in storm {
-        let reply = task.await.unwrap();
-        if reply.status == 503 {
-            assert_problem(&reply, 503);
-            assert_eq!(reply.header("retry-after"), Some("1"));
-        }
-        statuses.push(reply.status);
-    }
-    assert!(statuses.contains(&503), "{statuses:?}");
-    assert!(statuses.contains(&200), "{statuses:?}");
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 503),
-        "{statuses:?}"
+    let held = app.state.auth.hold_hashing();
+    let queued = {
+        let app = app.clone();
+        tokio::spawn(async move { app.login("kvothe", GOOD_PASSWORD).await })
+    };
+    wait_for(|| app.state.auth.hashing_stats().queue_depth == 1).await;
+    let refused = app.login("kvothe", GOOD_PASSWORD).await;
+    assert_problem(&refused, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(
+        app.me(&token).await.status,
+        200,
+        "token checks need no hashing"
     );
+    drop(held);
+    assert_eq!(queued.await.unwrap().status, 200);
 }
 
 #[tokio::test]
@@ -331,8 +327,8 @@ async fn healthz_from(app: &TestApp, source: &str) -> Option<String> {
         .flatten()
 }
 
-/// Finding 9: one client's idle keep-alive connections held every slot, and others waited for
-/// the header timeout. At the cap an idle connection now makes room.
+/// At the connection cap an idle keep-alive connection makes room, so one client's idle
+/// connections cannot keep everyone else waiting for the header timeout.
 #[tokio::test]
 async fn at_the_connection_cap_idle_keep_alive_connections_make_room() {
     let app = spawn_app_with(|c| {
@@ -350,7 +346,7 @@ async fn at_the_connection_cap_idle_keep_alive_connections_make_room() {
     assert!(closed_by_server(&mut idle[0]).await);
 }
 
-/// Finding 9: one client address may hold only so many connections; others are unaffected.
+/// One client address may hold only so many connections; others are unaffected.
 #[tokio::test]
 async fn one_client_cannot_hold_more_than_its_share_of_connections() {
     let app = spawn_app_with(|c| c.http.max_connections_per_client = 2).await;
@@ -444,8 +440,8 @@ fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
-/// Finding 7: the softlock was checked before hashing and never reserved, so 14 simultaneous
-/// guesses were all evaluated where the policy allows one.
+/// Guesses are reserved against the softlock before hashing, atomically: simultaneous guesses
+/// get no more tries than the policy allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_login_guesses_cannot_outrun_the_softlock() {
     let app = Arc::new(spawn_app_with(|c| c.hash_queue = 64).await);
@@ -467,7 +463,7 @@ async fn concurrent_login_guesses_cannot_outrun_the_softlock() {
     assert_eq!(failed, Some(5));
 }
 
-/// Finding 7, through the password-change endpoint's `current_password`.
+/// The same through the password-change endpoint's `current_password`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_current_password_guesses_cannot_outrun_the_softlock() {
     let app = Arc::new(spawn_app_with(|c| c.hash_queue = 64).await);
@@ -487,8 +483,8 @@ async fn concurrent_current_password_guesses_cannot_outrun_the_softlock() {
     assert_eq!(count(&statuses, 429), 15, "{statuses:?}");
 }
 
-/// Finding 8: password changes drew from no per-IP budget, so one address could keep the
-/// hashing threads busy for everyone.
+/// Password changes and deletions hash a password, so they draw from the per-IP login budget:
+/// one address cannot keep the hashing threads busy for everyone.
 #[tokio::test]
 async fn password_changes_and_deletions_draw_from_the_per_ip_budget() {
     let app = spawn_app_with(|c| c.login_limit = (3, 0.01)).await;
@@ -513,10 +509,7 @@ async fn password_changes_and_deletions_draw_from_the_per_ip_budget() {
 /// both commit.
 #[tokio::test]
 async fn a_guess_at_an_unknown_name_commits_a_write_as_a_real_accounts_does() {
-    let app = spawn_app_with(|config| {
-        config.db_path = config.keys_path.with_file_name("padding.db");
-    })
-    .await;
+    let app = spawn_sqlite_app().await;
     app.register("kvothe", GOOD_PASSWORD).await;
     let observer = rusqlite::Connection::open(&app.db_path).unwrap();
     let version = || -> i64 {

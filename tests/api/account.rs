@@ -103,8 +103,8 @@ async fn login_rehashes_when_the_configured_parameters_change() {
     app.token("kvothe", GOOD_PASSWORD).await;
 }
 
-/// Finding 20: deletion needed only a token; it now re-authenticates with the password, and a
-/// wrong one counts for the softlock like any failed guess.
+/// Deleting the account re-authenticates with the password, and a wrong one counts for the
+/// softlock like any failed guess.
 #[tokio::test]
 async fn deleting_the_account_requires_the_password() {
     let app = spawn_app().await;
@@ -136,10 +136,9 @@ async fn deleting_the_account_requires_the_password() {
     assert_problem(&app.me(&token).await, 401);
 }
 
-/// Finding 12: after raising argon2 parameters, a wrong password for an account with an old
-/// hash answered much faster than an unknown name. Such verifications are now padded to the
-/// configured parameters' cost on the hashing thread (the timings are in BENCHMARKS.md; no
-/// timing is asserted here).
+/// After the argon2 parameters are raised, verifying an account's old, cheaper hash is padded
+/// to the configured parameters' cost on the hashing thread, so it takes as long as an unknown
+/// name's (the timings are in BENCHMARKS.md; no timing is asserted here).
 #[tokio::test]
 async fn verifying_an_old_parameter_hash_is_padded_to_the_current_cost() {
     let app = spawn_app().await;

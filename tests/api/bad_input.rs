@@ -59,7 +59,7 @@ async fn duplicate_members_are_400() {
     let body = br#"{"username":"a","username":"b","password":"x"}"#;
     let reply = post_raw(&app, "/v1/sessions", body).await;
     let problem = assert_problem(&reply, 400);
-    // The member is named (finding 19); its values are never echoed.
+    // The member is named; its values are never echoed.
     assert_eq!(
         error_codes(&problem),
         [("username".into(), "duplicate_member".into())]
@@ -140,7 +140,7 @@ async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
     assert_eq!(reply.header("allow"), Some("POST"));
 }
 
-/// Finding 17: HEAD answered 405 where GET works (RFC 9110 §9.3.2 expects it wherever GET is).
+/// HEAD works wherever GET does (RFC 9110 §9.3.2).
 #[tokio::test]
 async fn head_works_wherever_get_does() {
     let app = spawn_app().await;

@@ -62,6 +62,20 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     start(config, Arc::new(dir)).await
 }
 
+/// A server on SQLite whatever backend the suite runs against: for tests of SQLite's own files
+/// and locks, which then run (and count) in every pass instead of skipping themselves.
+pub async fn spawn_sqlite_app() -> TestApp {
+    spawn_sqlite_app_with(|_| {}).await
+}
+
+pub async fn spawn_sqlite_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with(|config| {
+        config.db_path = config.keys_path.with_file_name("tessera.db");
+        tweak(config);
+    })
+    .await
+}
+
 /// The backend the suite runs against: SQLite (a file per test) unless `TESSERA_TEST_POSTGRES`
 /// names a PostgreSQL server (`postgres://user@host:port`, password in `PGPASSWORD`), where each
 /// test gets a database of its own. `.ci/run` runs the suite both ways.
@@ -69,11 +83,6 @@ pub fn postgres_server() -> Option<String> {
     std::env::var("TESSERA_TEST_POSTGRES")
         .ok()
         .filter(|url| !url.is_empty())
-}
-
-/// True when the suite runs against PostgreSQL: tests of SQLite's files skip themselves.
-pub fn on_postgres() -> bool {
-    postgres_server().is_some()
 }
 
 /// Creates an empty database on the test server; its URL (no password in it).

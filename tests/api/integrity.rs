@@ -1,6 +1,5 @@
 //! Revocation and data integrity under real operations: other processes on the database,
-//! pruned change logs, symbolic links, files deleted under the server (review findings 1, 2, 5,
-//! 6). Time is driven by a manual clock, never by sleeping.
+//! pruned change logs, symbolic links, files deleted under the server, locks held elsewhere. Time is driven by a manual clock, never by sleeping.
 
 use crate::helpers::*;
 use std::os::unix::fs::MetadataExt as _;
@@ -71,15 +70,12 @@ async fn me_at(addr: std::net::SocketAddr, token: &str) -> crate::http_client::R
     .unwrap()
 }
 
-/// Finding 1: the server's WAL watch closed a descriptor of the `-shm`, which dropped SQLite's
-/// shared lock on it; the next process to open the database truncated the `-shm` and the
-/// server died with SIGBUS.
+/// Other processes opening the database while the server is loaded leave it up: the server
+/// never closes a descriptor of the `-shm` (closing one drops SQLite's shared lock on it, and
+/// the next process to open the database would truncate the `-shm` under the server's map).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_processes_opening_the_database_under_load_leave_the_server_up() {
-    if on_postgres() {
-        return; // SQLite's files; PostgreSQL has none to delete or share
-    }
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app().await;
     let token = app.user_with_token("kvothe").await;
     let shm = sibling(&app.db_path, "-shm");
     assert!(
@@ -232,8 +228,8 @@ async fn revoke(app: &TestApp, token: &str, how: Revocation) {
     assert!(matches!(status, 200 | 204), "{how:?}: {status}");
 }
 
-/// Finding 2: the change log was kept one hour whatever the token lifetime; once pruning
-/// emptied it, a revocation the view had not yet applied was forgotten and the token lived.
+/// The change log is kept at least one token lifetime, whatever that lifetime, and a view that
+/// finds it pruned past what it applied rebuilds: no revocation is forgotten.
 #[tokio::test]
 async fn revocations_hold_after_the_change_log_is_pruned_with_long_token_lifetimes() {
     for how in EVERY_REVOCATION {
@@ -257,8 +253,8 @@ async fn revocations_hold_after_the_change_log_is_pruned_with_long_token_lifetim
     }
 }
 
-/// Finding 5: with `--db` a symbolic link and a stale `-shm` beside it, the server watched the
-/// wrong file and ignored every revocation.
+/// With `--db` a symbolic link (and a stale `-shm` beside the link), the server watches the
+/// real database's files and sees every revocation.
 #[tokio::test]
 async fn a_symlinked_database_path_sees_every_revocation() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,14 +284,11 @@ async fn a_symlinked_database_path_sees_every_revocation() {
     assert_problem(&app.me(&third).await, 401);
 }
 
-/// Finding 6: a deleted `-shm` went unnoticed; revocations committed by others would be
-/// invisible, so token checks must fail closed.
+/// A deleted `-shm` would hide revocations committed by others, so token checks and readiness
+/// fail closed.
 #[tokio::test]
 async fn a_deleted_shm_fails_token_checks_and_readiness_closed() {
-    if on_postgres() {
-        return; // SQLite's files; PostgreSQL has none to delete or share
-    }
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app().await;
     let token = app.user_with_token("kvothe").await;
     assert_eq!(app.me(&token).await.status, 200);
     std::fs::remove_file(sibling(&app.db_path, "-shm")).unwrap();
@@ -305,13 +298,11 @@ async fn a_deleted_shm_fails_token_checks_and_readiness_closed() {
     assert_problem(&app.send("GET", "/readyz", None).await, 503);
 }
 
-/// Finding 6: a deleted `-wal` lost acknowledged writes while `/readyz` stayed 200.
+/// A deleted `-wal` would swallow writes: readiness fails, no write is acknowledged, and no
+/// token check answers 200.
 #[tokio::test]
 async fn a_deleted_wal_fails_readiness_and_writes_are_not_acknowledged() {
-    if on_postgres() {
-        return; // SQLite's files; PostgreSQL has none to delete or share
-    }
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app().await;
     let token = app.user_with_token("kvothe").await;
     std::fs::remove_file(sibling(&app.db_path, "-wal")).unwrap();
     assert_problem(&app.send("GET", "/readyz", None).await, 503);
@@ -331,9 +322,7 @@ async fn a_deleted_wal_fails_readiness_and_writes_are_not_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_lock_held_by_another_process_answers_503_and_reads_go_on() {
     use std::io::{BufRead as _, Write as _};
-    let app = spawn_app_with(|config| {
-        // SQLite's lock, whichever backend the suite runs against.
-        config.db_path = config.keys_path.with_file_name("busy.db");
+    let app = spawn_sqlite_app_with(|config| {
         config.db_timeout = std::time::Duration::from_millis(200);
     })
     .await;

@@ -25,10 +25,7 @@ async fn health_and_readiness_answer_200() {
 
 #[tokio::test]
 async fn readiness_fails_with_503_once_the_database_file_is_gone() {
-    if on_postgres() {
-        return; // SQLite's files; PostgreSQL has none to delete or share
-    }
-    let app = spawn_app().await;
+    let app = spawn_sqlite_app().await;
     // Open connections would keep working on the unlinked file: readiness must notice anyway.
     std::fs::remove_file(&app.db_path).unwrap();
     let ready = app.send("GET", "/readyz", None).await;
@@ -248,8 +245,8 @@ async fn metrics_count_requests_logins_and_tokens_on_their_own_port() {
     assert_problem(&app.send("GET", "/metrics", None).await, 404);
 }
 
-/// Finding 15: `tessera user list --db typo.db` created an empty database and exited 0. Only
-/// Only `serve` may create one; every other command refuses a missing file.
+/// Only `serve` creates a database: every other command refuses a missing file (a typo in
+/// `--db` must not yield an empty database and exit 0).
 #[test]
 fn admin_commands_refuse_a_database_that_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,7 +272,7 @@ fn admin_commands_refuse_a_database_that_does_not_exist() {
     }
 }
 
-/// Finding 21: every admin argument has a help line.
+/// Every admin argument has a help line.
 #[test]
 fn every_admin_argument_has_a_help_line() {
     for args in [

@@ -1,4 +1,4 @@
-//! Logins racing password changes (review findings 3 and 4). The hashing threads are held so
+//! Logins racing password changes, and refreshes racing the operations that end sessions. The hashing threads are held so
 //! the login is parked between reading the credentials and checking them — a barrier, not a
 //! sleep — while the password changes underneath it.
 
@@ -53,8 +53,8 @@ async fn login_racing_a_password_change(
     login.await.unwrap()
 }
 
-/// Finding 4: a login that waited in the hash queue while the password changed was issued a
-/// token at the *new* generation, which survived the change.
+/// A login that waited in the hash queue while the password changed gets no token: it
+/// verified credentials that are no longer current.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_in_flight_during_a_password_change_gets_no_token() {
     let app = spawn_app_with(|c| c.hash_permits = 1).await;
@@ -66,8 +66,9 @@ async fn a_login_in_flight_during_a_password_change_gets_no_token() {
     app.token("kvothe", NEW_PASSWORD).await;
 }
 
-/// Finding 3: when argon2 parameters had changed, the racing login rehashed the *old*
-/// password over the new hash — the change answered 200, yet the old password kept working.
+/// A login racing a password change, with argon2 parameters changed, cannot store its rehash
+/// of the *old* password over the new hash: once the change answered 200, only the new
+/// password works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rehashing_login_cannot_undo_a_password_change() {
     let app = spawn_app_with(|c| c.hash_permits = 1).await;

@@ -174,7 +174,7 @@ async fn passwords_are_stored_only_as_argon2id_phc_strings() {
     assert!(dump.contains("$argon2id$v=19$m=256,t=1,p=1$"));
 }
 
-/// Finding 14, over HTTP: the name is refused with a reason, not created.
+/// Over HTTP: the name `me` is refused with a reason, never created.
 #[tokio::test]
 async fn the_name_me_cannot_be_registered() {
     let app = spawn_app().await;
@@ -188,7 +188,7 @@ async fn the_name_me_cannot_be_registered() {
     }
 }
 
-/// Finding 13, over HTTP: a password of new emoji registers and logs in.
+/// Over HTTP: a password of recent emoji registers and logs in.
 #[tokio::test]
 async fn passwords_with_new_emoji_are_accepted() {
     let app = spawn_app().await;

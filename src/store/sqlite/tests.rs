@@ -556,8 +556,9 @@ fn memory_view_rebuilds_when_the_change_log_was_pruned_past_it() {
     );
 }
 
-/// Review finding 2: with the log pruned *empty*, `min(seq)` was NULL and the view neither
-/// applied nor rebuilt, so a revocation it had not yet seen was forgotten.
+/// With the change log pruned *empty* (`min(seq)` is NULL), the view still notices the gap
+/// against AUTOINCREMENT's highest `seq` and rebuilds: a revocation it had not yet seen is
+/// never forgotten.
 #[test]
 fn memory_view_sees_revocations_after_the_change_log_was_pruned_empty() {
     let (dir, store) = open();
@@ -756,9 +757,9 @@ fn remembered_answers_end_with_the_next_commit_and_belong_to_one_question() {
 }
 
 /// Our own commits leave the revocation view current: the next token check is answered from
-/// memory rather than handed to the blocking pool to catch up. Every login commits a session,
-/// and during a login storm a fifth of `/me` checks went there (BENCHMARKS.md, machine C, sixth
-/// session). A commit by another connection still leaves the view stale until caught up.
+/// memory rather than handed to the blocking pool to catch up. Every login commits a session, so
+/// during a login storm that hand-off would set `/me`'s tail latency (BENCHMARKS.md, "Login
+/// storm"). A commit by another connection still leaves the view stale until caught up.
 #[test]
 fn our_own_commits_leave_the_view_current() {
     let (dir, store) = open();

@@ -1,4 +1,4 @@
-//! `tessera-demo`: rebuild `data/tessera-dump.sql` from the brief's seed users, through the
+//! `tessera-demo`: rebuild `data/tessera-dump.sql` from the seed users (`data/seed-users.csv`), through the
 //! real HTTP API of a real server (fresh database and keys in a temporary directory, default
 //! settings), so the dump shows exactly what the service does with that data.
 //!
@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use tessera::config::Config;
 
-/// One row of the brief's CSV, verbatim (no trimming: what the service does with the values
+/// One row of the seed CSV, verbatim (no trimming: what the service does with the values
 /// is the point).
 #[derive(Debug, Clone, Deserialize)]
 struct SeedUser {

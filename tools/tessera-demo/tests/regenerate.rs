@@ -1,4 +1,4 @@
-//! The committed data/ is what `tessera-demo` makes of the brief's seed file, today.
+//! The committed data/ is what `tessera-demo` makes of the seed file, today.
 #![allow(clippy::indexing_slicing)] // test code: a bad index is a failed test
 
 use rusqlite::Connection;
