@@ -52,10 +52,22 @@ use std::time::Duration;
 /// connection from the pool, a statement — before the request is answered 503 (`--db-timeout`).
 pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the service needs from storage.
-pub trait Store: Send + Sync + std::fmt::Debug {
-    // Accounts.
+/// What the service needs from storage, by topic: each backend implements the four traits in
+/// the module of that topic (`sqlite/users.rs`, `postgres/users.rs`, …), one name per operation
+/// from the seam down, with no forwarding layer between the seam and the SQL. [`Store`] is all
+/// four, for an `Arc<dyn Store>` (whose methods need no import).
+pub trait Store:
+    Accounts + Sessions + Revocation + Maintenance + Send + Sync + std::fmt::Debug
+{
+}
 
+impl<T> Store for T where
+    T: Accounts + Sessions + Revocation + Maintenance + Send + Sync + std::fmt::Debug
+{
+}
+
+/// Accounts: creating, finding and deleting users, the softlock's counters, and what the admin CLI does to them.
+pub trait Accounts {
     /// Inserts a user. Of any number of concurrent registrations of one name, exactly one
     /// commits; the others get [`StoreError::UsernameTaken`].
     fn create_user(&self, user: &NewAccount<'_>) -> Result<UserProfile>;
@@ -78,6 +90,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// account from a phantom — both pay a reservation's write and one argon2 verification.
     fn pad_unknown_attempt(&self, now: i64) -> Result<()>;
 
+    /// Deletes a user with its sessions, ledger and denylist rows. True if one was deleted.
+    fn delete_user(&self, user: &UserId) -> Result<bool>;
+
+    /// `tessera user revoke`: bumps the generation by username.
+    fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>>;
+
+    /// `tessera user unlock`: clears the failure counter. False if no such user.
+    fn unlock_user(&self, username: &Username) -> Result<bool>;
+
+    /// Guesses reserved and not yet forgiven.
+    fn failed_logins(&self, username: &Username) -> Result<Option<u32>>;
+
+    fn list_users(&self) -> Result<Vec<UserSummary>>;
+}
+
+/// Sessions: logins that start them, refreshes that move them, the password change that keeps one, and their ends.
+pub trait Sessions {
     /// A successful login: starts the session, clears the failure counter and optionally stores
     /// a rehashed password, in one transaction — only if the hash and generation are still
     /// `verified`; otherwise [`StoreError::CredentialsChanged`] and nothing must go out.
@@ -92,11 +121,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// session alive at the new generation with a fresh refresh token — one transaction, only
     /// if hash, generation and session are still as verified.
     fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome>;
-
-    /// Deletes a user with its sessions, ledger and denylist rows. True if one was deleted.
-    fn delete_user(&self, user: &UserId) -> Result<bool>;
-
-    // Sessions.
 
     /// A session with its user's current generation; `None` if unknown (or pruned, or its
     /// user deleted).
@@ -123,9 +147,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Sessions live at `now` (not ended, not revoked, before both deadlines).
     fn live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64>;
+}
 
-    // Token state: the revocation view.
-
+/// Token state — the revocation view: what every authenticated request checks, and what changes it.
+pub trait Revocation {
     /// The token's user, current generation and whether its `jti` or its session `sid` is
     /// denylisted — exact, whatever other processes committed. `None` when the user no longer
     /// exists. Blocking.
@@ -159,20 +184,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         session_idle: i64,
     ) -> Result<usize>;
 
-    // Operators.
-
-    /// `tessera user revoke`: bumps the generation by username.
-    fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>>;
-    /// `tessera user unlock`: clears the failure counter. False if no such user.
-    fn unlock_user(&self, username: &Username) -> Result<bool>;
-    /// Guesses reserved and not yet forgiven.
-    fn failed_logins(&self, username: &Username) -> Result<Option<u32>>;
-    fn list_users(&self) -> Result<Vec<UserSummary>>;
     /// Rows on the denylist (for metrics and tests).
     fn denylist_len(&self) -> Result<u64>;
+}
 
-    // Maintenance.
-
+/// Keys, readiness, integrity, shutdown and the dump.
+pub trait Maintenance {
     /// Records each `(kid, fingerprint)` not seen before and returns the kids already recorded
     /// with another fingerprint: the same key id holding different key material elsewhere.
     fn register_keys(&self, fingerprints: &[(String, String)]) -> Result<Vec<String>>;
@@ -187,10 +204,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Whether storage answers and is still the one opened (readiness).
     fn ping(&self) -> Result<()>;
+
     /// The backend's integrity check: `["ok"]` or the problems found.
     fn integrity_check(&self) -> Result<Vec<String>>;
+
     /// Makes the store complete on its own before shutdown.
     fn checkpoint(&self) -> Result<()>;
+
     /// A plain-text dump: schema, then every row, in a stable order.
     fn dump(&self) -> Result<String>;
 }

@@ -20,15 +20,7 @@ mod thread_answers;
 mod tokens;
 mod users;
 
-use super::{
-    Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, Result,
-    SessionGrant, Store, StoreError, TokenState, UserSummary,
-};
-use crate::domain::ids::{SessionId, TokenId, UserId};
-use crate::domain::lockout::LockoutPolicy;
-use crate::domain::session::{EndReason, SessionRecord};
-use crate::domain::user::UserProfile;
-use crate::domain::username::Username;
+use super::{Maintenance, Result, StoreError, TokenState};
 
 use rusqlite::{Connection, OpenFlags};
 use std::fs;
@@ -160,102 +152,7 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn create_user(&self, user: &NewAccount<'_>) -> Result<UserProfile> {
-        self.insert_user(user)
-    }
-    fn find_credentials(&self, username: &Username) -> Result<Option<Credentials>> {
-        self.credentials_of(username.canonical())
-    }
-    fn reserve_attempt(
-        &self,
-        user: &UserId,
-        policy: &LockoutPolicy,
-        now: i64,
-    ) -> Result<std::result::Result<(), u64>> {
-        self.reserve_guess(user, policy, now)
-    }
-    fn pad_unknown_attempt(&self, now: i64) -> Result<()> {
-        SqliteStore::pad_unknown_attempt(self, super::padding_slot(), now)
-    }
-    fn record_login(
-        &self,
-        verified: &Credentials,
-        rehashed_password: Option<&str>,
-        session: &NewSession<'_>,
-    ) -> Result<()> {
-        SqliteStore::record_login(self, verified, rehashed_password, session)
-    }
-    fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome> {
-        self.change_password_in_session(change)
-    }
-    fn delete_user(&self, user: &UserId) -> Result<bool> {
-        self.remove_user(user)
-    }
-    fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
-        self.session_by_id(id)
-    }
-    fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>> {
-        self.sessions_of_user(user)
-    }
-    fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
-        SqliteStore::grant_in_session(self, grant)
-    }
-    fn end_session(
-        &self,
-        id: &SessionId,
-        owner: Option<&UserId>,
-        reason: EndReason,
-        now: i64,
-        tokens_expire_by: i64,
-    ) -> Result<bool> {
-        SqliteStore::end_session(self, id, owner, reason, now, tokens_expire_by)
-    }
-    fn live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64> {
-        self.count_live_sessions(now, idle_timeout)
-    }
-    fn token_state(
-        &self,
-        user: &UserId,
-        jti: &TokenId,
-        sid: &SessionId,
-    ) -> Result<Option<TokenState>> {
-        self.exact_token_state(user, jti, sid)
-    }
-    fn cached_token_state(
-        &self,
-        user: &UserId,
-        jti: &TokenId,
-        sid: &SessionId,
-    ) -> Result<Option<TokenState>> {
-        self.in_memory_token_state(user, jti, sid)
-    }
-    fn bump_generation(&self, user: &UserId) -> Result<Option<u64>> {
-        self.bump_generation_where("id", user.as_str())
-    }
-    fn prune_expired(
-        &self,
-        cutoff: i64,
-        longest_token_lifetime: i64,
-        session_idle: i64,
-    ) -> Result<usize> {
-        self.prune(cutoff, longest_token_lifetime, session_idle)
-    }
-    fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>> {
-        self.bump_generation_where("username_canonical", username.canonical())
-    }
-    fn unlock_user(&self, username: &Username) -> Result<bool> {
-        self.clear_failures(username.canonical())
-    }
-    fn failed_logins(&self, username: &Username) -> Result<Option<u32>> {
-        self.failures_of(username.canonical())
-    }
-    fn list_users(&self) -> Result<Vec<UserSummary>> {
-        self.user_summaries()
-    }
-    fn denylist_len(&self) -> Result<u64> {
-        self.count_denylisted()
-    }
+impl Maintenance for SqliteStore {
     fn register_keys(&self, fingerprints: &[(String, String)]) -> Result<Vec<String>> {
         self.with_write(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -278,6 +175,7 @@ impl Store for SqliteStore {
             Ok(conflicts)
         })
     }
+
     fn record_signing(&self, kid: &str, until: i64) -> Result<()> {
         self.with_write(|conn| {
             conn.execute(
@@ -288,6 +186,7 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
     fn signing_until(&self, kid: &str) -> Result<Option<i64>> {
         use rusqlite::OptionalExtension as _;
         self.with_conn(|conn| {
@@ -301,10 +200,12 @@ impl Store for SqliteStore {
                 .flatten())
         })
     }
+
     fn ping(&self) -> Result<()> {
         self.verify_files()?;
         self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
     }
+
     fn integrity_check(&self) -> Result<Vec<String>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("PRAGMA integrity_check")?;
@@ -312,6 +213,7 @@ impl Store for SqliteStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
+
     /// Folds the WAL back into the main file, so the file alone is complete.
     fn checkpoint(&self) -> Result<()> {
         self.with_conn(|conn| {
@@ -319,6 +221,7 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
     fn dump(&self) -> Result<String> {
         self.with_conn(|conn| dump::dump(conn))
     }

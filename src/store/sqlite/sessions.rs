@@ -13,6 +13,7 @@ use super::group_commit::{GRANT_SQL, execute_grant};
 use super::{Result, SqliteStore, StoreError, to_i64, to_u64};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::session::{EndReason, SessionRecord};
+use crate::store::Sessions;
 use crate::store::{Credentials, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant};
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
@@ -34,13 +35,13 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-impl SqliteStore {
+impl Sessions for SqliteStore {
     /// A successful login: start the session, clear the failure counter and optionally store a
     /// rehashed password — one transaction, and only if the password hash and generation are
     /// still the ones the login verified. Otherwise the password changed or every session was
     /// revoked while the login was being checked, and [`StoreError::CredentialsChanged`] says
     /// so: nothing must go out.
-    pub(super) fn record_login(
+    fn record_login(
         &self,
         verified: &Credentials,
         rehashed_password: Option<&str>,
@@ -80,7 +81,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn session_by_id(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
+    fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(select_sessions!("WHERE s.id = ?1"))?;
             Ok(stmt.query_row([id.as_str()], session_from_row).optional()?)
@@ -88,7 +89,7 @@ impl SqliteStore {
     }
 
     /// Every session of the user still on file, newest first.
-    pub(super) fn sessions_of_user(&self, user: &UserId) -> Result<Vec<SessionRecord>> {
+    fn sessions_of(&self, user: &UserId) -> Result<Vec<SessionRecord>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(select_sessions!(
                 "WHERE s.user_id = ?1 ORDER BY s.created_at DESC, s.id"
@@ -102,7 +103,7 @@ impl SqliteStore {
     /// not ended, and at `generation`, which must also be its user's. False when any of that
     /// changed: the caller judges again. The server's refreshes share commits
     /// ([`super::group_commit`]); an operator's store, or a batch that failed, writes alone.
-    pub(super) fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
+    fn grant_in_session(&self, grant: &SessionGrant<'_>) -> Result<bool> {
         if let Some(moved) = self.group.as_ref().and_then(|group| group.submit(grant)) {
             self.verify_files()?;
             self.catch_up_after_commit();
@@ -114,7 +115,7 @@ impl SqliteStore {
     /// Ends a session not yet ended (of `owner`, if given) and denylists its id until
     /// `tokens_expire_by` (or the session's own end, if sooner): every access token it issued
     /// expires by then. False if there was none to end.
-    pub(super) fn end_session(
+    fn end_session(
         &self,
         id: &SessionId,
         owner: Option<&UserId>,
@@ -156,10 +157,7 @@ impl SqliteStore {
     /// caller's session to the new generation with a fresh refresh token (the superseded one
     /// gets no grace). One transaction, only if hash and generation are still the verified ones
     /// and the session is not ended.
-    pub(super) fn change_password_in_session(
-        &self,
-        change: &PasswordChange<'_>,
-    ) -> Result<PasswordChangeOutcome> {
+    fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome> {
         self.with_write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let changed = tx.execute(
@@ -213,7 +211,7 @@ impl SqliteStore {
     }
 
     /// Sessions live at `now` under an idle timeout of `idle_timeout` seconds.
-    pub(super) fn count_live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64> {
+    fn live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64> {
         self.with_conn(|conn| {
             Ok(to_u64(conn.query_row(
                 "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id
@@ -224,7 +222,9 @@ impl SqliteStore {
             )?))
         })
     }
+}
 
+impl SqliteStore {
     /// Drops sessions that can serve nothing any more: ended, revoked by a generation bump, or
     /// idle, for longer than any access token they issued can live; or past their absolute
     /// end (access tokens never outlive it). Returns how many went.

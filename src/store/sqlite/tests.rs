@@ -1,4 +1,11 @@
 use super::*;
+use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::domain::session::EndReason;
+use crate::domain::username::Username;
+use crate::store::{
+    Accounts, Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome,
+    Revocation, SessionGrant, Sessions,
+};
 use std::os::unix::fs::PermissionsExt as _;
 
 fn open() -> (tempfile::TempDir, SqliteStore) {

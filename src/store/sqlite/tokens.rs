@@ -10,6 +10,7 @@ use super::revocation::Lookup;
 use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS, profile_from_row};
 use super::{Result, SqliteStore, to_u64};
 use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::store::Revocation;
 use crate::store::TokenState;
 use rusqlite::{OptionalExtension as _, params};
 use std::sync::Arc;
@@ -19,12 +20,12 @@ use std::sync::Arc;
 /// that was idle that long still catches up by applying the log rather than rebuilding.
 const MIN_CHANGE_LOG_RETENTION: i64 = 3600;
 
-impl SqliteStore {
+impl Revocation for SqliteStore {
     /// The token's user, its current generation and whether this `jti` is denylisted: from the
     /// revocation view when it has the user (catching it up first if anything was committed),
     /// otherwise with one indexed read that then fills the view. `None` when the user no longer
     /// exists. Blocking: runs SQL whenever the view is stale.
-    pub(super) fn exact_token_state(
+    fn token_state(
         &self,
         user_id: &UserId,
         jti: &TokenId,
@@ -55,7 +56,7 @@ impl SqliteStore {
     /// The same from memory only, with no SQL and no blocking: `Ok(None)` when the view is
     /// stale or lacks the user, and the caller must use [`Store::token_state`] off the async
     /// reactor. An error when the view cannot prove it is current.
-    pub(super) fn in_memory_token_state(
+    fn cached_token_state(
         &self,
         user_id: &UserId,
         jti: &TokenId,
@@ -70,6 +71,50 @@ impl SqliteStore {
         })
     }
 
+    /// Drops denylist rows whose tokens have expired (such tokens fail the codec's
+    /// `exp` check, so the rows protect nothing) and sessions that can serve nothing any more.
+    /// `now` should include the codec's leeway;
+    /// `longest_token_lifetime` sets how much change-log history is kept. Returns how many
+    /// session and denylist rows went.
+    fn prune_expired(
+        &self,
+        now: i64,
+        longest_token_lifetime: i64,
+        session_idle: i64,
+    ) -> Result<usize> {
+        let pruned = self.with_conn(|conn| {
+            let sessions = Self::prune_sessions(conn, now, longest_token_lifetime, session_idle)?;
+            let revoked =
+                conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
+            let retention = longest_token_lifetime.max(MIN_CHANGE_LOG_RETENTION);
+            conn.execute(
+                "DELETE FROM token_changes WHERE changed_at < ?1",
+                [now.saturating_sub(retention)],
+            )?;
+            Ok(sessions + revoked)
+        })?;
+        if let Some(view) = &self.view {
+            view.prune(now);
+        }
+        Ok(pruned)
+    }
+
+    fn denylist_len(&self) -> Result<u64> {
+        self.with_conn(|conn| {
+            Ok(to_u64(conn.query_row(
+                "SELECT count(*) FROM revoked_tokens",
+                [],
+                |row| row.get(0),
+            )?))
+        })
+    }
+
+    fn bump_generation(&self, user: &UserId) -> Result<Option<u64>> {
+        self.bump_generation_where("id", user.as_str())
+    }
+}
+
+impl SqliteStore {
     fn load_token_state(
         &self,
         user_id: &UserId,
@@ -125,44 +170,6 @@ impl SqliteStore {
                 .query_row(&sql, [value], |row| row.get::<_, i64>(0))
                 .optional()?
                 .map(to_u64))
-        })
-    }
-
-    /// Drops denylist rows whose tokens have expired (such tokens fail the codec's
-    /// `exp` check, so the rows protect nothing) and sessions that can serve nothing any more.
-    /// `now` should include the codec's leeway;
-    /// `longest_token_lifetime` sets how much change-log history is kept. Returns how many
-    /// session and denylist rows went.
-    pub(super) fn prune(
-        &self,
-        now: i64,
-        longest_token_lifetime: i64,
-        session_idle: i64,
-    ) -> Result<usize> {
-        let pruned = self.with_conn(|conn| {
-            let sessions = Self::prune_sessions(conn, now, longest_token_lifetime, session_idle)?;
-            let revoked =
-                conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
-            let retention = longest_token_lifetime.max(MIN_CHANGE_LOG_RETENTION);
-            conn.execute(
-                "DELETE FROM token_changes WHERE changed_at < ?1",
-                [now.saturating_sub(retention)],
-            )?;
-            Ok(sessions + revoked)
-        })?;
-        if let Some(view) = &self.view {
-            view.prune(now);
-        }
-        Ok(pruned)
-    }
-
-    pub(super) fn count_denylisted(&self) -> Result<u64> {
-        self.with_conn(|conn| {
-            Ok(to_u64(conn.query_row(
-                "SELECT count(*) FROM revoked_tokens",
-                [],
-                |row| row.get(0),
-            )?))
         })
     }
 }

@@ -6,7 +6,7 @@ use crate::domain::lockout::LockoutPolicy;
 use crate::domain::profile_text::ProfileText;
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
-use crate::store::{Credentials, NewAccount, UserSummary};
+use crate::store::{Accounts, Credentials, NewAccount, UserSummary};
 use rusqlite::{ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
 
 pub(super) const PROFILE_COLUMNS: &str =
@@ -26,10 +26,10 @@ pub(super) fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<UserProfile> {
     })
 }
 
-impl SqliteStore {
+impl Accounts for SqliteStore {
     /// Inserts a user. The unique index on the canonical name settles races: of any number of
     /// concurrent registrations of one name, exactly one commits.
-    pub(super) fn insert_user(&self, user: &NewAccount<'_>) -> Result<UserProfile> {
+    fn create_user(&self, user: &NewAccount<'_>) -> Result<UserProfile> {
         self.with_write(|conn| {
             let inserted = conn.execute(
                 "INSERT INTO users (id, username, username_canonical, full_name,
@@ -57,13 +57,13 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn credentials_of(&self, username_canonical: &str) -> Result<Option<Credentials>> {
+    fn find_credentials(&self, username: &Username) -> Result<Option<Credentials>> {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
                     "SELECT id, password_hash, token_generation
                      FROM users WHERE username_canonical = ?1",
-                    [username_canonical],
+                    [username.canonical()],
                     |row| {
                         Ok(Credentials {
                             user_id: UserId::from_string(row.get(0)?),
@@ -76,7 +76,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn reserve_guess(
+    fn reserve_attempt(
         &self,
         user_id: &UserId,
         policy: &LockoutPolicy,
@@ -111,7 +111,8 @@ impl SqliteStore {
 
     /// What [`Self::reserve_guess`] costs, for a name with no account: the same write
     /// transaction — lock, read, update, commit with its fsync — on a padding row.
-    pub(super) fn pad_unknown_attempt(&self, slot: u8, now: i64) -> Result<()> {
+    fn pad_unknown_attempt(&self, now: i64) -> Result<()> {
+        let slot = crate::store::padding_slot();
         self.with_write(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.query_row(
@@ -129,36 +130,36 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn failures_of(&self, username_canonical: &str) -> Result<Option<u32>> {
+    fn failed_logins(&self, username: &Username) -> Result<Option<u32>> {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
                     "SELECT failed_logins FROM users WHERE username_canonical = ?1",
-                    [username_canonical],
+                    [username.canonical()],
                     |row| row.get(0),
                 )
                 .optional()?)
         })
     }
 
-    pub(super) fn clear_failures(&self, username_canonical: &str) -> Result<bool> {
+    fn unlock_user(&self, username: &Username) -> Result<bool> {
         self.with_conn(|conn| {
             Ok(conn.execute(
                 "UPDATE users SET failed_logins = 0, last_failed_login_at = NULL
                  WHERE username_canonical = ?1",
-                [username_canonical],
+                [username.canonical()],
             )? == 1)
         })
     }
 
     /// The sessions, ledger and denylist rows go with the user (ON DELETE CASCADE).
-    pub(super) fn remove_user(&self, user_id: &UserId) -> Result<bool> {
+    fn delete_user(&self, user_id: &UserId) -> Result<bool> {
         self.with_write(|conn| {
             Ok(conn.execute("DELETE FROM users WHERE id = ?1", [user_id.as_str()])? == 1)
         })
     }
 
-    pub(super) fn user_summaries(&self) -> Result<Vec<UserSummary>> {
+    fn list_users(&self) -> Result<Vec<UserSummary>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT username, created_at, token_generation, failed_logins
@@ -174,5 +175,9 @@ impl SqliteStore {
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
+    }
+
+    fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>> {
+        self.bump_generation_where("username_canonical", username.canonical())
     }
 }
