@@ -33,9 +33,11 @@ fn bench_argon2(c: &mut Criterion) {
 }
 
 fn auth(dir: &std::path::Path) -> Auth {
-    let store =
-        tessera::store::open_for_serving(&dir.join("bench.db"), tessera::store::DEFAULT_DB_TIMEOUT)
-            .unwrap();
+    let store = tessera::store::open_for_serving(
+        &tessera::store::DbLocation::Sqlite(dir.join("bench.db")),
+        tessera::store::DEFAULT_DB_TIMEOUT,
+    )
+    .unwrap();
     let policy = ValidationPolicy {
         issuer: "tessera".into(),
         audience: "tessera-api".into(),
@@ -116,7 +118,7 @@ fn storage_medians() {
     use tessera::domain::ids::UserId;
     let dir = tempfile::tempdir().unwrap();
     let store = tessera::store::open_for_serving(
-        &dir.path().join("bench.db"),
+        &tessera::store::DbLocation::Sqlite(dir.path().join("bench.db")),
         tessera::store::DEFAULT_DB_TIMEOUT,
     )
     .unwrap();

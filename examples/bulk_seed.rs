@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let users: u64 = args.next().ok_or("USERS")?.parse()?;
     let denylist: u64 = args.next().ok_or("DENYLIST")?.parse()?;
     drop(tessera::store::open_for_serving(
-        std::path::Path::new(&db),
+        &tessera::store::DbLocation::parse(&db),
         tessera::store::DEFAULT_DB_TIMEOUT,
     )?); // creates and migrates
     let hasher = Hasher::new(HashParams::default())?;

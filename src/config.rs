@@ -8,6 +8,7 @@ use crate::domain::password_policy::PasswordPolicy;
 use crate::domain::session::SessionPolicy;
 use crate::http::HttpSettings;
 use crate::http::access_log::AccessLog;
+use crate::store::DbLocation;
 use crate::support::clock::{self, Clock};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +43,8 @@ pub const DEFAULT_PRUNE_INTERVAL_SECS: u64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub db_path: PathBuf,
+    /// Where the database is: a SQLite file or a PostgreSQL URL.
+    pub db: DbLocation,
     /// Longest wait for the database (see [`crate::store::DEFAULT_DB_TIMEOUT`]).
     pub db_timeout: Duration,
     pub keys_path: PathBuf,
@@ -72,7 +74,7 @@ impl Config {
     /// path is created on demand).
     pub fn for_paths(db: &Path, keys: &Path) -> Self {
         Self {
-            db_path: db.into(),
+            db: DbLocation::from(db),
             db_timeout: crate::store::DEFAULT_DB_TIMEOUT,
             keys_path: keys.into(),
             create_missing_keys: false,

@@ -55,7 +55,7 @@ pub enum StartupError {
 /// Builds everything a request needs. Fails closed on any key or storage problem.
 pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
     let keyring = load_or_create_keys(config)?;
-    let store = store::open_for_serving(&config.db_path, config.db_timeout)?;
+    let store = store::open_for_serving(&config.db, config.db_timeout)?;
     let mismatched = store.register_keys(&keyring.fingerprints())?;
     if !mismatched.is_empty() {
         return Err(StartupError::KeyMismatch(mismatched));
@@ -183,7 +183,7 @@ pub async fn serve_until_signalled(
     config: &Config,
 ) -> Result<(), StartupError> {
     let state = build_state(config)?;
-    let (backend, database) = store::describe_location(&config.db_path);
+    let (backend, database) = (config.db.backend(), &config.db);
     let keys =
         std::fs::canonicalize(&config.keys_path).unwrap_or_else(|_| config.keys_path.clone());
     tracing::info!(

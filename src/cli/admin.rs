@@ -6,7 +6,7 @@ use crate::config::MAX_TOKEN_TTL;
 use crate::domain::ids::SessionId;
 use crate::domain::session::{EndReason, SessionPolicy};
 use crate::domain::username::{Username, UsernameError};
-use crate::store::{self, StoreError};
+use crate::store::{self, DbLocation, StoreError};
 use crate::support::clock;
 use crate::token::{JwkSet, KeyError, Keyring};
 use std::fmt::Write as _;
@@ -125,7 +125,7 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
     }
 }
 
-pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
+pub fn user(action: &UserAction, db: &DbLocation) -> Result<String, AdminError> {
     let store = store::open_existing(db)?;
     match action {
         UserAction::List => {
@@ -163,7 +163,11 @@ pub fn user(action: &UserAction, db: &Path) -> Result<String, AdminError> {
 }
 
 /// `tessera session …`; `idle_timeout` is the server's `--session-idle`, to tell idle sessions.
-pub fn session(action: &SessionAction, db: &Path, idle_timeout: i64) -> Result<String, AdminError> {
+pub fn session(
+    action: &SessionAction,
+    db: &DbLocation,
+    idle_timeout: i64,
+) -> Result<String, AdminError> {
     let store = store::open_existing(db)?;
     let now = clock::now();
     match action {
@@ -206,7 +210,7 @@ pub fn session(action: &SessionAction, db: &Path, idle_timeout: i64) -> Result<S
     }
 }
 
-pub fn db(action: &DbAction, db: &Path) -> Result<String, AdminError> {
+pub fn db(action: &DbAction, db: &DbLocation) -> Result<String, AdminError> {
     let store = store::open_existing(db)?;
     match action {
         DbAction::Dump => Ok(store.dump()?),

@@ -14,6 +14,7 @@ use crate::domain::password::HashParams;
 use crate::domain::password_policy::{ABSOLUTE_MIN_CHARS, PasswordPolicy};
 use crate::domain::session::SessionPolicy;
 use crate::http::HttpSettings;
+use crate::store::DbLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,8 +45,8 @@ pub enum Command {
         action: UserAction,
         /// SQLite database file (must already exist: only `serve` creates one) or postgres://
         /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
-        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, global = true)]
-        db: PathBuf,
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, value_parser = DbLocation::from_arg, global = true)]
+        db: DbLocation,
     },
     /// List and end users' sessions directly in the database (works while the server runs).
     Session {
@@ -53,8 +54,8 @@ pub enum Command {
         action: SessionAction,
         /// SQLite database file (must already exist: only `serve` creates one) or postgres://
         /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
-        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, global = true)]
-        db: PathBuf,
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, value_parser = DbLocation::from_arg, global = true)]
+        db: DbLocation,
         /// Idle timeout in seconds, as the server's `--session-idle` (to tell idle sessions).
         #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout, global = true)]
         session_idle: i64,
@@ -65,8 +66,8 @@ pub enum Command {
         action: DbAction,
         /// SQLite database file (must already exist: only `serve` creates one) or postgres://
         /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
-        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, global = true)]
-        db: PathBuf,
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, value_parser = DbLocation::from_arg, global = true)]
+        db: DbLocation,
     },
 }
 
@@ -104,8 +105,8 @@ pub enum KeysAction {
         leeway: i64,
         /// The servers' database (SQLite file or postgres:// URL), where each server records
         /// until when it may sign with its key.
-        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH)]
-        db: PathBuf,
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, value_parser = DbLocation::from_arg)]
+        db: DbLocation,
     },
 }
 
@@ -169,8 +170,8 @@ pub struct ServeArgs {
     /// SQLite database file (created with mode 0600 if missing), or a postgres:// URL for
     /// several replicas on one database (keep the password out of argv: TESSERA_DB or
     /// PGPASSWORD).
-    #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH)]
-    pub db: PathBuf,
+    #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, value_parser = DbLocation::from_arg)]
+    pub db: DbLocation,
     /// Longest wait for the database — a lock another connection holds, a pooled connection, a
     /// statement — before the request is answered 503 (e.g. `5s`, `800ms`).
     #[arg(long, env = "TESSERA_DB_TIMEOUT", default_value = "5s", value_parser = db_timeout)]
@@ -322,7 +323,7 @@ impl ServeArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYS_PATH));
         Config {
-            db_path: self.db.clone(),
+            db: self.db.clone(),
             db_timeout: self.db_timeout,
             keys_path,
             create_missing_keys: self.keys.is_none(),

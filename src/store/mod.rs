@@ -27,12 +27,14 @@ macro_rules! select_sessions {
 }
 
 mod error;
+mod location;
 mod postgres;
 mod records;
 mod sqlite;
 
 pub use error::{Result, StoreError, cause_chain};
-pub use postgres::{PgStore, is_postgres_url};
+pub use location::DbLocation;
+pub use postgres::PgStore;
 pub use records::{
     Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
     TokenState, UserSummary,
@@ -44,7 +46,6 @@ use crate::domain::lockout::LockoutPolicy;
 use crate::domain::session::{EndReason, SessionRecord};
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,86 +224,21 @@ fn padding_slot() -> u8 {
     rand::random_range(0..PADDING_SLOTS)
 }
 
-/// The server's store at `location` — a `postgres://` URL, or else a SQLite file: created and
-/// migrated if missing (SQLite with its in-memory revocation view). `timeout` bounds every wait
-/// for the database.
-pub fn open_for_serving(location: &Path, timeout: Duration) -> Result<Arc<dyn Store>> {
-    match postgres_url(location) {
-        Some(url) => Ok(Arc::new(PgStore::open(url, timeout)?)),
-        None => Ok(Arc::new(SqliteStore::open_for_serving(location, timeout)?)),
+/// The server's store at `location`: a PostgreSQL database, or a SQLite file created and
+/// migrated if missing (with its in-memory revocation view). `timeout` bounds every wait for the
+/// database.
+pub fn open_for_serving(location: &DbLocation, timeout: Duration) -> Result<Arc<dyn Store>> {
+    match location {
+        DbLocation::Postgres(url) => Ok(Arc::new(PgStore::open(url, timeout)?)),
+        DbLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open_for_serving(path, timeout)?)),
     }
 }
 
-/// An operator's store (admin CLI, `tessera-token verify --db`): it must exist, and every read
-/// goes to the database.
-pub fn open_existing(location: &Path) -> Result<Arc<dyn Store>> {
-    match postgres_url(location) {
-        Some(url) => Ok(Arc::new(PgStore::open(url, DEFAULT_DB_TIMEOUT)?)),
-        None => Ok(Arc::new(SqliteStore::open_existing(location)?)),
-    }
-}
-
-/// The backend's name and the database location as a log line may show it: a SQLite file as
-/// an absolute path, a PostgreSQL URL without its password.
-pub fn describe_location(location: &Path) -> (&'static str, String) {
-    match postgres_url(location) {
-        Some(url) => ("postgres", without_password(url)),
-        None => (
-            "sqlite",
-            std::fs::canonicalize(location)
-                .unwrap_or_else(|_| location.to_path_buf())
-                .display()
-                .to_string(),
-        ),
-    }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user@host/db`; anything else unchanged.
-fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-fn postgres_url(location: &Path) -> Option<&str> {
-    location.to_str().filter(|text| is_postgres_url(text))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_described_postgres_url_never_shows_its_password() {
-        for (url, shown) in [
-            (
-                "postgres://tessera:s3cr%40t@db:5432/tessera",
-                "postgres://tessera@db:5432/tessera",
-            ),
-            (
-                "postgresql://u:p@h/d?sslmode=require",
-                "postgresql://u@h/d?sslmode=require",
-            ),
-            ("postgres://u@h/d", "postgres://u@h/d"),
-            ("postgres://h/d", "postgres://h/d"),
-            ("postgres://u:a@b@h/d", "postgres://u@h/d"),
-        ] {
-            assert_eq!(
-                describe_location(Path::new(url)),
-                ("postgres", shown.to_owned())
-            );
-        }
-        let (backend, shown) = describe_location(Path::new("relative/t.db"));
-        assert_eq!(backend, "sqlite");
-        assert!(shown.ends_with("relative/t.db"));
+/// An operator's store (admin CLI, `tessera-token verify`): it must exist, and every read goes
+/// to the database.
+pub fn open_existing(location: &DbLocation) -> Result<Arc<dyn Store>> {
+    match location {
+        DbLocation::Postgres(url) => Ok(Arc::new(PgStore::open(url, DEFAULT_DB_TIMEOUT)?)),
+        DbLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open_existing(path)?)),
     }
 }

@@ -73,7 +73,7 @@ async fn admin_unlock_clears_the_softlock() {
     let action = tessera::cli::args::UserAction::Unlock {
         username: "KVOTHE".into(),
     };
-    tessera::cli::admin::user(&action, &app.db_path).unwrap();
+    tessera::cli::admin::user(&action, &app.db).unwrap();
     app.token("kvothe", GOOD_PASSWORD).await;
 }
 

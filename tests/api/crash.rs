@@ -161,7 +161,10 @@ async fn acknowledged_writes_survive_sigkill() {
         "nothing happened before the kill"
     );
 
-    let store = tessera::store::open_existing(&dir.path().join("tessera.db")).unwrap();
+    let store = tessera::store::open_existing(&tessera::store::DbLocation::Sqlite(
+        dir.path().join("tessera.db"),
+    ))
+    .unwrap();
     assert_eq!(store.integrity_check().unwrap(), ["ok"]);
     for user in &acked.users {
         assert!(

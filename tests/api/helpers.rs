@@ -10,7 +10,7 @@ use std::time::Duration;
 use tessera::config::Config;
 use tessera::domain::password::HashParams;
 use tessera::http::AppState;
-use tessera::store::Store;
+use tessera::store::{DbLocation, Store};
 use tessera::token::{Claims, Codec, JwkSet, Keyring, ValidationPolicy};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -23,7 +23,9 @@ pub struct TestApp {
     pub metrics_addr: SocketAddr,
     pub state: Arc<AppState>,
     pub config: Config,
+    /// The database: a SQLite file's path, or (on PostgreSQL) its URL, as a command line takes it.
     pub db_path: PathBuf,
+    pub db: DbLocation,
     pub keys_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -55,7 +57,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     if let Some(url) = fresh_postgres_database().await {
-        config.db_path = PathBuf::from(url);
+        config.db = DbLocation::Postgres(url);
     }
     JwkSet::create(&config.keys_path).unwrap();
     tweak(&mut config);
@@ -70,7 +72,7 @@ pub async fn spawn_sqlite_app() -> TestApp {
 
 pub async fn spawn_sqlite_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_with(|config| {
-        config.db_path = config.keys_path.with_file_name("tessera.db");
+        config.db = DbLocation::Sqlite(config.keys_path.with_file_name("tessera.db"));
         tweak(config);
     })
     .await
@@ -137,7 +139,11 @@ pub async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
         addr,
         metrics_addr,
         state,
-        db_path: config.db_path.clone(),
+        db_path: match &config.db {
+            DbLocation::Sqlite(path) => path.clone(),
+            DbLocation::Postgres(url) => PathBuf::from(url),
+        },
+        db: config.db.clone(),
         keys_path: config.keys_path.clone(),
         config,
         stop: Some(stop),
@@ -149,7 +155,7 @@ pub async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
 impl TestApp {
     /// The database as an operator sees it: a store of its own, reading the files directly.
     pub fn store(&self) -> Arc<dyn Store> {
-        tessera::store::open_existing(&self.db_path).unwrap()
+        tessera::store::open_existing(&self.db).unwrap()
     }
 
     /// Stops this server and starts another on the same database and keys.

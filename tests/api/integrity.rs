@@ -221,7 +221,7 @@ async fn revoke(app: &TestApp, token: &str, how: Revocation) {
             let action = UserAction::Revoke {
                 username: "kvothe".into(),
             };
-            tessera::cli::admin::user(&action, &app.db_path).unwrap();
+            tessera::cli::admin::user(&action, &app.db).unwrap();
             204
         }
     };
@@ -263,14 +263,14 @@ async fn a_symlinked_database_path_sees_every_revocation() {
     std::fs::write(&real, b"").unwrap();
     std::os::unix::fs::symlink(&real, &link).unwrap();
     std::fs::write(sibling(&link, "-shm"), vec![0u8; 32 * 1024]).unwrap();
-    let app = spawn_app_with(|c| c.db_path = link.clone()).await;
+    let app = spawn_app_with(|c| c.db = tessera::store::DbLocation::Sqlite(link.clone())).await;
     let first = app.user_with_token("kvothe").await;
     let second = app.token("kvothe", GOOD_PASSWORD).await;
     assert_eq!(app.me(&first).await.status, 200);
     let action = UserAction::Revoke {
         username: "kvothe".into(),
     };
-    tessera::cli::admin::user(&action, &link).unwrap();
+    tessera::cli::admin::user(&action, &tessera::store::DbLocation::Sqlite(link.clone())).unwrap();
     assert_problem(&app.me(&first).await, 401);
     assert_problem(&app.me(&second).await, 401);
     let third = app.token("kvothe", GOOD_PASSWORD).await;

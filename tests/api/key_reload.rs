@@ -31,7 +31,7 @@ fn retire(kid: &str, force: bool, app: &TestApp) -> KeysAction {
         force,
         token_ttl: 900,
         leeway: 30,
-        db: app.db_path.clone(),
+        db: app.db.clone(),
     }
 }
 
@@ -132,7 +132,7 @@ async fn retire_waits_one_token_lifetime_past_the_servers_record_of_signing() {
     // A database it cannot read is no excuse: refused, unless forced.
     let mut elsewhere = retire(&old_kid, false, &app);
     if let KeysAction::Retire { db, .. } = &mut elsewhere {
-        *db = app.keys_path.with_file_name("no-such.db");
+        *db = tessera::store::DbLocation::Sqlite(app.keys_path.with_file_name("no-such.db"));
     }
     let unreadable = admin::keys(&elsewhere, &app.keys_path).unwrap_err();
     assert!(unreadable.to_string().contains("--force"), "{unreadable}");

@@ -95,23 +95,23 @@ async fn shutdown_lets_in_flight_requests_finish() {
 async fn admin_user_commands_list_revoke_and_check() {
     let app = spawn_app().await;
     let token = app.user_with_token("kvothe").await;
-    let list = tessera::cli::admin::user(&UserAction::List, &app.db_path).unwrap();
+    let list = tessera::cli::admin::user(&UserAction::List, &app.db).unwrap();
     assert!(list.contains("kvothe\t"), "{list}");
     assert!(!list.contains("argon2"), "never hashes");
     let revoke = UserAction::Revoke {
         username: "Kvothe".into(),
     };
-    tessera::cli::admin::user(&revoke, &app.db_path).unwrap();
+    tessera::cli::admin::user(&revoke, &app.db).unwrap();
     assert_problem(&app.me(&token).await, 401);
     let missing = UserAction::Revoke {
         username: "nobody".into(),
     };
-    assert!(tessera::cli::admin::user(&missing, &app.db_path).is_err());
+    assert!(tessera::cli::admin::user(&missing, &app.db).is_err());
     assert_eq!(
-        tessera::cli::admin::db(&DbAction::Check, &app.db_path).unwrap(),
+        tessera::cli::admin::db(&DbAction::Check, &app.db).unwrap(),
         "ok\n"
     );
-    let dump = tessera::cli::admin::db(&DbAction::Dump, &app.db_path).unwrap();
+    let dump = tessera::cli::admin::db(&DbAction::Dump, &app.db).unwrap();
     assert!(dump.contains("INSERT INTO \"users\""));
     assert!(!dump.contains(&token));
 }
@@ -142,7 +142,7 @@ async fn key_rotation_keeps_old_tokens_valid_until_retired() {
         force,
         token_ttl: 3600,
         leeway: 30,
-        db: app.db_path.clone(),
+        db: app.db.clone(),
     };
     let refused = tessera::cli::admin::keys(&retire(false), &app.keys_path).unwrap_err();
     assert!(refused.to_string().contains("--force"), "{refused}");

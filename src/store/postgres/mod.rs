@@ -58,11 +58,6 @@ type Client = deadpool_postgres::Object;
 /// Connections kept per replica; more requests wait for one (up to the timeout).
 const POOL_SIZE: usize = 16;
 
-/// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).
-pub fn is_postgres_url(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
-}
-
 /// A handle on one PostgreSQL database.
 pub struct PgStore {
     /// Drives the pool's connections. Taken on drop, which may happen on an async thread.

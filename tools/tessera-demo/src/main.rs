@@ -115,7 +115,7 @@ fn regenerate(seed: &Path, out: &Path) -> Result<String, DemoError> {
     })?;
 
     // Read back as an operator would, after the server stopped and checkpointed.
-    let dump = tessera::store::open_existing(&db)?.dump()?;
+    let dump = tessera::store::open_existing(&tessera::store::DbLocation::Sqlite(db))?.dump()?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

@@ -21,7 +21,7 @@ use tessera::config::{
     DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEYS_PATH, DEFAULT_LEEWAY, DEFAULT_TOKEN_TTL,
 };
 use tessera::domain::session::SessionPolicy;
-use tessera::store;
+use tessera::store::{self, DbLocation};
 use tessera::support::clock;
 use tessera::token::inspect::inspect;
 use tessera::token::{Codec, Keyring, ValidationPolicy};
@@ -59,8 +59,8 @@ enum Command {
         /// The server's database, where revocation (logged out, stale generation, user deleted)
         /// and the token's session (live, ended, expired, reuse-revoked) are checked — a SQLite
         /// file or a postgres:// URL (password in PGPASSWORD).
-        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH)]
-        db: PathBuf,
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, value_parser = DbLocation::from_arg)]
+        db: DbLocation,
         /// Check only the signature and claims; the exit code is then 3, never 0.
         #[arg(long)]
         no_db: bool,
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
                 idle_timeout: *session_idle,
                 ..SessionPolicy::default()
             };
-            let db = (!*no_db).then_some(db.as_path());
+            let db = (!*no_db).then_some(db);
             run_verify(&t, keys, db, &sessions, options)
         }),
     };
@@ -222,7 +222,7 @@ fn run_inspect(token: &str, options: &Options) -> Report {
 fn run_verify(
     token: &str,
     keys: &std::path::Path,
-    db: Option<&std::path::Path>,
+    db: Option<&DbLocation>,
     sessions: &SessionPolicy,
     options: &Options,
 ) -> Result<Report, String> {
@@ -234,16 +234,15 @@ fn run_verify(
         Err(error) => Err(error.to_string()),
         Ok(claims) => match db {
             None => Ok((claims.claims().clone(), "not checked (--no-db)".to_owned())),
-            Some(path) => {
-                let postgres = path.to_str().is_some_and(store::is_postgres_url);
-                if !postgres && !path.exists() {
+            Some(location) => {
+                if let Some(path) = location.sqlite_path().filter(|path| !path.exists()) {
                     return Err(format!(
                         "no database at {}: pass the server's --db (or TESSERA_DB) to check \
                          revocation, or --no-db to check only the signature and claims",
                         path.display()
                     ));
                 }
-                let store = store::open_existing(path).map_err(|e| e.to_string())?;
+                let store = store::open_existing(location).map_err(|e| e.to_string())?;
                 let copy = claims.claims().clone();
                 session = Some(match store.session(&copy.sid).map_err(|e| e.to_string())? {
                     Some(record) => sessions.status(&record, now).to_string(),
