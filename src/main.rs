@@ -8,6 +8,7 @@ use tessera::app;
 use tessera::cli::admin;
 use tessera::cli::args::{Cli, Command, LogFormat, ServeArgs};
 use tessera::http::access_log::AccessLog;
+use tessera::store::cause_chain;
 use tessera::support::logging::{LineFormat, LogSink, WriterThread};
 
 fn main() -> ExitCode {
@@ -58,11 +59,13 @@ fn serve(args: &ServeArgs, access_log: AccessLog) -> Result<(), String> {
             args.metrics_listen,
             &config,
         ))
-        .map_err(|e| e.to_string())
+        .map_err(|e| cause_chain(&e))
 }
 
-fn print<E: std::fmt::Display>(result: Result<String, E>) -> Result<(), String> {
-    let text = result.map_err(|e| e.to_string())?;
+/// The command's answer on stdout, or its error with every cause under it (a driver's "db error"
+/// alone tells an operator nothing; the server's reason is below it).
+fn print<E: std::error::Error + 'static>(result: Result<String, E>) -> Result<(), String> {
+    let text = result.map_err(|e| cause_chain(&e))?;
     print!("{text}");
     Ok(())
 }

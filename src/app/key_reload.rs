@@ -22,6 +22,7 @@
 //! lifetime, which is what `keys retire` waits for.
 
 use crate::http::AppState;
+use crate::store::cause_chain;
 use crate::token::Keyring;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -109,8 +110,8 @@ pub(crate) async fn follow(
 async fn reload(state: &Arc<AppState>, path: &Path, trigger: &'static str) {
     let (auth, file) = (state.auth.clone(), path.to_path_buf());
     let outcome = tokio::task::spawn_blocking(move || {
-        let keyring = Keyring::load(&file).map_err(|e| e.to_string())?;
-        auth.replace_keyring(keyring).map_err(|e| e.to_string())
+        let keyring = Keyring::load(&file).map_err(|e| cause_chain(&e))?;
+        auth.replace_keyring(keyring).map_err(|e| cause_chain(&e))
     })
     .await
     .unwrap_or_else(|join_error| Err(join_error.to_string()));

@@ -170,6 +170,7 @@ pub async fn run(
     let auth = state.auth.clone();
     let checkpoint = tokio::task::spawn_blocking(move || auth.checkpoint()).await;
     if let Ok(Err(error)) = checkpoint {
+        let error = store::cause_chain(&error);
         tracing::warn!(%error, "WAL checkpoint on shutdown failed");
     }
     tracing::info!("tessera stopped");
@@ -223,7 +224,10 @@ async fn prune_periodically(state: Arc<AppState>, every: std::time::Duration) {
         match tokio::task::spawn_blocking(move || auth.prune(now)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(pruned)) => tracing::info!(pruned, "pruned expired revocation rows"),
-            Ok(Err(error)) => tracing::warn!(%error, "pruning failed"),
+            Ok(Err(error)) => {
+                let error = store::cause_chain(&error);
+                tracing::warn!(%error, "pruning failed");
+            }
             Err(error) => tracing::warn!(%error, "pruning task failed"),
         }
     }

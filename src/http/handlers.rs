@@ -318,9 +318,11 @@ async fn delete_account(
 
 async fn ready(call: &Call<'_>) -> Result<HttpResponse, ApiError> {
     let auth = call.state.auth.clone();
-    let ping = tokio::task::spawn_blocking(move || auth.ready().map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|join_error| Err(join_error.to_string()));
+    let ping = tokio::task::spawn_blocking(move || {
+        auth.ready().map_err(|e| crate::store::cause_chain(&e))
+    })
+    .await
+    .unwrap_or_else(|join_error| Err(join_error.to_string()));
     match ping {
         Ok(()) => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),
         Err(error) => {

@@ -1,6 +1,10 @@
 //! What can go wrong in storage, whatever the backend.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A cause kept whole, for the log: what the driver or the pool said, with its own sources.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,26 +36,40 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database location: {0}")]
     BadLocation(String),
+    /// A bound of ours ran out, or the store is shutting down: no driver error to keep.
     #[error("the database cannot be reached: {0}")]
     Unreachable(String),
-    #[error("database error: {0}")]
-    Postgres(String),
-    #[error("the database aborted a transaction that lost a race; retry: {0}")]
-    Contended(String),
+    /// The connection could not be had, or broke, or the server refused the work for now
+    /// (restart, shutdown, too many connections, a cancelled statement).
+    #[error("the database connection failed or was closed")]
+    Disconnected(#[source] Cause),
+    #[error("database error")]
+    Postgres(#[source] tokio_postgres::Error),
+    /// Nothing was written: another transaction held the lock too long, or PostgreSQL aborted
+    /// this one as a deadlock or serialisation loser. Retry.
+    #[error("the database is busy or aborted a transaction that lost a race; retry")]
+    Contended(#[source] Cause),
+    /// One failure answered to every token check of a batch.
+    #[error(transparent)]
+    Shared(Arc<StoreError>),
 }
 
 impl StoreError {
     /// The database cannot be trusted right now (files replaced, or unreachable): answer 503,
     /// never 200 from state that cannot be proven current.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::FileReplaced(_)
-                | Self::Unprovable
-                | Self::Io { .. }
-                | Self::Unreachable(_)
-                | Self::Contended(_)
-        )
+        match self {
+            Self::Shared(failure) => failure.is_unavailable(),
+            other => matches!(
+                other,
+                Self::FileReplaced(_)
+                    | Self::Unprovable
+                    | Self::Io { .. }
+                    | Self::Unreachable(_)
+                    | Self::Disconnected(_)
+                    | Self::Contended(_)
+            ),
+        }
     }
 }
 
@@ -63,7 +81,7 @@ impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
         match error.sqlite_error_code() {
-            Some(DatabaseBusy | DatabaseLocked) => Self::Contended(error.to_string()),
+            Some(DatabaseBusy | DatabaseLocked) => Self::Contended(Box::new(error)),
             _ => Self::Sqlite(error),
         }
     }
@@ -86,4 +104,51 @@ pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another connection's lock past the busy timeout is contention (503, retry), and the
+    /// driver's error is kept as the source, so the log names SQLite's own words.
+    #[test]
+    fn a_busy_database_is_contention_and_keeps_its_cause() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        );
+        let mapped = StoreError::from(busy);
+        assert!(matches!(mapped, StoreError::Contended(_)), "{mapped}");
+        assert!(mapped.is_unavailable());
+        let source = std::error::Error::source(&mapped).unwrap();
+        assert!(source.is::<rusqlite::Error>());
+        assert!(
+            cause_chain(&mapped).contains("database is locked"),
+            "{}",
+            cause_chain(&mapped)
+        );
+        let other = StoreError::from(rusqlite::Error::QueryReturnedNoRows);
+        assert!(matches!(other, StoreError::Sqlite(_)) && !other.is_unavailable());
+    }
+
+    /// A failure shared by a batch of token checks answers each as the original would.
+    #[test]
+    fn a_shared_failure_keeps_its_kind_and_its_chain() {
+        let shared = StoreError::Shared(Arc::new(StoreError::Unreachable("no answer".into())));
+        assert!(shared.is_unavailable());
+        assert!(cause_chain(&shared).contains("no answer"));
+        let broken = StoreError::Shared(Arc::new(StoreError::Corrupt("column 3".into())));
+        assert!(!broken.is_unavailable());
+    }
+
+    #[test]
+    fn the_cause_chain_says_each_message_once() {
+        let inner = StoreError::Unreachable("no answer within 5s".into());
+        let outer = StoreError::Shared(Arc::new(inner));
+        assert_eq!(
+            cause_chain(&outer),
+            "the database cannot be reached: no answer within 5s"
+        );
+    }
 }

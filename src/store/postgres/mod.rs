@@ -272,7 +272,7 @@ fn timed_out(after: Duration) -> StoreError {
 /// (down, refusing connections, wrong password, too slow), so a 503 — with the driver's cause
 /// (for a wrong password, the server's own message) kept for the log.
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unreachable(format!("no database connection: {}", cause_chain(&e)))
+    StoreError::Disconnected(Box::new(e))
 }
 
 /// SQLSTATE classes that mean the connection or the server went away, or is not taking work
@@ -300,13 +300,12 @@ fn error(e: tokio_postgres::Error) -> StoreError {
             || *code == SqlState::LOCK_NOT_AVAILABLE
     });
     let retryable = code.is_some_and(|code| RETRYABLE_CLASSES.iter().any(|c| code.starts_with(c)));
-    let message = cause_chain(&e);
     if lost_race {
-        StoreError::Contended(message)
+        StoreError::Contended(Box::new(e))
     } else if e.is_closed() || io || retryable {
-        StoreError::Unreachable(message)
+        StoreError::Disconnected(Box::new(e))
     } else {
-        StoreError::Postgres(message)
+        StoreError::Postgres(e)
     }
 }
 
@@ -464,8 +463,15 @@ mod tests {
                 .unwrap();
             let cancelled = client.execute("SELECT pg_sleep(1)", &[]).await.unwrap_err();
             let mapped = error(cancelled);
-            assert!(matches!(mapped, StoreError::Unreachable(_)), "{mapped}");
-            assert!(mapped.to_string().contains("statement timeout"), "{mapped}");
+            assert!(matches!(mapped, StoreError::Disconnected(_)), "{mapped}");
+            // The driver's error is kept whole, the server's message under it.
+            assert!(
+                cause_chain(&mapped).contains("statement timeout"),
+                "{}",
+                cause_chain(&mapped)
+            );
+            let source = std::error::Error::source(&mapped).unwrap();
+            assert!(source.is::<tokio_postgres::Error>());
             let victim = connect().await;
             let pid: i32 = victim
                 .query_one("SELECT pg_backend_pid()", &[])
@@ -489,7 +495,11 @@ mod tests {
                 .unwrap_err();
             let mapped = error(mistake);
             assert!(matches!(mapped, StoreError::Postgres(_)), "{mapped}");
-            assert!(mapped.to_string().contains("no_such_column"), "{mapped}");
+            assert!(
+                cause_chain(&mapped).contains("no_such_column"),
+                "{}",
+                cause_chain(&mapped)
+            );
         });
     }
 }

@@ -123,15 +123,9 @@ async fn answer_all(pool: &deadpool_postgres::Pool, mut batch: Vec<Check>, timeo
             }
         }
         Err(failure) => {
-            let message = failure.to_string();
-            let unavailable = failure.is_unavailable();
+            let failure = Arc::new(failure);
             for check in batch.drain(..) {
-                let failure = if unavailable {
-                    StoreError::Unreachable(message.clone())
-                } else {
-                    StoreError::Postgres(message.clone())
-                };
-                let _ = check.reply.send(Err(failure));
+                let _ = check.reply.send(Err(StoreError::Shared(failure.clone())));
             }
         }
     }

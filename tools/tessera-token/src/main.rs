@@ -242,7 +242,7 @@ fn run_verify(
                         path.display()
                     ));
                 }
-                let store = store::open_existing(location).map_err(|e| e.to_string())?;
+                let store = store::open_existing(location).map_err(|e| store::cause_chain(&e))?;
                 let copy = claims.claims().clone();
                 session = Some(match store.session(&copy.sid).map_err(|e| e.to_string())? {
                     Some(record) => sessions.status(&record, now).to_string(),
