@@ -5,7 +5,8 @@
 //! The seam is synchronous (the use cases run on the blocking pool), so this store drives its
 //! connections on a runtime of its own — one thread — and each method blocks its caller, a
 //! blocking-pool thread or the admin CLI, until the query is done ([`block_on`]: the caller's
-//! thread polls the query and parks; the connection's I/O runs on the store's thread).
+//! thread waits on the query's future; the connection's I/O runs on the store's thread). Why the
+//! seam is synchronous: README, "Decisions".
 //!
 //! **Revocation stays exact across replicas** because every token check reads the tables: a
 //! revocation is committed before its 204 goes out, and a check that starts after that reads a
@@ -47,7 +48,6 @@ use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
@@ -238,27 +238,14 @@ fn bound_connections(config: &mut tokio_postgres::Config, timeout: Duration) {
     config.tcp_user_timeout(timeout.saturating_mul(2));
 }
 
-/// Polls `future` on the calling thread, parking between wake-ups, inside `runtime`'s context
-/// so that what it spawns (connections) and its timers live on the store's runtime. Unlike
+/// Waits for `future` on the calling thread, inside `runtime`'s context so that what it spawns
+/// (connections) and its timers live on the store's runtime, which drives their I/O. Unlike
 /// `Runtime::block_on` this may run where another runtime is current — the server opens its
-/// store from async startup code — and only the calling thread waits.
+/// store from async startup code — and only the calling thread waits; every wait inside is
+/// bounded (`--db-timeout`).
 fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
     let _context = runtime.enter();
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park();
-    }
+    futures_executor::block_on(future)
 }
 
 fn timed_out(after: Duration) -> StoreError {
