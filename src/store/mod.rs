@@ -30,6 +30,7 @@ mod error;
 mod location;
 mod postgres;
 mod records;
+mod rows;
 mod sqlite;
 
 pub use error::{Result, StoreError, cause_chain};

@@ -132,6 +132,40 @@ pub enum PasswordChangeOutcome {
     SessionEnded,
 }
 
+/// The rules that choose an outcome, once for both backends: each runs the same two
+/// compare-and-set statements in one transaction and asks these what the rows it got mean.
+impl PasswordChangeOutcome {
+    /// The user's compare-and-set (hash and generation as verified) changed nothing. If the
+    /// stored hash is another one, someone changed the password first: what was verified is not
+    /// current. If it is the same, the generation moved — every session was revoked — or the
+    /// user is gone (`None`): either way this session has ended. Nothing is committed.
+    pub fn user_unchanged(hash_still_verified: Option<bool>) -> Self {
+        match hash_still_verified {
+            Some(false) => Self::PasswordChanged,
+            Some(true) | None => Self::SessionEnded,
+        }
+    }
+
+    /// The user was changed; `kept` is the caller's session after moving it to the new
+    /// generation — its refresh counter and absolute end — or `None` when it had ended
+    /// meanwhile, in which case nothing may be committed: the change must not go out without
+    /// the session it was made in.
+    pub fn after_session_update(kept: Option<(u64, i64)>) -> Self {
+        match kept {
+            Some((refresh_counter, session_expires_at)) => Self::Changed {
+                refresh_counter,
+                session_expires_at,
+            },
+            None => Self::SessionEnded,
+        }
+    }
+
+    /// Whether the transaction that found this outcome commits.
+    pub fn commits(self) -> bool {
+        matches!(self, Self::Changed { .. })
+    }
+}
+
 /// One line of `tessera user list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
@@ -167,5 +201,40 @@ mod tests {
             created_at: 0,
         };
         assert!(!format!("{account:?}").contains("argon2id"));
+    }
+}
+
+#[cfg(test)]
+mod outcome_rules {
+    use super::*;
+
+    /// The outcome rules both backends share: only a change whose session was kept commits,
+    /// and a right password is never reported as changed by someone else unless the stored
+    /// hash really is another one.
+    #[test]
+    fn a_password_change_commits_only_with_its_session_and_blames_only_another_hash() {
+        use PasswordChangeOutcome::*;
+        assert_eq!(
+            PasswordChangeOutcome::user_unchanged(Some(false)),
+            PasswordChanged
+        );
+        assert_eq!(
+            PasswordChangeOutcome::user_unchanged(Some(true)),
+            SessionEnded
+        );
+        assert_eq!(PasswordChangeOutcome::user_unchanged(None), SessionEnded);
+        let kept = PasswordChangeOutcome::after_session_update(Some((3, 99)));
+        assert_eq!(
+            kept,
+            Changed {
+                refresh_counter: 3,
+                session_expires_at: 99
+            }
+        );
+        assert!(kept.commits());
+        let ended = PasswordChangeOutcome::after_session_update(None);
+        assert_eq!(ended, SessionEnded);
+        assert!(!ended.commits());
+        assert!(!PasswordChanged.commits());
     }
 }

@@ -41,11 +41,6 @@ mod users;
 
 use super::error::cause_chain;
 use super::{Result, StoreError};
-use crate::domain::ids::{SessionId, UserId};
-use crate::domain::profile_text::ProfileText;
-use crate::domain::session::{EndReason, SessionRecord};
-use crate::domain::user::UserProfile;
-use crate::domain::username::Username;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::time::Duration;
@@ -304,47 +299,19 @@ fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
         .map_err(|e| StoreError::Corrupt(format!("column {i}: {}", cause_chain(&e))))
 }
 
+pub(super) use super::rows::{to_i64, to_u64};
+
+fn profile_from_row(row: &Row) -> Result<crate::domain::user::UserProfile> {
+    super::rows::profile(row, 0)
+}
+
+fn session_from_row(row: &Row) -> Result<crate::domain::session::SessionRecord> {
+    super::rows::session(row)
+}
+
 /// The count a `SELECT count(*)` returned.
 fn first_count(rows: &[Row]) -> Result<u64> {
     rows.first().map_or(Ok(0), |row| col(row, 0).map(to_u64))
-}
-
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// A profile from a row's first six columns: id, username, username_canonical, full_name,
-/// mothers_favorite_search_engine, created_at.
-fn profile_from_row(row: &Row) -> Result<UserProfile> {
-    Ok(UserProfile {
-        id: UserId::from_string(col(row, 0)?),
-        username: Username::from_stored(col(row, 1)?, col(row, 2)?),
-        full_name: ProfileText::from_stored(col(row, 3)?),
-        mothers_favorite_search_engine: ProfileText::from_stored(col(row, 4)?),
-        created_at: col(row, 5)?,
-    })
-}
-
-fn session_from_row(row: &Row) -> Result<SessionRecord> {
-    let ended_at: Option<i64> = col(row, 9)?;
-    let reason: Option<String> = col(row, 10)?;
-    Ok(SessionRecord {
-        id: SessionId::from_string(col(row, 0)?),
-        user_id: UserId::from_string(col(row, 1)?),
-        generation: to_u64(col(row, 2)?),
-        current_generation: to_u64(col(row, 3)?),
-        refresh_counter: to_u64(col(row, 4)?),
-        rotated_at: col(row, 5)?,
-        created_at: col(row, 6)?,
-        last_used_at: col(row, 7)?,
-        expires_at: col(row, 8)?,
-        ended: ended_at.map(|at| (at, EndReason::from_stored(reason.as_deref().unwrap_or("")))),
-        user_agent: col(row, 11)?,
-    })
 }
 
 #[cfg(test)]

@@ -85,10 +85,7 @@ impl Sessions for PgStore {
                     .map_err(error)?
                     .map(|row| col::<bool>(&row, 0))
                     .transpose()?;
-                return Ok(match same {
-                    Some(false) => PasswordChangeOutcome::PasswordChanged,
-                    _ => PasswordChangeOutcome::SessionEnded,
-                });
+                return Ok(PasswordChangeOutcome::user_unchanged(same));
             }
             let kept = tx
                 .query_opt(
@@ -105,14 +102,15 @@ impl Sessions for PgStore {
                 )
                 .await
                 .map_err(error)?;
-            let Some(row) = kept else {
-                return Ok(PasswordChangeOutcome::SessionEnded);
+            let kept = match kept {
+                Some(row) => Some((to_u64(col(&row, 0)?), col(&row, 1)?)),
+                None => None,
             };
-            tx.commit().await.map_err(error)?;
-            Ok(PasswordChangeOutcome::Changed {
-                refresh_counter: to_u64(col(&row, 0)?),
-                session_expires_at: col(&row, 1)?,
-            })
+            let outcome = PasswordChangeOutcome::after_session_update(kept);
+            if outcome.commits() {
+                tx.commit().await.map_err(error)?;
+            }
+            Ok(outcome)
         })
     }
 

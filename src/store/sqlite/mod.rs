@@ -268,15 +268,7 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
-/// SQLite keeps integers as i64; generations are u64 in tokens. Both stay far below 2^63.
-pub(crate) fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// The other way, for parameters.
-pub(crate) fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+pub(super) use super::rows::{to_i64, to_u64};
 
 #[cfg(test)]
 mod tests;

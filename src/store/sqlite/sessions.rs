@@ -14,26 +14,9 @@ use super::{Result, SqliteStore, StoreError, to_i64, to_u64};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::session::{EndReason, SessionRecord};
 use crate::store::Sessions;
+use crate::store::rows;
 use crate::store::{Credentials, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant};
-use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
-
-fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
-    let ended_at: Option<i64> = row.get(9)?;
-    let reason: Option<String> = row.get(10)?;
-    Ok(SessionRecord {
-        id: SessionId::from_string(row.get(0)?),
-        user_id: UserId::from_string(row.get(1)?),
-        generation: to_u64(row.get(2)?),
-        current_generation: to_u64(row.get(3)?),
-        refresh_counter: to_u64(row.get(4)?),
-        rotated_at: row.get(5)?,
-        created_at: row.get(6)?,
-        last_used_at: row.get(7)?,
-        expires_at: row.get(8)?,
-        ended: ended_at.map(|at| (at, EndReason::from_stored(reason.as_deref().unwrap_or("")))),
-        user_agent: row.get(11)?,
-    })
-}
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 impl Sessions for SqliteStore {
     /// A successful login: start the session, clear the failure counter and optionally store a
@@ -84,7 +67,9 @@ impl Sessions for SqliteStore {
     fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(select_sessions!("WHERE s.id = ?1"))?;
-            Ok(stmt.query_row([id.as_str()], session_from_row).optional()?)
+            stmt.query_row([id.as_str()], |row| Ok(rows::session(row)))
+                .optional()?
+                .transpose()
         })
     }
 
@@ -94,8 +79,8 @@ impl Sessions for SqliteStore {
             let mut stmt = conn.prepare_cached(select_sessions!(
                 "WHERE s.user_id = ?1 ORDER BY s.created_at DESC, s.id"
             ))?;
-            let rows = stmt.query_map([user.as_str()], session_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let found = stmt.query_map([user.as_str()], |row| Ok(rows::session(row)))?;
+            found.map(|row| row?).collect()
         })
     }
 
@@ -179,10 +164,7 @@ impl Sessions for SqliteStore {
                         |row| row.get(0),
                     )
                     .optional()?;
-                return Ok(match hash_same {
-                    Some(false) => PasswordChangeOutcome::PasswordChanged,
-                    _ => PasswordChangeOutcome::SessionEnded,
-                });
+                return Ok(PasswordChangeOutcome::user_unchanged(hash_same));
             }
             let kept = tx
                 .query_row(
@@ -199,14 +181,11 @@ impl Sessions for SqliteStore {
                     |row| Ok((to_u64(row.get(0)?), row.get::<_, i64>(1)?)),
                 )
                 .optional()?;
-            let Some((refresh_counter, expires_at)) = kept else {
-                return Ok(PasswordChangeOutcome::SessionEnded);
-            };
-            tx.commit()?;
-            Ok(PasswordChangeOutcome::Changed {
-                refresh_counter,
-                session_expires_at: expires_at,
-            })
+            let outcome = PasswordChangeOutcome::after_session_update(kept);
+            if outcome.commits() {
+                tx.commit()?;
+            }
+            Ok(outcome)
         })
     }
 

@@ -7,11 +7,12 @@
 //! the current one is dead — one UPDATE, however many tokens exist.
 
 use super::revocation::Lookup;
-use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS, profile_from_row};
+use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS};
 use super::{Result, SqliteStore, to_u64};
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::store::Revocation;
 use crate::store::TokenState;
+use crate::store::rows::{self, Columns as _};
 use rusqlite::{OptionalExtension as _, params};
 use std::sync::Arc;
 
@@ -128,18 +129,21 @@ impl SqliteStore {
                  FROM users WHERE id = ?1"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
-            Ok(stmt
+            let state = stmt
                 .query_row(
                     params![user_id.as_str(), jti.as_str(), sid.as_str()],
                     |row| {
-                        Ok(TokenState {
-                            profile: Arc::new(profile_from_row(row)?),
-                            current_generation: to_u64(row.get(PROFILE_COLUMN_COUNT)?),
-                            revoked: row.get(PROFILE_COLUMN_COUNT + 1)?,
-                        })
+                        Ok((|| {
+                            Ok(TokenState {
+                                profile: Arc::new(rows::profile(row, 0)?),
+                                current_generation: to_u64(row.int(PROFILE_COLUMN_COUNT)?),
+                                revoked: row.int(PROFILE_COLUMN_COUNT + 1)? != 0,
+                            })
+                        })())
                     },
                 )
-                .optional()?)
+                .optional()?;
+            state.transpose()
         })
     }
 

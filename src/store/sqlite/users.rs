@@ -3,28 +3,15 @@
 use super::{Result, SqliteStore, StoreError, to_u64};
 use crate::domain::ids::UserId;
 use crate::domain::lockout::LockoutPolicy;
-use crate::domain::profile_text::ProfileText;
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use crate::store::{Accounts, Credentials, NewAccount, UserSummary};
-use rusqlite::{ErrorCode, OptionalExtension as _, Row, TransactionBehavior, params};
+use rusqlite::{ErrorCode, OptionalExtension as _, TransactionBehavior, params};
 
 pub(super) const PROFILE_COLUMNS: &str =
     "id, username, username_canonical, full_name, mothers_favorite_search_engine, created_at";
 /// Columns a query selects after [`PROFILE_COLUMNS`] start at this index.
 pub(super) const PROFILE_COLUMN_COUNT: usize = 6;
-
-/// A profile from the [`PROFILE_COLUMNS`] of a row. What the store holds was parsed on the way
-/// in, so it is not parsed again.
-pub(super) fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<UserProfile> {
-    Ok(UserProfile {
-        id: UserId::from_string(row.get(0)?),
-        username: Username::from_stored(row.get(1)?, row.get(2)?),
-        full_name: ProfileText::from_stored(row.get(3)?),
-        mothers_favorite_search_engine: ProfileText::from_stored(row.get(4)?),
-        created_at: row.get(5)?,
-    })
-}
 
 impl Accounts for SqliteStore {
     /// Inserts a user. The unique index on the canonical name settles races: of any number of
