@@ -5,7 +5,7 @@
 //! `queue` wait, and a request beyond that is refused at once ([`PoolError::Overloaded`] → 503 +
 //! Retry-After) instead of piling up. Dedicated threads also keep memory bounded: each reuses its
 //! own allocator arena, where hashing on the shared blocking pool spread argon2's buffers over
-//! dozens of threads and arenas (BENCHMARKS.md, "Memory under a login storm").
+//! dozens of threads and arenas (BENCHMARKS.md, "Memory").
 //!
 //! The queue is std's bounded channel with its receiver shared behind a mutex: a bounded
 //! multi-consumer queue with `try_send`, and no dependency, for a handful of threads that each
@@ -21,7 +21,7 @@
 //! The threads run at a lower scheduling priority (a higher nice value, `--hash-nice`): hashing
 //! is throughput work, token checks are latency work. When a login storm keeps every core
 //! hashing, a woken reactor thread then preempts a hash at once instead of waiting out the
-//! scheduler's time slice (BENCHMARKS.md, "Token checks during a login storm"). When nothing
+//! scheduler's time slice (BENCHMARKS.md, "Isolation: a login storm"). When nothing
 //! else wants the CPU, a niced thread hashes at full speed.
 
 use crate::domain::password::{HashError, Hasher, Password, Verification};

@@ -765,8 +765,8 @@ fn remembered_answers_end_with_the_next_commit_and_belong_to_one_question() {
 
 /// Our own commits leave the revocation view current: the next token check is answered from
 /// memory rather than handed to the blocking pool to catch up. Every login commits a session, so
-/// during a login storm that hand-off would set `/me`'s tail latency (BENCHMARKS.md, "Login
-/// storm"). A commit by another connection still leaves the view stale until caught up.
+/// during a login storm that hand-off would set `/me`'s tail latency (BENCHMARKS.md, "Isolation:
+/// a login storm"). A commit by another connection still leaves the view stale until caught up.
 #[test]
 fn our_own_commits_leave_the_view_current() {
     let (dir, store) = open();
