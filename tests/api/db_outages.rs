@@ -201,18 +201,26 @@ async fn connections_killed_under_traffic_answer_503_not_500() {
             })
         })
         .collect();
+    // Polls until twenty of the replica's connections have been ended under the traffic (each
+    // round ends those open at that moment; the pool opens new ones in between).
     let admin = crate::helpers::postgres_client("postgres").await;
-    for _ in 0..40 {
-        admin
-            .execute(
+    let mut ended = 0;
+    for _ in 0..2_000 {
+        let rows = admin
+            .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                  WHERE datname = $1 AND pid <> pg_backend_pid()",
                 &[&name],
             )
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        ended += rows.iter().filter(|row| row.get::<_, bool>(0)).count();
+        if ended >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(ended >= 20, "only {ended} connections were ended");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut all = std::collections::BTreeMap::<u16, usize>::new();
     for task in traffic {

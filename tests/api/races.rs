@@ -8,6 +8,22 @@ use tessera::store::{PasswordChange, PasswordChangeOutcome};
 
 const NEW_PASSWORD: &str = "an entirely different passphrase";
 
+/// kvothe's credentials as the store holds them now.
+fn credentials_of_kvothe(store: &dyn tessera::store::Store) -> tessera::store::Credentials {
+    store
+        .find_credentials(&tessera::domain::username::Username::parse("kvothe").unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+/// `password` hashed with the app's configured parameters.
+fn hash_with(app: &TestApp, password: &str) -> String {
+    Hasher::new(app.config.hash)
+        .unwrap()
+        .hash(&Password::normalize(password).unwrap())
+        .unwrap()
+}
+
 /// Starts a login with the old password, waits until it is queued for hashing behind the held
 /// threads, changes the password in the store (as `session_token`'s session would), then lets
 /// the login finish.
@@ -29,14 +45,8 @@ async fn login_racing_a_password_change(
     };
     wait_for(|| hashing().queue_depth == 1).await;
     let store = app.store();
-    let before = store
-        .find_credentials(&tessera::domain::username::Username::parse("kvothe").unwrap())
-        .unwrap()
-        .unwrap();
-    let new_hash = Hasher::new(app.config.hash)
-        .unwrap()
-        .hash(&Password::normalize(NEW_PASSWORD).unwrap())
-        .unwrap();
+    let before = credentials_of_kvothe(store.as_ref());
+    let new_hash = hash_with(app, NEW_PASSWORD);
     let change = PasswordChange {
         user_id: &before.user_id,
         session_id: &session,
@@ -295,14 +305,8 @@ async fn a_password_change_racing_a_rehashing_login_is_not_a_wrong_password() {
     // rehash of that same password, as `record_login` does.
     wait_for(|| hashing().queue_depth == 1).await;
     let store = app.store();
-    let before = store
-        .find_credentials(&tessera::domain::username::Username::parse("kvothe").unwrap())
-        .unwrap()
-        .unwrap();
-    let rehash = Hasher::new(app.config.hash)
-        .unwrap()
-        .hash(&Password::normalize(GOOD_PASSWORD).unwrap())
-        .unwrap();
+    let before = credentials_of_kvothe(store.as_ref());
+    let rehash = hash_with(&app, GOOD_PASSWORD);
     let login_session = tessera::domain::ids::SessionId::random();
     store
         .record_login(
