@@ -6,7 +6,7 @@
 //! connections on a runtime of its own — one thread — and each method blocks its caller, a
 //! blocking-pool thread or the admin CLI, until the query is done ([`block_on`]: the caller's
 //! thread waits on the query's future; the connection's I/O runs on the store's thread). Why the
-//! seam is synchronous: README, "Decisions".
+//! seam is synchronous: docs/architecture.md, "Decisions".
 //!
 //! **Revocation stays exact across replicas** because every token check reads the tables: a
 //! revocation is committed before its 204 goes out, and a check that starts after that reads a

@@ -475,7 +475,7 @@ mod tests {
     }
 
     /// Plain files stand in for SQLite's here: a real connection over a truncated `-shm`
-    /// faults in SQLite's own mapping (see the README's threat table), which is not ours.
+    /// faults in SQLite's own mapping (see the threat table in docs/security.md), which is not ours.
     #[test]
     fn a_truncated_or_deleted_shm_is_an_error_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
