@@ -339,11 +339,7 @@ impl Auth {
         generation: u64,
         cancel: &Cancellation,
     ) -> Result<String> {
-        let stored = self
-            .store
-            .find_credentials(&caller.profile.username)?
-            .filter(|c| c.user_id == caller.profile.id)
-            .ok_or(TokenRejection::UnknownUser)?;
+        let stored = self.stored_credentials(caller)?;
         if stored.token_generation != generation {
             return Err(TokenRejection::StaleGeneration.into());
         }
@@ -376,17 +372,23 @@ impl Auth {
         now: i64,
         cancel: &Cancellation,
     ) -> Result<Credentials> {
-        let credentials = self
-            .store
-            .find_credentials(&caller.profile.username)?
-            .filter(|c| c.user_id == caller.profile.id)
-            .ok_or(TokenRejection::UnknownUser)?;
+        let credentials = self.stored_credentials(caller)?;
         self.reserve_attempt(&credentials.user_id, now)?;
         let verified = self.check_password(password, &credentials.password_hash, cancel)?;
         if verified == Verification::Mismatch {
             return Err(AuthError::WrongCurrentPassword);
         }
         Ok(credentials)
+    }
+
+    /// The caller's credentials as stored now — by name, and only if the name still belongs
+    /// to the same account (a deleted and re-registered name is another user).
+    fn stored_credentials(&self, caller: &Authenticated) -> Result<Credentials> {
+        Ok(self
+            .store
+            .find_credentials(&caller.profile.username)?
+            .filter(|c| c.user_id == caller.profile.id)
+            .ok_or(TokenRejection::UnknownUser)?)
     }
 
     fn reserve_attempt(&self, user_id: &UserId, now: i64) -> Result<()> {

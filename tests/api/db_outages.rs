@@ -6,7 +6,7 @@
 
 use crate::helpers::{GOOD_PASSWORD, fresh_postgres_database, postgres_server};
 use crate::http_client;
-use crate::replicas::{Replica, login, me, post, register, start_replica_with};
+use crate::replicas::{Replica, admin_cli, login, me, post, register, start_replica_with};
 use crate::tcp_proxy::TcpProxy;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -252,16 +252,11 @@ async fn a_refused_password_is_reported_with_the_servers_reason() {
     let db = fresh_postgres_database()
         .await
         .expect("TESSERA_TEST_POSTGRES");
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["user", "list"])
-            .env("TESSERA_DB", db)
-            .env("PGPASSWORD", "not the password")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = admin_cli(
+        &["user", "list"],
+        &[("TESSERA_DB", &db), ("PGPASSWORD", "not the password")],
+    )
+    .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -280,16 +275,7 @@ async fn the_admin_cli_on_postgres_prints_no_notices() {
         .await
         .expect("TESSERA_TEST_POSTGRES");
     for _ in 0..2 {
-        let db = db.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args(["user", "list"])
-                .env("TESSERA_DB", db)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let output = admin_cli(&["user", "list"], &[("TESSERA_DB", &db)]).await;
         assert!(output.status.success(), "{output:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.is_empty(), "{stderr}");

@@ -95,6 +95,24 @@ pub(crate) fn start_replica_with(db: &str, keys: &Path, env: &[(&str, &str)]) ->
     Replica { child, addr, log }
 }
 
+/// `tessera ARGS` as a separate process with `env`, off the test's reactor.
+pub(crate) async fn admin_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// Two replicas on a fresh database of the test server, sharing one key file.
 async fn two_replicas() -> (Replica, Replica, tempfile::TempDir, String) {
     let db = crate::helpers::fresh_postgres_database().await.unwrap();
@@ -235,16 +253,7 @@ async fn the_admin_clis_revoke_is_refused_by_every_replica() {
     assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
     for round in 0..ROUNDS {
         let token = login(a.addr, "kvothe", GOOD_PASSWORD).await;
-        let db = db.clone();
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args(["user", "revoke", "kvothe"])
-                .env("TESSERA_DB", db)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let output = admin_cli(&["user", "revoke", "kvothe"], &[("TESSERA_DB", &db)]).await;
         assert!(output.status.success(), "{output:?}");
         assert_eq!(me(a.addr, &token).await, 401, "round {round}: A");
         assert_eq!(me(b.addr, &token).await, 401, "round {round}: B");

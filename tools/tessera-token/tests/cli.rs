@@ -55,6 +55,21 @@ async fn login(addr: std::net::SocketAddr) -> (String, String) {
     )
 }
 
+/// Logs the token's session out through the API: the status.
+async fn logout(addr: std::net::SocketAddr, token: &str) -> u16 {
+    let bearer = format!("Bearer {token}");
+    http_client::send(
+        addr,
+        "DELETE",
+        "/v1/sessions/current",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await
+    .unwrap()
+    .status
+}
+
 async fn refresh(addr: std::net::SocketAddr, token: &str) -> (u16, Value) {
     let reply = http_client::send_json(
         addr,
@@ -151,17 +166,7 @@ async fn inspect_and_verify_a_token_from_a_running_server() {
     assert!(stdout(&verified).contains("session: live"));
 
     // Log out through the API: the CLI now reports the revocation and fails.
-    let bearer = format!("Bearer {token}");
-    let logout = http_client::send(
-        addr,
-        "DELETE",
-        "/v1/sessions/current",
-        &[("authorization", &bearer)],
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(logout.status, 204);
+    assert_eq!(logout(addr, &token).await, 204);
     let revoked = run(
         &[
             "verify",
@@ -336,17 +341,7 @@ fn help_never_prints_the_database_url_from_the_environment() {
 async fn verify_never_passes_a_revoked_token_for_want_of_a_database() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, token) = server_and_token(dir.path()).await;
-    let bearer = format!("Bearer {token}");
-    let logout = http_client::send(
-        addr,
-        "DELETE",
-        "/v1/sessions/current",
-        &[("authorization", &bearer)],
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(logout.status, 204);
+    assert_eq!(logout(addr, &token).await, 204);
     let keys = dir.path().join("jwks.json");
     let db = dir.path().join("t.db");
     let env = [
