@@ -1,19 +1,19 @@
--- Tessera database dump (schema version 6)
+-- Tessera database dump (schema version 7)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=6;
+PRAGMA user_version=7;
 CREATE TABLE key_fingerprints (
         kid         TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
     , signing_until INTEGER) STRICT, WITHOUT ROWID;
-INSERT INTO "key_fingerprints" VALUES('MZVn76DgAc44','evBi49c3h4GsEp8CTTvRAMqS7MEqfaoGrGolv-9Y31o',1796396941);
+INSERT INTO "key_fingerprints" VALUES('ncriwMKAM5sc','sRJNWfCsxT6IqZwr8sY-A7wEmFvOX_TxrLrrObDDv_8',1796403423);
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
         CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('XpjGwnu9pVnE6G-6-1TrqA','ITs2lHjWoztIGlJPHurzqg',1796397781,'session');
+INSERT INTO "revoked_tokens" VALUES('I5MU6T9EuuranXFerh4cTQ','oTkOZORT6tntaSSim8SGbg',1796404263,'session');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -26,12 +26,12 @@ CREATE TABLE sessions (
         last_used_at    INTEGER NOT NULL,        -- login or last refresh: the idle clock
         expires_at      INTEGER NOT NULL,        -- absolute end; no access token outlives it
         ended_at        INTEGER,
-        end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')),
+        end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')), client_address TEXT NOT NULL DEFAULT '',
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('XpjGwnu9pVnE6G-6-1TrqA','ITs2lHjWoztIGlJPHurzqg',0,0,NULL,'',1796396881,1796396881,1798988881,1796396881,'logout');
-INSERT INTO "sessions" VALUES('mcs63eRcen7LJ4yM2wwFjA','ITs2lHjWoztIGlJPHurzqg',0,0,NULL,'',1796396881,1796396881,1798988881,NULL,NULL);
-INSERT INTO "sessions" VALUES('xTMLumMXn3ZB4wnKu7pdpQ','6zUTHpjO-4KPqxgSItn6fw',0,1,1796396881,'',1796396881,1796396881,1798988881,NULL,NULL);
+INSERT INTO "sessions" VALUES('Hq2vSWIlASWBBQlZONYNGA','oTkOZORT6tntaSSim8SGbg',0,0,NULL,'',1796403363,1796403363,1798995363,NULL,NULL,'127.0.0.1');
+INSERT INTO "sessions" VALUES('I5MU6T9EuuranXFerh4cTQ','oTkOZORT6tntaSSim8SGbg',0,0,NULL,'',1796403363,1796403363,1798995363,1796403363,'logout','127.0.0.1');
+INSERT INTO "sessions" VALUES('tmeMed_1N4FpHDe6o8Fc6w','U6wNFRnapEK14qpxML7HFA',0,1,1796403363,'',1796403363,1796403363,1798995363,NULL,NULL,'127.0.0.1');
 CREATE TABLE softlock_padding (
         slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
         touched_at INTEGER NOT NULL
@@ -59,7 +59,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'ITs2lHjWoztIGlJPHurzqg','XpjGwnu9pVnE6G-6-1TrqA',1796397781,1796396881);
+INSERT INTO "token_changes" VALUES(1,'oTkOZORT6tntaSSim8SGbg','I5MU6T9EuuranXFerh4cTQ',1796404263,1796403363);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -72,8 +72,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('6zUTHpjO-4KPqxgSItn6fw','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$w85kyUecH7YhPQNrt0B1sQ$pn3oAECdU1QrP31sIIGXaaX6e2GKjIOWXpief4pW2yU',0,0,NULL,1796396881);
-INSERT INTO "users" VALUES('ITs2lHjWoztIGlJPHurzqg','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$dVHSbKHCJL5k9YbCksseVA$95p2og093E1LqWknQWZe/hrKZi0aD2y9Qvx0gCCTyXU',0,0,NULL,1796396881);
+INSERT INTO "users" VALUES('U6wNFRnapEK14qpxML7HFA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$Q/A2zbcDWuCqdxMa909MnA$XVcuc+mR/WcwQ/PPj/pKxylvPe7v2JPEAY0vGBH4Ex0',0,0,NULL,1796403363);
+INSERT INTO "users" VALUES('oTkOZORT6tntaSSim8SGbg','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$BUAoBEmCEpyFWU73UWgExg$SXbtQpX6JrQfiRe6QpSrjqwHVXTPpGCPeI767X0Bays',0,0,NULL,1796403363);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS

@@ -20,7 +20,7 @@ use crate::domain::lockout::{LockoutPolicy, PhantomFailures};
 use crate::domain::password::{Password, Verification};
 use crate::domain::password_policy::PasswordPolicy;
 use crate::domain::secret::SecretString;
-use crate::domain::session::{EndReason, SessionPolicy};
+use crate::domain::session::{EndReason, Origin, SessionPolicy};
 use crate::domain::user::{NewUser, UserProfile};
 use crate::domain::username::Username;
 use crate::store::{
@@ -178,12 +178,12 @@ impl Auth {
     /// guess is reserved against the softlock before any hashing, so concurrent guesses cannot
     /// exceed the policy; and the session starts only if the credentials it verified are still
     /// current, so a login racing a password change or a log-out-everywhere can neither undo it
-    /// nor survive it. `user_agent` is kept for the session list.
+    /// nor survive it. `origin` is kept for the session list.
     pub fn login(
         &self,
         username: &str,
         password: &SecretString,
-        user_agent: &str,
+        origin: &Origin,
         now: i64,
         cancel: &Cancellation,
     ) -> Result<Grant> {
@@ -215,7 +215,7 @@ impl Auth {
             (true, Ok(normalized)) => Some(self.hashing.hash(normalized, cancel)?),
             _ => None,
         };
-        self.start_session(&credentials, rehashed.as_deref(), user_agent, now)
+        self.start_session(&credentials, rehashed.as_deref(), origin, now)
             .map_err(|error| match error {
                 // The password changed or every token was revoked meanwhile: what was
                 // verified is no longer the password.

@@ -14,7 +14,7 @@ use super::{Auth, AuthError, Authenticated, RefreshRejection, Result, TokenRejec
 use crate::domain::ids::SessionId;
 use crate::domain::ids::UserId;
 use crate::domain::secret::SecretString;
-use crate::domain::session::{EndReason, RefreshDecision, SessionRecord, SessionStatus};
+use crate::domain::session::{EndReason, Origin, RefreshDecision, SessionRecord, SessionStatus};
 use crate::store::{Credentials, NewSession, SessionGrant, StoreError};
 use crate::token::IssuedToken;
 use std::fmt;
@@ -71,7 +71,7 @@ impl Auth {
         &self,
         verified: &Credentials,
         rehashed_password: Option<&str>,
-        user_agent: &str,
+        origin: &Origin,
         now: i64,
     ) -> Result<Grant> {
         let id = SessionId::random();
@@ -83,7 +83,7 @@ impl Auth {
             .issue(&verified.user_id, &id, generation, now, lifetime);
         let session = NewSession {
             id: &id,
-            user_agent,
+            origin,
             created_at: now,
             expires_at,
         };

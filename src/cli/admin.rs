@@ -180,16 +180,21 @@ pub fn session(
                 idle_timeout,
                 ..SessionPolicy::default()
             };
-            let mut out = String::from("id	status	created_at	last_used_at	expires_at	user_agent\n");
+            let mut out = String::from(
+                "id	status	created_at	last_used_at	expires_at	client_address	user_agent\n",
+            );
             for session in store.sessions_of(&user.user_id)? {
                 let _ = writeln!(
                     out,
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     session.id,
                     policy.status(&session, now),
                     clock::rfc3339(session.created_at),
                     clock::rfc3339(session.last_used_at),
                     clock::rfc3339(session.expires_at),
+                    session
+                        .client_address
+                        .map_or_else(|| "-".to_owned(), |address| address.to_string()),
                     session.user_agent
                 );
             }

@@ -14,6 +14,7 @@ use crate::domain::password::HashParams;
 use crate::domain::password_policy::{ABSOLUTE_MIN_CHARS, PasswordPolicy};
 use crate::domain::session::SessionPolicy;
 use crate::http::HttpSettings;
+use crate::http::client_address::TrustedProxies;
 use crate::store::DbLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -267,6 +268,11 @@ pub struct ServeArgs {
         default_value_t = 128
     )]
     pub max_connections_per_client: usize,
+    /// A reverse proxy whose `X-Forwarded-For` names the client (CIDR or one address;
+    /// repeatable; comma-separated in the variable). Without one, forwarding headers are
+    /// ignored and the TCP peer is the client.
+    #[arg(long = "trusted-proxy", env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::http::client_address::parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a connection may go without a request in service — to send a request head, or
     /// idle between requests — before it is closed (slowloris guard).
     #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", default_value_t = 10)]
@@ -360,6 +366,7 @@ impl ServeArgs {
                 request_timeout: Duration::from_secs(self.request_timeout.max(1)),
                 body_timeout: Duration::from_secs(self.request_timeout.clamp(1, 10)),
                 shutdown_grace: Duration::from_secs(self.shutdown_grace),
+                trusted_proxies: TrustedProxies::new(self.trusted_proxies.iter().copied()),
                 ..HttpSettings::default()
             },
             hash_permits: self
@@ -431,6 +438,31 @@ mod tests {
         assert_eq!(parse("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
         let refused = parse("localhost").unwrap_err().to_string();
         assert!(refused.contains("HOST:PORT"), "{refused}");
+    }
+
+    #[test]
+    fn trusted_proxies_repeat_and_refuse_what_is_not_a_network() {
+        let parse = |argv: &[&str]| {
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Serve(args) => args.to_config().http.trusted_proxies,
+                _ => panic!(),
+            })
+        };
+        let none = parse(&["tessera", "serve"]).unwrap();
+        assert!(none.is_empty());
+        let two = parse(&[
+            "tessera",
+            "serve",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1,127.0.0.1",
+        ])
+        .unwrap();
+        let shown: Vec<String> = two.networks().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128", "127.0.0.1/32"]);
+        let refused = parse(&["tessera", "serve", "--trusted-proxy", "nginx"]).unwrap_err();
+        assert!(refused.to_string().contains("CIDR"), "{refused}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::ids::{SessionId, UserId};
 use std::fmt;
+use std::net::IpAddr;
 
 /// Longest user agent kept, in characters.
 pub const MAX_USER_AGENT_CHARS: usize = 256;
@@ -80,6 +81,17 @@ pub struct SessionRecord {
     pub expires_at: i64,
     pub ended: Option<(i64, EndReason)>,
     pub user_agent: String,
+    /// The client's address at login; `None` for sessions recorded before addresses were.
+    pub client_address: Option<IpAddr>,
+}
+
+/// Where a login came from, kept with its session for the session list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// As [`user_agent`] cleaned it.
+    pub user_agent: String,
+    /// The client's address: the TCP peer, or what a trusted proxy forwarded.
+    pub client_address: Option<IpAddr>,
 }
 
 /// Where a session stands at some moment.
@@ -206,6 +218,7 @@ mod tests {
             expires_at: NOW + 1000,
             ended: None,
             user_agent: String::new(),
+            client_address: None,
         }
     }
 

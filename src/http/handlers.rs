@@ -21,7 +21,7 @@ use hyper::{Request, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Characters escaped in a path segment (RFC 3986 §3.3 pchar complement).
@@ -38,11 +38,11 @@ const PATH_SEGMENT: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 
-/// One request's context: the shared state, the client's address and the request id that
-/// every line logged on its behalf carries.
+/// One request's context: the shared state, the client's address (the TCP peer, or the address
+/// a trusted proxy forwarded) and the request id that every line logged on its behalf carries.
 pub struct Call<'a> {
     pub state: &'a Arc<AppState>,
-    pub peer: SocketAddr,
+    pub client: IpAddr,
     pub request_id: &'a str,
 }
 
@@ -132,10 +132,13 @@ async fn register(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRes
 async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let state = call.state;
     within_budget(call, &state.login_limiter, "login")?;
-    let user_agent = request
-        .headers()
-        .get(USER_AGENT)
-        .map_or_else(String::new, |agent| session::user_agent(agent.as_bytes()));
+    let origin = session::Origin {
+        user_agent: request
+            .headers()
+            .get(USER_AGENT)
+            .map_or_else(String::new, |agent| session::user_agent(agent.as_bytes())),
+        client_address: Some(call.client),
+    };
     let mut body = read_body(state, request).await?;
     let username = body.string("username");
     let password = body.secret("password");
@@ -144,10 +147,10 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
     let auth = state.auth.clone();
     let now = state.clock.now();
     let result = blocking(call, move |cancel| {
-        auth.login(&username, &password, &user_agent, now, &cancel)
+        auth.login(&username, &password, &origin, now, &cancel)
     })
     .await;
-    let (request_id, client) = (call.request_id, call.peer.ip());
+    let (request_id, client) = (call.request_id, call.client);
     let outcome = match &result {
         Ok(grant) => {
             let session_id = &grant.session_id;
@@ -385,7 +388,7 @@ async fn blocking<T: Send + 'static>(
         }
         Err(join_error) => {
             let request_id = call.request_id;
-            tracing::error!(request_id = %request_id, client = %call.peer.ip(), error = %join_error, "use case panicked or was cancelled");
+            tracing::error!(request_id = %request_id, client = %call.client, error = %join_error, "use case panicked or was cancelled");
             Err(ApiError::Internal)
         }
     }
@@ -395,7 +398,7 @@ async fn blocking<T: Send + 'static>(
 /// address (OWASP ASVS 5.0 V16: who, from where, what, and the outcome). Never a password,
 /// token or refresh token; the login handler adds the account name as typed to its own lines.
 fn log_auth_error(call: &Call<'_>, error: &AuthError) {
-    let (request_id, client) = (call.request_id, call.peer.ip());
+    let (request_id, client) = (call.request_id, call.client);
     match error {
         AuthError::InvalidToken(TokenRejection::Codec(reason)) => {
             tracing::info!(request_id = %request_id, %client, reason = %reason, "token rejected");
@@ -445,7 +448,7 @@ fn within_budget(
     limiter: &super::limits::RateLimiter,
     what: &'static str,
 ) -> Result<(), ApiError> {
-    let client = call.peer.ip();
+    let client = call.client;
     limiter
         .check(client, call.state.clock.instant())
         .inspect_err(|_| {
@@ -512,6 +515,7 @@ fn session_view(listed: &ListedSession) -> serde_json::Value {
         "last_used_at": clock::rfc3339(s.last_used_at),
         "expires_at": clock::rfc3339(s.expires_at),
         "user_agent": s.user_agent,
+        "client_address": s.client_address.map(|address| address.to_string()),
         "current": listed.current,
     })
 }

@@ -5,6 +5,7 @@
 pub mod access_log;
 mod bearer;
 mod body;
+pub mod client_address;
 mod handlers;
 pub mod limits;
 pub mod metrics;
@@ -56,6 +57,9 @@ pub struct HttpSettings {
     pub max_connections_per_client: usize,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client (per-client limits, logs, sessions);
+    /// the per-client connection cap counts TCP peers whatever this says.
+    pub trusted_proxies: client_address::TrustedProxies,
 }
 
 impl Default for HttpSettings {
@@ -69,6 +73,7 @@ impl Default for HttpSettings {
             max_connections: 1024,
             max_connections_per_client: 128,
             shutdown_grace: Duration::from_secs(10),
+            trusted_proxies: client_address::TrustedProxies::default(),
         }
     }
 }
@@ -126,9 +131,13 @@ fn dispatch(
         let _in_flight = state.metrics.request_started();
         let request_id = next_request_id();
         let request_id = request_id.as_str();
+        let client = state
+            .settings
+            .trusted_proxies
+            .client(peer.ip(), request.headers());
         let call = handlers::Call {
             state: &state,
-            peer,
+            client,
             request_id,
         };
         let method = request.method().clone();
@@ -163,7 +172,7 @@ fn dispatch(
             elapsed,
             finished,
             request_id,
-            client: peer.ip(),
+            client,
         });
         drop(in_service);
         Ok(response)

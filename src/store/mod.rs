@@ -20,7 +20,7 @@ macro_rules! select_sessions {
         concat!(
             "SELECT s.id, s.user_id, s.generation, u.token_generation, s.refresh_counter, ",
             "s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, ",
-            "s.end_reason, s.user_agent FROM sessions s JOIN users u ON u.id = s.user_id ",
+            "s.end_reason, s.user_agent, s.client_address FROM sessions s JOIN users u ON u.id = s.user_id ",
             $tail
         )
     };

@@ -2,6 +2,7 @@
 
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::profile_text::ProfileText;
+use crate::domain::session::Origin;
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::fmt;
@@ -77,7 +78,7 @@ pub struct TokenState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession<'a> {
     pub id: &'a SessionId,
-    pub user_agent: &'a str,
+    pub origin: &'a Origin,
     pub created_at: i64,
     pub expires_at: i64,
 }

@@ -87,7 +87,13 @@ pub(super) fn session(row: &impl Columns) -> Result<SessionRecord> {
         expires_at: row.int(8)?,
         ended: ended_at.map(|at| (at, EndReason::from_stored(reason.as_deref().unwrap_or("")))),
         user_agent: row.text(11)?,
+        client_address: row.text(12)?.parse().ok(),
     })
+}
+
+/// A session's client address as stored: the address's standard text, or empty when unknown.
+pub(super) fn address_text(address: Option<std::net::IpAddr>) -> String {
+    address.map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// Both databases keep integers as signed 64-bit; generations and counters are `u64` in tokens

@@ -421,6 +421,8 @@ async fn text_logs_attribute_every_authentication_event_to_a_client() {
             "0.001",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--trusted-proxy",
+            "127.0.0.1",
         ],
     );
     let body = json!({"username": "kvothe", "full_name": "Patrick Rothfuss", "password": GOOD_PASSWORD,
@@ -436,6 +438,24 @@ async fn text_logs_attribute_every_authentication_event_to_a_client() {
     };
     let wrong = login("kvothe", "a wrong password, typed twice").await;
     assert_eq!(wrong.status, 401);
+    // Through a trusted proxy (the test's own address here), the client it forwarded is named.
+    let proxied = http_client::send(
+        addr,
+        "POST",
+        "/v1/sessions",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.9"),
+        ],
+        Some(
+            json!({"username": "kvothe", "password": "wrong again"})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(proxied.status, 401);
     let forged = login(
         "nobody\n2026-01-01T00:00:00Z  INFO forged: admin logged in",
         "x",
@@ -477,6 +497,18 @@ async fn text_logs_attribute_every_authentication_event_to_a_client() {
         .find(|line| line.contains("login failed"))
         .unwrap();
     assert!(failed.contains("username=\"kvothe\""), "{failed}");
+    let proxied_id = proxied.header("x-request-id").unwrap();
+    let proxied_lines: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains(proxied_id))
+        .collect();
+    assert_eq!(proxied_lines.len(), 2, "{lines:#?}");
+    assert!(
+        proxied_lines
+            .iter()
+            .all(|line| line.contains("client=198.51.100.9")),
+        "{proxied_lines:#?}"
+    );
     assert!(
         !everything.contains("typed twice"),
         "a password reached the log"

@@ -20,3 +20,4 @@ mod registration;
 mod replicas;
 mod sessions;
 mod tcp_proxy;
+mod trusted_proxies;

@@ -314,7 +314,10 @@ async fn a_password_change_racing_a_rehashing_login_is_not_a_wrong_password() {
             Some(&rehash),
             &tessera::store::NewSession {
                 id: &login_session,
-                user_agent: "racing login",
+                origin: &tessera::domain::session::Origin {
+                    user_agent: "racing login".into(),
+                    client_address: None,
+                },
                 created_at: 0,
                 expires_at: i64::MAX / 2,
             },

@@ -76,6 +76,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE key_fingerprints ADD COLUMN signing_until BIGINT;
     ",
+    // 5: the client's address at login, for the session list; empty for older sessions.
+    r"
+    ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+    ",
 ];
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {

@@ -132,6 +132,10 @@ const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE key_fingerprints ADD COLUMN signing_until INTEGER;
     ",
+    // 7: the client's address at login, for the session list; empty for older sessions.
+    r"
+    ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

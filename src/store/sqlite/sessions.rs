@@ -47,14 +47,15 @@ impl Sessions for SqliteStore {
                 return Err(StoreError::CredentialsChanged);
             }
             tx.execute(
-                "INSERT INTO sessions (id, user_id, generation, user_agent, created_at,
-                     last_used_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                "INSERT INTO sessions (id, user_id, generation, user_agent, client_address,
+                     created_at, last_used_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
                 params![
                     session.id.as_str(),
                     verified.user_id.as_str(),
                     to_i64(verified.token_generation),
-                    session.user_agent,
+                    session.origin.user_agent,
+                    rows::address_text(session.origin.client_address),
                     session.created_at,
                     session.expires_at,
                 ],

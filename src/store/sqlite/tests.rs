@@ -1,6 +1,6 @@
 use super::*;
 use crate::domain::ids::{SessionId, TokenId, UserId};
-use crate::domain::session::EndReason;
+use crate::domain::session::{EndReason, Origin};
 use crate::domain::username::Username;
 use crate::store::{
     Accounts, Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome,
@@ -33,7 +33,10 @@ fn sid(id: &str) -> &'static SessionId {
 fn session(id: &str) -> NewSession<'static> {
     NewSession {
         id: sid(id),
-        user_agent: "curl/8",
+        origin: Box::leak(Box::new(Origin {
+            user_agent: "curl/8".into(),
+            client_address: Some([192, 0, 2, 1].into()),
+        })),
         created_at: 100,
         expires_at: 10_000,
     }
@@ -279,6 +282,8 @@ fn a_grant_lands_only_on_the_session_as_judged() {
         "lost the race"
     );
     let rotated = store.session(sid("s1")).unwrap().unwrap();
+    assert_eq!(rotated.client_address, Some([192, 0, 2, 1].into()));
+    assert_eq!(rotated.user_agent, "curl/8");
     assert_eq!(
         (
             rotated.refresh_counter,
@@ -428,7 +433,7 @@ fn dump_holds_schema_and_rows() {
     assert!(dump.contains("CREATE TABLE users"));
     assert!(dump.contains("CREATE VIEW active_sessions"));
     assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
-    assert!(dump.contains("PRAGMA user_version=6;"));
+    assert!(dump.contains("PRAGMA user_version=7;"));
     assert!(dump.contains("CREATE TABLE softlock_padding"));
     assert!(dump.contains("CREATE TABLE sessions"));
 }
