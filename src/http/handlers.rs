@@ -5,7 +5,7 @@ use super::problem::ApiError;
 use super::response::{self, HttpResponse};
 use super::router::Route;
 use super::{AppState, bearer};
-use super::{body, profile_view};
+use super::{body, forward_auth, profile_view};
 use crate::auth::{
     AuthError, Authenticated, Cancellation, Grant, ListedSession, RefreshRejection, Requester,
     Rotation, TokenRejection,
@@ -69,6 +69,10 @@ pub fn handle<'a>(
             Route::Me => {
                 let caller = authenticate(call, &request).await?;
                 Ok(shared_user_view(&caller.profile))
+            }
+            Route::ForwardAuth => {
+                let caller = authenticate(call, &request).await?;
+                Ok(forward_auth::allowed(&caller))
             }
             Route::UserByName(name) => Box::pin(user_by_name(call, &request, &name)).await,
             Route::LogoutCurrent => Box::pin(logout_current(call, &request)).await,

@@ -6,6 +6,7 @@ pub mod access_log;
 mod bearer;
 mod body;
 pub mod client_address;
+pub mod forward_auth;
 mod handlers;
 pub mod limits;
 pub mod metrics;

@@ -36,28 +36,49 @@ pub fn render(profile: &UserProfile) -> Bytes {
     Bytes::from(serde_json::to_vec(&view).unwrap_or_default())
 }
 
-thread_local! {
+/// What worker threads render from shared profiles, remembered per `Arc` (see the module's
+/// comment for why an address match is the same profile).
+pub struct PerProfile<T> {
     /// Keyed by addresses, which no client chooses: a fast hasher is enough.
-    static RENDERED: RefCell<foldhash::HashMap<usize, (Weak<UserProfile>, Bytes)>> =
-        RefCell::new(foldhash::HashMap::default());
+    rendered: foldhash::HashMap<usize, (Weak<UserProfile>, T)>,
+}
+
+impl<T: Clone> PerProfile<T> {
+    pub fn new() -> Self {
+        Self {
+            rendered: foldhash::HashMap::default(),
+        }
+    }
+
+    /// `render(profile)`, computed at most once per `Arc` while this map remembers it.
+    pub fn get_or_render(
+        &mut self,
+        profile: &Arc<UserProfile>,
+        render: impl FnOnce(&UserProfile) -> T,
+    ) -> T {
+        let address = Arc::as_ptr(profile).addr();
+        if let Some((weak, value)) = self.rendered.get(&address)
+            && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(profile))
+        {
+            return value.clone();
+        }
+        if self.rendered.len() >= REMEMBERED {
+            self.rendered.clear();
+        }
+        let value = render(profile);
+        self.rendered
+            .insert(address, (Arc::downgrade(profile), value.clone()));
+        value
+    }
+}
+
+thread_local! {
+    static RENDERED: RefCell<PerProfile<Bytes>> = RefCell::new(PerProfile::new());
 }
 
 /// The public view of a shared profile, rendered at most once per `Arc` on this thread.
 pub fn shared(profile: &Arc<UserProfile>) -> Bytes {
-    let address = Arc::as_ptr(profile).addr();
-    RENDERED.with_borrow_mut(|rendered| {
-        if let Some((weak, body)) = rendered.get(&address)
-            && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(profile))
-        {
-            return body.clone();
-        }
-        if rendered.len() >= REMEMBERED {
-            rendered.clear();
-        }
-        let body = render(profile);
-        rendered.insert(address, (Arc::downgrade(profile), body.clone()));
-        body
-    })
+    RENDERED.with_borrow_mut(|rendered| rendered.get_or_render(profile, render))
 }
 
 #[cfg(test)]

@@ -36,8 +36,13 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Htt
 }
 
 pub fn no_content() -> HttpResponse {
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// A status and headers, no body.
+pub fn empty(status: StatusCode) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
+    *response.status_mut() = status;
     response
 }
 

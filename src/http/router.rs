@@ -9,6 +9,8 @@ use percent_encoding::percent_decode_str;
 pub enum Route {
     Register,
     Me,
+    /// A reverse proxy's auth subrequest, with whatever method the original request had.
+    ForwardAuth,
     DeleteMe,
     ChangePassword,
     UserByName(String),
@@ -27,6 +29,7 @@ pub enum Route {
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/users"),
     ("GET", "/v1/users/me"),
+    ("GET", "/v1/forward-auth"),
     ("DELETE", "/v1/users/me"),
     ("PUT", "/v1/users/me/password"),
     ("GET", "/v1/users/{username}"),
@@ -47,6 +50,9 @@ impl Route {
         match self {
             Self::Register => "POST /v1/users",
             Self::Me => "GET /v1/users/me",
+            // Every method shares one name: the method is in the request line, and a metric
+            // per method would only split one route's figures.
+            Self::ForwardAuth => "GET /v1/forward-auth",
             Self::DeleteMe => "DELETE /v1/users/me",
             Self::ChangePassword => "PUT /v1/users/me/password",
             Self::UserByName(_) => "GET /v1/users/{username}",
@@ -68,6 +74,11 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     // it to the same answers as the table).
     if path == "/v1/users/me" && (method == Method::GET || method == Method::HEAD) {
         return Ok(Route::Me);
+    }
+    // Proxies send the original request's method (nginx) or GET (Caddy): all are answered
+    // alike, and no body is ever read.
+    if path == "/v1/forward-auth" {
+        return Ok(Route::ForwardAuth);
     }
     // At most five segments matter; a longer path is not ours. No allocation per request.
     let mut segments = [""; 5];
@@ -154,6 +165,19 @@ mod tests {
             let method: Method = method.parse().unwrap();
             let route = route(&method, &path).unwrap();
             assert_eq!(route.name(), format!("{method} {template}"));
+        }
+    }
+
+    #[test]
+    fn forward_auth_takes_every_method() {
+        for method in [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND",
+        ] {
+            let method: Method = method.parse().unwrap();
+            assert_eq!(
+                route(&method, "/v1/forward-auth").unwrap(),
+                Route::ForwardAuth
+            );
         }
     }
 

@@ -9,6 +9,7 @@ mod bad_input;
 mod crash;
 mod db_outages;
 mod docs;
+mod forward_auth;
 mod helpers;
 mod http_client;
 mod integrity;
