@@ -6,8 +6,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::net::SocketAddr;
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// A response, fully read.
 #[derive(Debug, Clone)]
@@ -47,7 +47,29 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<Reply, ClientError> {
-    let stream = TcpStream::connect(addr).await?;
+    send_from(None, addr, method, path, headers, body).await
+}
+
+/// [`send`] from a chosen local address (another loopback address plays another client).
+pub async fn send_from(
+    local: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Reply, ClientError> {
+    let stream = match local {
+        None => TcpStream::connect(addr).await?,
+        Some(local) => {
+            let socket = match local {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(local, 0))?;
+            socket.connect(addr).await?
+        }
+    };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);

@@ -10,6 +10,7 @@ mod crash;
 mod db_outages;
 mod docs;
 mod forward_auth;
+mod gateway;
 mod helpers;
 mod http_client;
 mod integrity;
