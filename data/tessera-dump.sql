@@ -1,19 +1,24 @@
--- Tessera database dump (schema version 7)
+-- Tessera database dump (schema version 8)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=7;
+PRAGMA user_version=8;
+CREATE TABLE introspection_clients (
+        name          TEXT    PRIMARY KEY,
+        secret_digest TEXT    NOT NULL,  -- SHA-256 of the secret, base64url: never the secret
+        created_at    INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
 CREATE TABLE key_fingerprints (
         kid         TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
     , signing_until INTEGER) STRICT, WITHOUT ROWID;
-INSERT INTO "key_fingerprints" VALUES('ncriwMKAM5sc','sRJNWfCsxT6IqZwr8sY-A7wEmFvOX_TxrLrrObDDv_8',1796403423);
+INSERT INTO "key_fingerprints" VALUES('Q1WTSQATVdXW','flbO9yA96NKQ6JW3jAm88s9L5RzMNKEU4MXOG4Slb8Y',1796404045);
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
         CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('I5MU6T9EuuranXFerh4cTQ','oTkOZORT6tntaSSim8SGbg',1796404263,'session');
+INSERT INTO "revoked_tokens" VALUES('dTn7dMV21Bvdf9YfzZeurg','LSirRnoGQC-_4JEEWtEX2g',1796404885,'session');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -29,9 +34,9 @@ CREATE TABLE sessions (
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')), client_address TEXT NOT NULL DEFAULT '',
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('Hq2vSWIlASWBBQlZONYNGA','oTkOZORT6tntaSSim8SGbg',0,0,NULL,'',1796403363,1796403363,1798995363,NULL,NULL,'127.0.0.1');
-INSERT INTO "sessions" VALUES('I5MU6T9EuuranXFerh4cTQ','oTkOZORT6tntaSSim8SGbg',0,0,NULL,'',1796403363,1796403363,1798995363,1796403363,'logout','127.0.0.1');
-INSERT INTO "sessions" VALUES('tmeMed_1N4FpHDe6o8Fc6w','U6wNFRnapEK14qpxML7HFA',0,1,1796403363,'',1796403363,1796403363,1798995363,NULL,NULL,'127.0.0.1');
+INSERT INTO "sessions" VALUES('0A3qLSiZz88hTIYPvPphYA','LSirRnoGQC-_4JEEWtEX2g',0,0,NULL,'',1796403985,1796403985,1798995985,NULL,NULL,'127.0.0.1');
+INSERT INTO "sessions" VALUES('dTn7dMV21Bvdf9YfzZeurg','LSirRnoGQC-_4JEEWtEX2g',0,0,NULL,'',1796403985,1796403985,1798995985,1796403985,'logout','127.0.0.1');
+INSERT INTO "sessions" VALUES('yJ8JUf5rvoTexqqd96LgjA','2QNp29Zmf00KbEfFSW1woA',0,1,1796403985,'',1796403985,1796403985,1798995985,NULL,NULL,'127.0.0.1');
 CREATE TABLE softlock_padding (
         slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
         touched_at INTEGER NOT NULL
@@ -59,7 +64,7 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'oTkOZORT6tntaSSim8SGbg','I5MU6T9EuuranXFerh4cTQ',1796404263,1796403363);
+INSERT INTO "token_changes" VALUES(1,'LSirRnoGQC-_4JEEWtEX2g','dTn7dMV21Bvdf9YfzZeurg',1796404885,1796403985);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -72,8 +77,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('U6wNFRnapEK14qpxML7HFA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$Q/A2zbcDWuCqdxMa909MnA$XVcuc+mR/WcwQ/PPj/pKxylvPe7v2JPEAY0vGBH4Ex0',0,0,NULL,1796403363);
-INSERT INTO "users" VALUES('oTkOZORT6tntaSSim8SGbg','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$BUAoBEmCEpyFWU73UWgExg$SXbtQpX6JrQfiRe6QpSrjqwHVXTPpGCPeI767X0Bays',0,0,NULL,1796403363);
+INSERT INTO "users" VALUES('2QNp29Zmf00KbEfFSW1woA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$zwlqyKJ+fMc8wJUKmeE7xw$p8KGsGIhwzUezpp54IF3aHpZsioSzW7wzG+SofCjl2Q',0,0,NULL,1796403985);
+INSERT INTO "users" VALUES('LSirRnoGQC-_4JEEWtEX2g','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$5qUyBtAfuL5Iq/OoJ8SFbw$w1uJiypL8e3EUmC63eVJpNQ/o0hZ6ZAkItoVaBDqGGM',0,0,NULL,1796403985);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             db,
             session_idle,
         } => print(admin::session(&action, &db, session_idle)),
+        Command::Client { action, db } => print(admin::client(&action, &db)),
         Command::Db { action, db } => print(admin::db(&action, &db)),
     };
     // Every line logged so far reaches stderr before the last words below.

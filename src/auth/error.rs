@@ -63,6 +63,9 @@ pub enum AuthError {
     InvalidRefreshToken(RefreshRejection),
     #[error("no such live session of this user")]
     SessionNotFound,
+    /// An introspection client's name or secret is wrong, or missing: one answer for all.
+    #[error("unknown introspection client or wrong secret")]
+    InvalidClient,
     #[error("the password hashing queue is full")]
     Overloaded,
     #[error("the client left before its password was hashed")]

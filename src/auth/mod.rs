@@ -9,6 +9,7 @@
 
 mod error;
 pub mod hash_pool;
+mod introspection;
 mod sessions;
 
 pub use error::{AuthError, RefreshRejection, Result, TokenRejection};

@@ -1,8 +1,9 @@
 //! Operator commands: keys, users and the database, straight on the files (no server needed).
 //! Each returns the text to print, so tests can check it.
 
-use crate::cli::args::{DbAction, KeysAction, SessionAction, UserAction};
+use crate::cli::args::{ClientAction, DbAction, KeysAction, SessionAction, UserAction};
 use crate::config::MAX_TOKEN_TTL;
+use crate::domain::client::{self, BadClientName, ClientName};
 use crate::domain::ids::SessionId;
 use crate::domain::session::{EndReason, SessionPolicy};
 use crate::domain::username::{Username, UsernameError};
@@ -31,6 +32,51 @@ pub enum AdminError {
     SigningRecordUnreadable(StoreError),
     #[error("integrity check failed: {0}")]
     Integrity(String),
+    #[error(transparent)]
+    ClientName(#[from] BadClientName),
+    #[error("no client named {0:?}")]
+    NoSuchClient(String),
+}
+
+/// `tessera client …`: the resource servers allowed to introspect tokens.
+pub fn client(action: &ClientAction, db: &DbLocation) -> Result<String, AdminError> {
+    let store = store::open_existing(db)?;
+    match action {
+        ClientAction::Add { name } => {
+            let name = ClientName::parse(name)?;
+            let secret = client::new_secret();
+            store.add_client(&name, &client::secret_digest(secret.expose()), clock::now())?;
+            Ok(format!(
+                "client {name} added. Its secret, shown this once (only a digest is stored):\n\
+                 {secret}\n\
+                 It authenticates POST /v1/introspect with HTTP Basic ({name} and the secret); \
+                 keep both out of argv (README, walkthrough step 9).\n",
+                secret = secret.expose()
+            ))
+        }
+        ClientAction::List => {
+            let mut out = String::from("name\tcreated_at\n");
+            for record in store.list_clients()? {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}",
+                    record.name,
+                    clock::rfc3339(record.created_at)
+                );
+            }
+            Ok(out)
+        }
+        ClientAction::Remove { name } => {
+            let parsed = ClientName::parse(name)?;
+            if store.remove_client(&parsed)? {
+                Ok(format!(
+                    "client {parsed} removed: its next introspection request is refused\n"
+                ))
+            } else {
+                Err(AdminError::NoSuchClient(name.clone()))
+            }
+        }
+    }
 }
 
 pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {

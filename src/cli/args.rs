@@ -61,6 +61,15 @@ pub enum Command {
         #[arg(long, env = "TESSERA_SESSION_IDLE", default_value_t = SessionPolicy::default().idle_timeout, global = true)]
         session_idle: i64,
     },
+    /// Manage the resource servers allowed to introspect tokens (POST /v1/introspect).
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+        /// SQLite database file (must already exist: only `serve` creates one) or postgres://
+        /// URL (keep the password out of argv: TESSERA_DB, or PGPASSWORD).
+        #[arg(long, env = "TESSERA_DB", hide_env_values = true, default_value = DEFAULT_DB_PATH, value_parser = DbLocation::from_arg, global = true)]
+        db: DbLocation,
+    },
     /// Inspect the database.
     Db {
         #[command(subcommand)]
@@ -143,6 +152,22 @@ pub enum SessionAction {
         /// may start with `-`; they are never read as flags.
         #[arg(allow_hyphen_values = true)]
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// Add a client and print its secret — once: only a digest of it is stored.
+    Add {
+        /// The client's name (its client_id): 1 to 64 of A-Z a-z 0-9 . _ -
+        name: String,
+    },
+    /// List clients by name (never secrets).
+    List,
+    /// Remove a client: its next introspection request is refused.
+    Remove {
+        /// The client's name, as `client list` prints it.
+        name: String,
     },
 }
 

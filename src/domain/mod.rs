@@ -2,6 +2,7 @@
 //! profile text, passwords and their policy, accounts, the softlock arithmetic. No I/O, no HTTP,
 //! no SQL; the only dependency inward is [`crate::crypto`].
 
+pub mod client;
 pub mod ids;
 pub mod lockout;
 pub mod password;

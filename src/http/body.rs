@@ -15,13 +15,52 @@ use std::time::Duration;
 /// Request bodies are small objects of short strings; nesting beyond this is an attack.
 const MAX_BODY_DEPTH: usize = 4;
 
+/// What a JSON route accepts, as a 415 names it.
+const JSON: &str = "application/json (UTF-8)";
+/// What a form route accepts (introspection, RFC 7662 §2.1).
+const FORM: &str = "application/x-www-form-urlencoded";
+
 /// Reads the body as one JSON object, enforcing media type, size and time limits.
 pub async fn read_object(
     request: Request<Incoming>,
     limit: usize,
     timeout: Duration,
 ) -> Result<JsonObject, ApiError> {
-    check_media_type(request.headers())?;
+    check_media_type(request.headers(), "application/json", JSON)?;
+    let bytes = collect(request, limit, timeout).await?;
+    let members = strict_json::parse_object(&bytes, MAX_BODY_DEPTH).map_err(|e| match e {
+        ObjectError::InvalidUtf8 => bad_request("The body is not valid UTF-8."),
+        ObjectError::ByteOrderMark => {
+            bad_request("The body must not start with a byte order mark.")
+        }
+        ObjectError::NotAnObject => bad_request("The body must be a JSON object."),
+        ObjectError::Malformed => bad_request("The body is not well-formed JSON."),
+        ObjectError::TooDeep(_) => bad_request("The body is nested too deeply."),
+        ObjectError::DuplicateMember(name) => duplicate(&name),
+    })?;
+    Ok(JsonObject {
+        members,
+        errors: Vec::new(),
+    })
+}
+
+/// Reads a form body (`application/x-www-form-urlencoded`), with the same limits.
+pub async fn read_form(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Form, ApiError> {
+    check_media_type(request.headers(), FORM, FORM)?;
+    let bytes = collect(request, limit, timeout).await?;
+    Form::parse(&bytes)
+}
+
+/// The whole body, within `limit` bytes and `timeout`.
+async fn collect(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, ApiError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -31,53 +70,81 @@ pub async fn read_object(
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let collect = Limited::new(request.into_body(), limit).collect();
-    let bytes = match tokio::time::timeout(timeout, collect).await {
-        Err(_) => return Err(ApiError::RequestTimeout),
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(ApiError::RequestTimeout),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(ApiError::PayloadTooLarge { limit });
+            Err(ApiError::PayloadTooLarge { limit })
         }
-        Ok(Err(_)) => return Err(bad_request("The request body could not be read.")),
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
-    let members = strict_json::parse_object(&bytes, MAX_BODY_DEPTH).map_err(|e| match e {
-        ObjectError::InvalidUtf8 => bad_request("The body is not valid UTF-8."),
-        ObjectError::ByteOrderMark => {
-            bad_request("The body must not start with a byte order mark.")
-        }
-        ObjectError::NotAnObject => bad_request("The body must be a JSON object."),
-        ObjectError::Malformed => bad_request("The body is not well-formed JSON."),
-        ObjectError::TooDeep(_) => bad_request("The body is nested too deeply."),
-        ObjectError::DuplicateMember(name) => ApiError::BadRequest {
-            detail: "The body repeats a member; see `errors`.".into(),
-            errors: vec![FieldError {
-                field: truncate(&name, 64).into(),
-                code: "duplicate_member",
-                detail: "appears more than once".into(),
-            }],
-        },
-    })?;
-    Ok(JsonObject {
-        members,
-        errors: Vec::new(),
-    })
+        Ok(Err(_)) => Err(bad_request("The request body could not be read.")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
 }
 
-/// `application/json`, optionally with `charset=utf-8` (RFC 8259 §8.1 mandates UTF-8 anyway).
-fn check_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::UnsupportedMediaType)?;
+fn duplicate(name: &str) -> ApiError {
+    ApiError::BadRequest {
+        detail: "The body repeats a member; see `errors`.".into(),
+        errors: vec![FieldError {
+            field: truncate(name, 64).into(),
+            code: "duplicate_member",
+            detail: "appears more than once".into(),
+        }],
+    }
+}
+
+/// A form body's parameters. None may repeat (RFC 6749 §3.1); one sent without a value counts
+/// as omitted, and the caller ignores those it does not know. It may hold tokens, so no
+/// `Debug`.
+pub struct Form {
+    parameters: Vec<(String, String)>,
+}
+
+impl Form {
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        if std::str::from_utf8(bytes).is_err() {
+            return Err(bad_request("The body is not valid UTF-8."));
+        }
+        let mut parameters: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(bytes) {
+            if parameters.iter().any(|(seen, _)| *seen == name) {
+                return Err(duplicate(&name));
+            }
+            parameters.push((name.into_owned(), value.into_owned()));
+        }
+        parameters.retain(|(_, value)| !value.is_empty());
+        Ok(Self { parameters })
+    }
+
+    /// A parameter's value, if it was sent with one.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let index = self.parameters.iter().position(|(n, _)| n == name)?;
+        Some(self.parameters.swap_remove(index).1)
+    }
+}
+
+/// `essence`, optionally with `charset=utf-8` (RFC 8259 §8.1 mandates UTF-8 for JSON anyway; a
+/// form is read as UTF-8). `expected` names it in the 415.
+fn check_media_type(
+    headers: &HeaderMap,
+    essence: &str,
+    expected: &'static str,
+) -> Result<(), ApiError> {
+    let refused = ApiError::UnsupportedMediaType { expected };
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return Err(refused);
+    };
     let mut parts = value.split(';').map(str::trim);
-    let essence = parts.next().unwrap_or_default();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::UnsupportedMediaType);
+    if !parts
+        .next()
+        .unwrap_or_default()
+        .eq_ignore_ascii_case(essence)
+    {
+        return Err(refused);
     }
     for parameter in parts {
         let (name, val) = parameter.split_once('=').unwrap_or((parameter, ""));
         let utf8 = val.trim_matches('"').eq_ignore_ascii_case("utf-8");
         if !(name.trim().eq_ignore_ascii_case("charset") && utf8) {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(refused);
         }
     }
     Ok(())
@@ -166,7 +233,7 @@ mod tests {
     fn media(value: &str) -> Result<(), ApiError> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
-        check_media_type(&headers)
+        check_media_type(&headers, "application/json", JSON)
     }
 
     #[test]
@@ -185,14 +252,41 @@ mod tests {
             "application/x-www-form-urlencoded",
         ] {
             assert!(
-                matches!(media(bad), Err(ApiError::UnsupportedMediaType)),
+                matches!(
+                    media(bad),
+                    Err(ApiError::UnsupportedMediaType { expected: JSON })
+                ),
                 "{bad}"
             );
         }
         assert!(matches!(
-            check_media_type(&HeaderMap::new()),
-            Err(ApiError::UnsupportedMediaType)
+            check_media_type(&HeaderMap::new(), "application/json", JSON),
+            Err(ApiError::UnsupportedMediaType { expected: JSON })
         ));
+    }
+
+    #[test]
+    fn forms_decode_refuse_repeats_and_drop_empty_values() {
+        let mut form = Form::parse(b"token=a%2Bb+c&token_type_hint=&other=1").unwrap();
+        assert_eq!(form.take("token").as_deref(), Some("a+b c"));
+        assert_eq!(
+            form.take("token_type_hint"),
+            None,
+            "empty counts as omitted"
+        );
+        assert_eq!(form.take("other").as_deref(), Some("1"));
+        assert_eq!(form.take("token"), None);
+        let Err(ApiError::BadRequest { errors, .. }) = Form::parse(b"token=a&token=b") else {
+            panic!("a repeated parameter is refused")
+        };
+        assert_eq!(errors[0].code, "duplicate_member");
+        assert!(Form::parse(b"token=\xff").is_err());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
+        );
+        assert!(check_media_type(&headers, FORM, FORM).is_ok());
     }
 
     #[test]

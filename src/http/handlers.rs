@@ -5,11 +5,12 @@ use super::problem::ApiError;
 use super::response::{self, HttpResponse};
 use super::router::Route;
 use super::{AppState, bearer};
-use super::{body, forward_auth, profile_view};
+use super::{body, forward_auth, introspection, profile_view};
 use crate::auth::{
     AuthError, Authenticated, Cancellation, Grant, ListedSession, RefreshRejection, Requester,
     Rotation, TokenRejection,
 };
+use crate::domain::secret::SecretString;
 use crate::domain::session;
 use crate::domain::user::{NewUser, RegistrationForm, UserProfile};
 use crate::domain::username::Username;
@@ -64,6 +65,7 @@ pub fn handle<'a>(
             Route::Register => Box::pin(register(call, request)).await,
             Route::Login => Box::pin(login(call, request)).await,
             Route::Refresh => Box::pin(refresh(call, request)).await,
+            Route::Introspect => Box::pin(introspect(call, request)).await,
             Route::ListSessions => Box::pin(list_sessions(call, &request)).await,
             Route::EndSession(id) => Box::pin(end_session(call, &request, id)).await,
             Route::Me => {
@@ -202,6 +204,52 @@ async fn refresh(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResp
     })?;
     state.metrics.token_issued();
     Ok(grant_response(&refreshed.grant))
+}
+
+/// `POST /v1/introspect`: the client's credentials first (no body is read without them), then
+/// the form, then — on the blocking pool, since the client check reads storage — the client and
+/// the token.
+async fn introspect(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let state = call.state;
+    let (name, secret) = introspection::client_credentials(request.headers()).inspect_err(|_| {
+        tracing::warn!(request_id = %call.request_id, client = %call.client, "introspection refused: no client credentials");
+    })?;
+    let mut form = body::read_form(
+        request,
+        state.settings.body_limit,
+        state.settings.body_timeout,
+    )
+    .await?;
+    let token = form
+        .take("token")
+        .map(SecretString::new)
+        .ok_or_else(|| ApiError::BadRequest {
+            detail: "Send the token to introspect as the form parameter `token`.".into(),
+            errors: vec![FieldError::new("token", "missing", "is required")],
+        })?;
+    // `token_type_hint` only says where to look first (RFC 7662 §2.1): every token is looked
+    // up the same way here, so it changes nothing.
+    let _hint = form.take("token_type_hint");
+    let auth = state.auth.clone();
+    let now = state.clock.now();
+    let typed = as_typed(&name);
+    let (client, answer) = blocking(call, move |_| {
+        let client = auth.authenticate_client(&name, &secret)?;
+        Ok((client, auth.introspect(token.expose(), now)?))
+    })
+    .await
+    .inspect_err(|error| {
+        if matches!(error, ApiError::InvalidClient) {
+            tracing::warn!(request_id = %call.request_id, client = %call.client, introspection_client = ?typed, "introspection refused: unknown client or wrong secret");
+        }
+    })?;
+    Ok(match answer {
+        Ok(caller) => introspection::active(&caller),
+        Err(reason) => {
+            tracing::info!(request_id = %call.request_id, client = %call.client, introspection_client = %client, reason = %reason, "introspection: token not active");
+            introspection::inactive()
+        }
+    })
 }
 
 /// `GET /v1/sessions`: the caller's live sessions, newest first.

@@ -8,6 +8,7 @@ mod body;
 pub mod client_address;
 pub mod forward_auth;
 mod handlers;
+mod introspection;
 pub mod limits;
 pub mod metrics;
 pub mod problem;

@@ -34,7 +34,10 @@ pub enum ApiError {
     MethodNotAllowed {
         allow: &'static str,
     },
-    UnsupportedMediaType,
+    /// The body is not of the one media type this route reads.
+    UnsupportedMediaType {
+        expected: &'static str,
+    },
     PayloadTooLarge {
         limit: usize,
     },
@@ -53,6 +56,9 @@ pub enum ApiError {
     SessionNotFound,
     WrongCurrentPassword,
     Bearer(BearerProblem),
+    /// Introspection without a registered client's valid Basic credentials: one answer for
+    /// all (RFC 7662 §2.1, RFC 6749 §5.2 `invalid_client`).
+    InvalidClient,
     Forbidden,
     TooManyRequests {
         retry_after: u64,
@@ -77,6 +83,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken(_) => Self::Bearer(BearerProblem::InvalidToken),
             AuthError::InvalidRefreshToken(_) => Self::InvalidRefreshToken,
             AuthError::SessionNotFound => Self::SessionNotFound,
+            AuthError::InvalidClient => Self::InvalidClient,
             // Nobody reads the answer to a client that left; "not done, retry" is the truth.
             AuthError::Overloaded | AuthError::ClientGone => Self::Overloaded { retry_after: 1 },
             AuthError::Store(e) if e.is_unavailable() => Self::NotReady,
@@ -98,7 +105,7 @@ impl ApiError {
         match self {
             Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest { .. } | Self::Bearer(BearerProblem::InvalidRequest(_)) => {
@@ -106,9 +113,10 @@ impl ApiError {
             }
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UsernameTaken => StatusCode::CONFLICT,
-            Self::InvalidCredentials | Self::InvalidRefreshToken | Self::Bearer(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::InvalidCredentials
+            | Self::InvalidRefreshToken
+            | Self::Bearer(_)
+            | Self::InvalidClient => StatusCode::UNAUTHORIZED,
             Self::WrongCurrentPassword | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,7 +130,7 @@ impl ApiError {
         match self {
             Self::NotFound => "not-found",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
-            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::UnsupportedMediaType { .. } => "unsupported-media-type",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::HeadersTooLarge => "headers-too-large",
             Self::BadRequest { .. } => "malformed-request",
@@ -135,6 +143,7 @@ impl ApiError {
             Self::Bearer(BearerProblem::Missing) => "authentication-required",
             Self::Bearer(BearerProblem::InvalidRequest(_)) => "invalid-request",
             Self::Bearer(BearerProblem::InvalidToken) => "invalid-token",
+            Self::InvalidClient => "invalid-client",
             Self::Forbidden => "forbidden",
             Self::TooManyRequests { .. } => "too-many-requests",
             Self::Overloaded { .. } => "overloaded",
@@ -148,7 +157,7 @@ impl ApiError {
         match self {
             Self::NotFound => "No resource lives at this path.".into(),
             Self::MethodNotAllowed { allow } => format!("This resource supports: {allow}."),
-            Self::UnsupportedMediaType => "Send the body as application/json (UTF-8).".into(),
+            Self::UnsupportedMediaType { expected } => format!("Send the body as {expected}."),
             Self::PayloadTooLarge { limit } => format!("The body exceeds {limit} bytes."),
             Self::HeadersTooLarge => "The request headers are too large.".into(),
             Self::BadRequest { detail, .. } => detail.clone(),
@@ -165,6 +174,11 @@ impl ApiError {
             }
             Self::Bearer(BearerProblem::InvalidRequest(why)) => (*why).into(),
             Self::Bearer(BearerProblem::InvalidToken) => INVALID_TOKEN_DESCRIPTION.into(),
+            Self::InvalidClient => {
+                "Authenticate as an introspection client: HTTP Basic with the name and secret \
+                 `tessera client add` printed."
+                    .into()
+            }
             Self::Forbidden => "You may only read your own account.".into(),
             Self::TooManyRequests { retry_after } => {
                 format!("Too many attempts; retry in {retry_after} s.")
@@ -235,6 +249,7 @@ impl ApiError {
             Self::Bearer(BearerProblem::InvalidRequest(why)) => format!(
                 r#"Bearer realm="tessera", error="invalid_request", error_description="{why}""#
             ),
+            Self::InvalidClient => r#"Basic realm="tessera", charset="UTF-8""#.to_string(),
             _ => return None,
         };
         HeaderValue::from_str(&value).ok()
@@ -273,7 +288,14 @@ mod tests {
                 "method-not-allowed",
                 vec![("allow", "GET, HEAD".into())],
             ),
-            (ApiError::UnsupportedMediaType, 415, "unsupported-media-type", vec![]),
+            (
+                ApiError::UnsupportedMediaType {
+                    expected: "application/json",
+                },
+                415,
+                "unsupported-media-type",
+                vec![],
+            ),
             (ApiError::PayloadTooLarge { limit: 16 }, 413, "payload-too-large", vec![]),
             (ApiError::HeadersTooLarge, 431, "headers-too-large", vec![]),
             (
@@ -314,6 +336,15 @@ mod tests {
                 401,
                 "invalid-token",
                 vec![("www-authenticate", invalid_token)],
+            ),
+            (
+                ApiError::InvalidClient,
+                401,
+                "invalid-client",
+                vec![(
+                    "www-authenticate",
+                    r#"Basic realm="tessera", charset="UTF-8""#.into(),
+                )],
             ),
             (ApiError::Forbidden, 403, "forbidden", vec![]),
             // A 401 carries a challenge (RFC 9110 §15.5.2), the bare one.
@@ -357,7 +388,7 @@ mod tests {
             let kind = match error {
                 ApiError::NotFound => "NotFound",
                 ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
-                ApiError::UnsupportedMediaType => "UnsupportedMediaType",
+                ApiError::UnsupportedMediaType { .. } => "UnsupportedMediaType",
                 ApiError::PayloadTooLarge { .. } => "PayloadTooLarge",
                 ApiError::HeadersTooLarge => "HeadersTooLarge",
                 ApiError::BadRequest { .. } => "BadRequest",
@@ -370,6 +401,7 @@ mod tests {
                 ApiError::Bearer(BearerProblem::Missing) => "Bearer::Missing",
                 ApiError::Bearer(BearerProblem::InvalidRequest(_)) => "Bearer::InvalidRequest",
                 ApiError::Bearer(BearerProblem::InvalidToken) => "Bearer::InvalidToken",
+                ApiError::InvalidClient => "InvalidClient",
                 ApiError::Forbidden => "Forbidden",
                 ApiError::TooManyRequests { .. } => "TooManyRequests",
                 ApiError::Overloaded { .. } => "Overloaded",
@@ -379,7 +411,7 @@ mod tests {
             };
             seen.insert(kind);
         }
-        assert_eq!(seen.len(), 21, "every variant has an expectation: {seen:?}");
+        assert_eq!(seen.len(), 22, "every variant has an expectation: {seen:?}");
         for (error, status, slug, headers) in all {
             let name = format!("{error:?}");
             let has_errors = matches!(error, ApiError::Validation(_) | ApiError::BadRequest { .. });
@@ -470,6 +502,7 @@ mod tests {
                 "invalid-refresh-token",
             ),
             (AuthError::SessionNotFound, "session-not-found"),
+            (AuthError::InvalidClient, "invalid-client"),
             (AuthError::Overloaded, "overloaded"),
             (AuthError::ClientGone, "overloaded"),
             (AuthError::Store(unavailable), "not-ready"),
@@ -489,6 +522,7 @@ mod tests {
                 | AuthError::InvalidToken(_)
                 | AuthError::InvalidRefreshToken(_)
                 | AuthError::SessionNotFound
+                | AuthError::InvalidClient
                 | AuthError::Overloaded
                 | AuthError::ClientGone
                 | AuthError::Store(_)

@@ -11,6 +11,8 @@ pub enum Route {
     Me,
     /// A reverse proxy's auth subrequest, with whatever method the original request had.
     ForwardAuth,
+    /// RFC 7662 token introspection for resource servers.
+    Introspect,
     DeleteMe,
     ChangePassword,
     UserByName(String),
@@ -30,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/users"),
     ("GET", "/v1/users/me"),
     ("GET", "/v1/forward-auth"),
+    ("POST", "/v1/introspect"),
     ("DELETE", "/v1/users/me"),
     ("PUT", "/v1/users/me/password"),
     ("GET", "/v1/users/{username}"),
@@ -53,6 +56,7 @@ impl Route {
             // Every method shares one name: the method is in the request line, and a metric
             // per method would only split one route's figures.
             Self::ForwardAuth => "GET /v1/forward-auth",
+            Self::Introspect => "POST /v1/introspect",
             Self::DeleteMe => "DELETE /v1/users/me",
             Self::ChangePassword => "PUT /v1/users/me/password",
             Self::UserByName(_) => "GET /v1/users/{username}",
@@ -91,6 +95,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let m = method;
     let (route, allow) = match segments.get(..count).unwrap_or_default() {
         ["v1", "users"] => (pick(m, &[(Method::POST, Route::Register)]), "POST"),
+        ["v1", "introspect"] => (pick(m, &[(Method::POST, Route::Introspect)]), "POST"),
         ["v1", "users", "me"] => (
             pick(
                 m,

@@ -17,6 +17,8 @@ pub enum StoreError {
     },
     #[error("that username is taken")]
     UsernameTaken,
+    #[error("a client with that name exists")]
+    ClientExists,
     #[error("the password or token generation changed while the login was checked")]
     CredentialsChanged,
     #[error("database schema version {found} is newer than this build knows ({known})")]

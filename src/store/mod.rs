@@ -42,6 +42,7 @@ pub use records::{
 };
 pub use sqlite::SqliteStore;
 
+use crate::domain::client::{ClientName, ClientRecord};
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::session::{EndReason, SessionRecord};
@@ -54,17 +55,17 @@ use std::time::Duration;
 /// connection from the pool, a statement — before the request is answered 503 (`--db-timeout`).
 pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the service needs from storage, by topic: each backend implements the four traits in
+/// What the service needs from storage, by topic: each backend implements the five traits in
 /// the module of that topic (`sqlite/users.rs`, `postgres/users.rs`, …), one name per operation
 /// from the seam down, with no forwarding layer between the seam and the SQL. [`Store`] is all
-/// four, for an `Arc<dyn Store>` (whose methods need no import).
+/// five, for an `Arc<dyn Store>` (whose methods need no import).
 pub trait Store:
-    Accounts + Sessions + Revocation + Maintenance + Send + Sync + std::fmt::Debug
+    Accounts + Sessions + Revocation + Clients + Maintenance + Send + Sync + std::fmt::Debug
 {
 }
 
 impl<T> Store for T where
-    T: Accounts + Sessions + Revocation + Maintenance + Send + Sync + std::fmt::Debug
+    T: Accounts + Sessions + Revocation + Clients + Maintenance + Send + Sync + std::fmt::Debug
 {
 }
 
@@ -188,6 +189,23 @@ pub trait Revocation {
 
     /// Rows on the denylist (for metrics and tests).
     fn denylist_len(&self) -> Result<u64>;
+}
+
+/// Introspection clients: the resource servers that may ask whether a token stands. Every
+/// check reads storage, so a client removed by any process is refused on its next request.
+pub trait Clients {
+    /// Adds a client with its secret's digest (never the secret); [`StoreError::ClientExists`]
+    /// if the name is taken.
+    fn add_client(&self, name: &ClientName, secret_digest: &str, now: i64) -> Result<()>;
+
+    /// The digest of a client's secret; `None` if there is no such client.
+    fn client_secret_digest(&self, name: &ClientName) -> Result<Option<String>>;
+
+    /// Every client, by name (never a digest).
+    fn list_clients(&self) -> Result<Vec<ClientRecord>>;
+
+    /// Removes a client. False if there was none of that name.
+    fn remove_client(&self, name: &ClientName) -> Result<bool>;
 }
 
 /// Keys, readiness, integrity, shutdown and the dump.

@@ -37,7 +37,7 @@ fn start_binary_logging_at(
 
 /// The binary with `RUST_LOG=filter`, its stderr collected line by line by the returned thread,
 /// which ends when the child has exited and its last line is read.
-fn start_binary_with(
+pub(crate) fn start_binary_with(
     dir: &Path,
     filter: &str,
     format: &str,
@@ -216,7 +216,7 @@ async fn me(addr: SocketAddr, token: &str) -> http_client::Reply {
 }
 
 /// Sends SIGTERM and waits for the child's exit.
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

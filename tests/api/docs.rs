@@ -44,6 +44,7 @@ async fn readme_walkthrough_runs_verbatim() {
     );
     let expected = block_between(&readme, "Output (the timestamps will differ):", "\n```\n\n");
     let base = format!("http://{}", app.addr);
+    let db = app.db_path.clone();
     // std's Command on the blocking pool, not tokio's: tokio's "process" feature would be
     // unified into every build that includes dev-dependencies — the benchmarks' too — and its
     // driver runs on every park of the server's workers.
@@ -51,6 +52,8 @@ async fn readme_walkthrough_runs_verbatim() {
         std::process::Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
             .env("BASE", base)
+            .env("TESSERA", env!("CARGO_BIN_EXE_tessera"))
+            .env("TESSERA_DB", db)
             .output()
     })
     .await

@@ -14,6 +14,7 @@ mod gateway;
 mod helpers;
 mod http_client;
 mod integrity;
+mod introspection;
 mod key_reload;
 mod operations;
 mod races;

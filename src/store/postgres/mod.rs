@@ -32,6 +32,7 @@
 //! **Durability.** Acknowledged writes rely on `synchronous_commit` being on (PostgreSQL's
 //! default): the store refuses to open a database where it is off.
 
+mod clients;
 mod maintenance;
 mod schema;
 mod sessions;

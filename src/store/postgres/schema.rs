@@ -80,6 +80,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
     ",
+    // 6: the resource servers allowed to introspect tokens (store/mod.rs, Clients).
+    r"
+    CREATE TABLE introspection_clients (
+        name          TEXT   PRIMARY KEY,
+        secret_digest TEXT   NOT NULL,  -- SHA-256 of the secret, base64url: never the secret
+        created_at    BIGINT NOT NULL
+    );
+    ",
 ];
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {

@@ -11,6 +11,7 @@
 //! - `busy_timeout` (`--db-timeout`): concurrent writers (server threads, the admin CLI) wait
 //!   rather than fail — for a bounded time, after which the request is told to retry (503).
 
+mod clients;
 mod dump;
 mod group_commit;
 mod revocation;

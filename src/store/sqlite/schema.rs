@@ -136,6 +136,14 @@ const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE sessions ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
     ",
+    // 8: the resource servers allowed to introspect tokens (store/mod.rs, Clients).
+    r"
+    CREATE TABLE introspection_clients (
+        name          TEXT    PRIMARY KEY,
+        secret_digest TEXT    NOT NULL,  -- SHA-256 of the secret, base64url: never the secret
+        created_at    INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

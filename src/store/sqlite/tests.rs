@@ -433,7 +433,7 @@ fn dump_holds_schema_and_rows() {
     assert!(dump.contains("CREATE TABLE users"));
     assert!(dump.contains("CREATE VIEW active_sessions"));
     assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
-    assert!(dump.contains("PRAGMA user_version=7;"));
+    assert!(dump.contains("PRAGMA user_version=8;"));
     assert!(dump.contains("CREATE TABLE softlock_padding"));
     assert!(dump.contains("CREATE TABLE sessions"));
 }
