@@ -44,7 +44,7 @@ fresh_token() {
 fuzz() {
   "$venv/bin/schemathesis" run openapi.json --url "$base" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
-    --phases examples,coverage,fuzzing,stateful \
+    --phases "${PHASES:-examples,coverage,fuzzing,stateful}" \
     --max-examples 50 \
     --suppress-health-check all \
     --workers 2 \
@@ -59,7 +59,13 @@ destructive='^(DELETE /v1/sessions|DELETE /v1/sessions/current|DELETE /v1/sessio
 # Its logins use the account registered above (.ci/schemathesis_hooks.py), so they succeed.
 sessions='^(POST /v1/sessions|POST /v1/sessions/refresh|GET /v1/sessions|DELETE /v1/sessions/\{id\})$'
 echo "== schemathesis: every operation that keeps the token alive"
-fuzz --header "Authorization: Bearer $(fresh_token)" --exclude-name-regex "$destructive"
+fuzz --header "Authorization: Bearer $(fresh_token)" --exclude-name-regex "$destructive|^POST /v1/introspect$"
+# Introspection authenticates a client, not a user: a client of this throwaway server, made by
+# the admin CLI (like the Bearer tokens above, its header is a throwaway credential).
+secret=$(target/debug/tessera client add fuzz --db "$workdir/t.db" | grep '^tsc_')
+basic=$(printf 'fuzz:%s' "$secret" | base64 -w0)
+echo "== schemathesis: introspection, as a registered client (no links to follow: no stateful phase)"
+PHASES=examples,coverage,fuzzing fuzz --header "Authorization: Basic $basic" --include-name-regex '^POST /v1/introspect$'
 echo "== schemathesis: the session chain (login, refresh, list, end)"
 FUZZ_USERNAME=fuzzer FUZZ_PASSWORD="$password" PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks \
   fuzz --header "Authorization: Bearer $(fresh_token)" --include-name-regex "$sessions"
