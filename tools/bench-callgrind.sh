@@ -5,7 +5,7 @@
 # are dumped: user-space instructions ÷ N. Repeatable to a fraction of a per cent on any machine.
 #
 #   bash tools/bench-callgrind.sh              # hello, stateless, tessera (defaults, logging on),
-#                                              # tessera with RUST_LOG=warn
+#                                              # tessera's forward auth, tessera with RUST_LOG=warn
 #   N=4000 bash tools/bench-callgrind.sh
 #   SERVERS="tessera" KEEP=/tmp/cg bash tools/bench-callgrind.sh   # keep the dumps to annotate
 #
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 N=${N:-2000}
 WARMUP=${WARMUP:-300}
-SERVERS=${SERVERS:-"hello stateless tessera tessera-warn"}
+SERVERS=${SERVERS:-"hello stateless tessera tessera-forward tessera-warn"}
 BIN=${BIN:-target/release}
 PASSWORD='correct horse battery staple'
 
@@ -71,6 +71,7 @@ for server in $SERVERS; do
     hello) "${grind[@]}" "$BIN/examples/hello" "127.0.0.1:$port" 2>"$work/$server.log" & path=/ ;;
     stateless) "${grind[@]}" "$BIN/examples/stateless" "127.0.0.1:$port" "$work/jwks.json" 2>"$work/$server.log" & path=/v1/users/me ;;
     tessera) "${grind[@]}" "$BIN/tessera" serve --listen "127.0.0.1:$port" --db "$work/t.db" --keys "$work/jwks.json" 2>"$work/$server.log" & path=/v1/users/me ;;
+    tessera-forward) "${grind[@]}" "$BIN/tessera" serve --listen "127.0.0.1:$port" --db "$work/t.db" --keys "$work/jwks.json" 2>"$work/$server.log" & path=/v1/forward-auth ;;
     tessera-warn) RUST_LOG=warn "${grind[@]}" "$BIN/tessera" serve --listen "127.0.0.1:$port" --db "$work/t.db" --keys "$work/jwks.json" 2>"$work/$server.log" & path=/v1/users/me ;;
   esac
   pid=$!

@@ -25,8 +25,10 @@ use super::{Codec, TokenError, VerifiedClaims};
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Slots per thread. A miss only costs a full verification.
-const SLOTS: usize = 1024;
+/// Slots per thread. A miss only costs a full verification. Sized for thousands of clients' tokens
+/// presented in turn: a token keeps its slot while no other live token maps there, so the hit
+/// rate is about e^(-tokens/SLOTS) (BENCHMARKS.md, "Forward auth and many tokens").
+const SLOTS: usize = 16_384;
 
 struct Entry {
     codec: u64,

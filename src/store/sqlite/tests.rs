@@ -705,6 +705,28 @@ fn grants_wait_for_another_writer_and_see_what_it_committed() {
 /// Answers a thread remembers (`thread_answers.rs`) are never given after a commit — by this
 /// store or by another connection — and never for another session, user or view.
 #[test]
+fn a_users_tokens_share_one_profile_copy_per_thread_until_the_next_commit() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
+    let cached = |jti: &str, session: &str| {
+        store
+            .cached_token_state(uid("u1"), tid(jti), sid(session))
+            .unwrap()
+            .unwrap()
+            .profile
+    };
+    let first = cached("j1", "s1");
+    let second = cached("j2", "s2");
+    assert!(Arc::ptr_eq(&first, &second), "one copy for the user's tokens");
+    store.bump_generation(uid("u1")).unwrap();
+    store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
+    let after = cached("j1", "s1");
+    assert!(!Arc::ptr_eq(&first, &after), "a commit starts the copies over");
+    assert_eq!(*first, *after);
+}
+
+#[test]
 fn remembered_answers_end_with_the_next_commit_and_belong_to_one_question() {
     let (dir, store) = open();
     let (other_dir, other_store) = open();

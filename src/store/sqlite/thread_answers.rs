@@ -18,8 +18,9 @@ use crate::domain::ids::{SessionId, TokenId, UserId};
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Answers one thread keeps; past it, it starts over.
-const REMEMBERED: usize = 1024;
+/// Answers one thread keeps; past it, it starts over. Sized for thousands of clients' tokens
+/// presented in turn (BENCHMARKS.md, "Forward auth and many tokens").
+const REMEMBERED: usize = 16_384;
 
 /// One answer: the token's user and session are part of the question.
 struct Answer {
@@ -35,6 +36,9 @@ struct Answers {
     view: u64,
     header: Option<Header>,
     by_jti: foldhash::HashMap<TokenId, Answer>,
+    /// The thread's copy of each user's profile, shared by that user's answers: one copy (and
+    /// one rendering of it, `http::profile_view`) per user, however many tokens they hold.
+    profiles: foldhash::HashMap<UserId, Arc<crate::domain::user::UserProfile>>,
 }
 
 thread_local! {
@@ -73,12 +77,20 @@ pub(super) fn remember(
             || answers.by_jti.len() >= REMEMBERED
         {
             answers.by_jti.clear();
+            answers.profiles.clear();
             answers.view = view;
             answers.header = Some(*header);
         }
+        // The thread's own copy: its reference count is touched by this thread only. At one
+        // header the view holds one profile per user, so a copy made for any of the user's
+        // tokens is the copy for all of them.
+        let profile = answers
+            .profiles
+            .entry(user_id.clone())
+            .or_insert_with(|| Arc::new((*state.profile).clone()))
+            .clone();
         let state = TokenState {
-            // The thread's own copy: its reference count is touched by this thread only.
-            profile: Arc::new((*state.profile).clone()),
+            profile,
             ..state.clone()
         };
         answers.by_jti.insert(
