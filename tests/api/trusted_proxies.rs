@@ -121,3 +121,40 @@ async fn hostile_chains_never_fail_a_request() {
         assert!(status == "200" || status == "431", "{response}");
     }
 }
+
+/// The log of a server that trusts no proxy names the TCP peer, whatever `X-Forwarded-For`
+/// claims: a forged address never reaches an operator's grep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_peers_forged_address_never_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr, log, reader) =
+        crate::crash::start_binary_with(dir.path(), "info", "text", &["--login-rate", "0"]);
+    let body = json!({"username": "kvothe", "password": "wrong"}).to_string();
+    let reply = crate::http_client::send(
+        addr,
+        "POST",
+        "/v1/sessions",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "198.51.100.9"),
+        ],
+        Some(body.into_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 401);
+    let id = reply.header("x-request-id").unwrap().to_owned();
+    assert_eq!(crate::crash::terminate(&mut child).code(), Some(0));
+    reader.join().unwrap();
+    let lines = log.lock().unwrap().clone();
+    let of_request: Vec<&String> = lines.iter().filter(|line| line.contains(&id)).collect();
+    assert_eq!(of_request.len(), 2, "{lines:#?}");
+    assert!(
+        of_request
+            .iter()
+            .all(|line| line.contains("client=127.0.0.1")),
+        "{of_request:#?}"
+    );
+    assert!(!lines.join("\n").contains("198.51.100.9"), "{lines:#?}");
+}

@@ -718,11 +718,17 @@ fn a_users_tokens_share_one_profile_copy_per_thread_until_the_next_commit() {
     };
     let first = cached("j1", "s1");
     let second = cached("j2", "s2");
-    assert!(Arc::ptr_eq(&first, &second), "one copy for the user's tokens");
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "one copy for the user's tokens"
+    );
     store.bump_generation(uid("u1")).unwrap();
     store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
     let after = cached("j1", "s1");
-    assert!(!Arc::ptr_eq(&first, &after), "a commit starts the copies over");
+    assert!(
+        !Arc::ptr_eq(&first, &after),
+        "a commit starts the copies over"
+    );
     assert_eq!(*first, *after);
 }
 
