@@ -1,7 +1,7 @@
--- Tessera database dump (schema version 8)
+-- Tessera database dump (schema version 9)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=8;
+PRAGMA user_version=9;
 CREATE TABLE introspection_clients (
         name          TEXT    PRIMARY KEY,
         secret_digest TEXT    NOT NULL,  -- SHA-256 of the secret, base64url: never the secret
@@ -11,14 +11,14 @@ CREATE TABLE key_fingerprints (
         kid         TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
     , signing_until INTEGER) STRICT, WITHOUT ROWID;
-INSERT INTO "key_fingerprints" VALUES('Q1WTSQATVdXW','flbO9yA96NKQ6JW3jAm88s9L5RzMNKEU4MXOG4Slb8Y',1796404045);
+INSERT INTO "key_fingerprints" VALUES('qLll7rzlF-XH','oHQUZhmVzMe36IkLDAEe1FhWptg_0JPvZTM_UYlh8Ms',1796406055);
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
-        CHECK (kind IN ('token', 'session'))) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('dTn7dMV21Bvdf9YfzZeurg','LSirRnoGQC-_4JEEWtEX2g',1796404885,'session');
+        CHECK (kind IN ('token', 'session')), reason TEXT) STRICT, WITHOUT ROWID;
+INSERT INTO "revoked_tokens" VALUES('hljMtJdMG-vhJzI8R92WFg','1jLlIAWCYQ5dX5WsltYIow',1796406895,'session','logout');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -34,9 +34,9 @@ CREATE TABLE sessions (
         end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')), client_address TEXT NOT NULL DEFAULT '',
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('0A3qLSiZz88hTIYPvPphYA','LSirRnoGQC-_4JEEWtEX2g',0,0,NULL,'',1796403985,1796403985,1798995985,NULL,NULL,'127.0.0.1');
-INSERT INTO "sessions" VALUES('dTn7dMV21Bvdf9YfzZeurg','LSirRnoGQC-_4JEEWtEX2g',0,0,NULL,'',1796403985,1796403985,1798995985,1796403985,'logout','127.0.0.1');
-INSERT INTO "sessions" VALUES('yJ8JUf5rvoTexqqd96LgjA','2QNp29Zmf00KbEfFSW1woA',0,1,1796403985,'',1796403985,1796403985,1798995985,NULL,NULL,'127.0.0.1');
+INSERT INTO "sessions" VALUES('GvQLOrxdpS2C7_e8IFCsAQ','X_SZ7jy4qxnYEG5hAL4Tmw',0,1,1796405995,'',1796405995,1796405995,1798997995,NULL,NULL,'127.0.0.1');
+INSERT INTO "sessions" VALUES('K0QT48w7G4pdtG70p86gBQ','1jLlIAWCYQ5dX5WsltYIow',0,0,NULL,'',1796405995,1796405995,1798997995,NULL,NULL,'127.0.0.1');
+INSERT INTO "sessions" VALUES('hljMtJdMG-vhJzI8R92WFg','1jLlIAWCYQ5dX5WsltYIow',0,0,NULL,'',1796405995,1796405995,1798997995,1796405995,'logout','127.0.0.1');
 CREATE TABLE softlock_padding (
         slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
         touched_at INTEGER NOT NULL
@@ -63,8 +63,8 @@ CREATE TABLE token_changes (
         jti        TEXT,              -- set when a token was denylisted
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
-    ) STRICT;
-INSERT INTO "token_changes" VALUES(1,'LSirRnoGQC-_4JEEWtEX2g','dTn7dMV21Bvdf9YfzZeurg',1796404885,1796403985);
+    , reason TEXT) STRICT;
+INSERT INTO "token_changes" VALUES(1,'1jLlIAWCYQ5dX5WsltYIow','hljMtJdMG-vhJzI8R92WFg',1796406895,1796405995,'logout');
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -77,8 +77,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('2QNp29Zmf00KbEfFSW1woA','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$zwlqyKJ+fMc8wJUKmeE7xw$p8KGsGIhwzUezpp54IF3aHpZsioSzW7wzG+SofCjl2Q',0,0,NULL,1796403985);
-INSERT INTO "users" VALUES('LSirRnoGQC-_4JEEWtEX2g','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$5qUyBtAfuL5Iq/OoJ8SFbw$w1uJiypL8e3EUmC63eVJpNQ/o0hZ6ZAkItoVaBDqGGM',0,0,NULL,1796403985);
+INSERT INTO "users" VALUES('1jLlIAWCYQ5dX5WsltYIow','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$bnYjnB+IiLsfhNws4ANXjg$ANs98AjbHRiL8VkrSGhYIB8jKfojB+odMaX7TR6NQTE',0,0,NULL,1796405995);
+INSERT INTO "users" VALUES('X_SZ7jy4qxnYEG5hAL4Tmw','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$ddIf0huBzTi0zDyZvLDDJQ$cBRjTd35J3pM6Qu/FMZWkZeGCamip0asvYGGO1Djr9o',0,0,NULL,1796405995);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS
@@ -96,6 +96,6 @@ CREATE TRIGGER token_changes_on_profile
         AFTER UPDATE OF id, username, full_name, mothers_favorite_search_engine ON users
         BEGIN INSERT INTO token_changes (user_id) VALUES (OLD.id); END;
 CREATE TRIGGER token_changes_on_revoke AFTER INSERT ON revoked_tokens
-        BEGIN INSERT INTO token_changes (user_id, jti, expires_at)
-              VALUES (NEW.user_id, NEW.jti, NEW.expires_at); END;
+        BEGIN INSERT INTO token_changes (user_id, jti, expires_at, reason)
+              VALUES (NEW.user_id, NEW.jti, NEW.expires_at, NEW.reason); END;
 COMMIT;

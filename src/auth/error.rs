@@ -2,7 +2,7 @@
 
 use super::hash_pool::PoolError;
 use crate::domain::ids::SessionId;
-use crate::domain::session::SessionStatus;
+use crate::domain::session::{Denial, SessionStatus};
 use crate::domain::validation::FieldError;
 use crate::store::StoreError;
 use crate::token::{RefreshTokenError, TokenError};
@@ -13,12 +13,16 @@ use crate::token::{RefreshTokenError, TokenError};
 pub enum TokenRejection {
     #[error("{0}")]
     Codec(TokenError),
-    /// Its `sid` (or `jti`) is on the denylist: the session ended by any means.
-    #[error(
-        "token's session was ended (logout, ended by id or by `tessera session revoke`, or \
-         refresh-token reuse)"
-    )]
-    Revoked,
+    /// Its `sid` (or `jti`) is on the denylist: the session ended, for the reason recorded.
+    #[error("token's session was ended: {0}")]
+    Revoked(Denial),
+    /// Its session is on file but not live: ended, expired, or revoked with all the user's.
+    #[error("token's session is not live: {0}")]
+    SessionNotLive(SessionStatus),
+    /// Its session ended, or every session of the user was revoked, while the request that
+    /// needed it was being served.
+    #[error("token's session ended, or all the user's sessions were revoked, during the request")]
+    EndedMeanwhile,
     #[error(
         "token predates the user's last log-out-everywhere, password change or \
          `tessera user revoke`"

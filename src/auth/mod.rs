@@ -21,7 +21,7 @@ use crate::domain::lockout::{LockoutPolicy, PhantomFailures};
 use crate::domain::password::{Password, Verification};
 use crate::domain::password_policy::PasswordPolicy;
 use crate::domain::secret::SecretString;
-use crate::domain::session::{EndReason, Origin, SessionPolicy};
+use crate::domain::session::{Denial, EndReason, Origin, SessionPolicy};
 use crate::domain::user::{NewUser, UserProfile};
 use crate::domain::username::Username;
 use crate::store::{
@@ -228,10 +228,10 @@ impl Auth {
     /// Verifies a bearer token and checks revocation: one codec pass, one store read.
     pub fn authenticate(&self, token: &str, now: i64) -> Result<Authenticated> {
         let (caller, revoked) = self.check_token(token, now)?;
-        if revoked {
-            return Err(TokenRejection::Revoked.into());
+        match revoked {
+            Some(denial) => Err(TokenRejection::Revoked(denial).into()),
+            None => Ok(caller),
         }
-        Ok(caller)
     }
 
     /// The request path's first try: the codec plus the in-memory view of token state, with no
@@ -250,10 +250,10 @@ impl Auth {
             return Ok(None);
         };
         let (caller, revoked) = judge(claims, state)?;
-        if revoked {
-            return Err(TokenRejection::Revoked.into());
+        match revoked {
+            Some(denial) => Err(TokenRejection::Revoked(denial).into()),
+            None => Ok(Some(caller)),
         }
-        Ok(Some(caller))
     }
 
     /// Ends the presented token's session: its refresh token and every access token it issued
@@ -310,7 +310,9 @@ impl Auth {
                     refresh_counter,
                     session_expires_at,
                 } => return self.grant(access, refresh_counter, session_expires_at, now),
-                PasswordChangeOutcome::SessionEnded => return Err(TokenRejection::Revoked.into()),
+                PasswordChangeOutcome::SessionEnded => {
+                    return Err(TokenRejection::EndedMeanwhile.into());
+                }
                 PasswordChangeOutcome::PasswordChanged => {
                     verified_hash = self.reverify_after_hash_moved(
                         caller,
@@ -409,7 +411,7 @@ impl Auth {
     }
 
     /// Verified caller plus whether the token is on the denylist.
-    fn check_token(&self, token: &str, now: i64) -> Result<(Authenticated, bool)> {
+    fn check_token(&self, token: &str, now: i64) -> Result<(Authenticated, Option<Denial>)> {
         let claims = self
             .codec()
             .verify(token, now)
@@ -440,7 +442,7 @@ impl Auth {
 pub fn check_revocation(
     store: &dyn Store,
     claims: VerifiedClaims,
-) -> Result<(Authenticated, bool)> {
+) -> Result<(Authenticated, Option<Denial>)> {
     let state = store
         .token_state(
             &claims.claims().sub,
@@ -452,7 +454,7 @@ pub fn check_revocation(
 }
 
 /// A token stands if it carries its user's current generation; says whether it is denylisted.
-fn judge(claims: VerifiedClaims, state: TokenState) -> Result<(Authenticated, bool)> {
+fn judge(claims: VerifiedClaims, state: TokenState) -> Result<(Authenticated, Option<Denial>)> {
     if claims.claims().r#gen != state.current_generation {
         return Err(TokenRejection::StaleGeneration.into());
     }

@@ -204,11 +204,13 @@ impl Auth {
     ) -> Result<SessionRecord> {
         self.store
             .session(&caller.claims.claims().sid)?
-            .filter(|s| {
-                s.user_id == caller.profile.id
-                    && self.settings.sessions.status(s, now) == SessionStatus::Live
+            .filter(|s| s.user_id == caller.profile.id)
+            .ok_or(TokenRejection::EndedMeanwhile)
+            .and_then(|s| match self.settings.sessions.status(&s, now) {
+                SessionStatus::Live => Ok(s),
+                status => Err(TokenRejection::SessionNotLive(status)),
             })
-            .ok_or_else(|| TokenRejection::Revoked.into())
+            .map_err(Into::into)
     }
 
     /// An access token in `session` at `generation`, never outliving the session.

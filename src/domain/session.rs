@@ -61,6 +61,68 @@ impl EndReason {
     }
 }
 
+/// Why a token's session (or the token itself) is on the denylist: what a rejection names in the
+/// log. Recorded with the denylist row, so it reaches every process's view with the revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// Its user logged out of the session.
+    Logout,
+    /// Its user ended the session from the session list.
+    EndedByUser,
+    /// An operator ended it (`tessera session revoke`).
+    RevokedByOperator,
+    /// A superseded refresh token of the session was replayed after the grace window.
+    Reuse,
+    /// A row from before reasons were recorded.
+    Unrecorded,
+}
+
+impl Denial {
+    /// Why a session ended by `reason` is denylisted; `by_owner` tells the user's own ending
+    /// from an operator's, which end with the same [`EndReason`].
+    pub fn of(reason: EndReason, by_owner: bool) -> Self {
+        match (reason, by_owner) {
+            (EndReason::Logout, _) => Self::Logout,
+            (EndReason::Reuse, _) => Self::Reuse,
+            (EndReason::Revoked, true) => Self::EndedByUser,
+            (EndReason::Revoked, false) => Self::RevokedByOperator,
+        }
+    }
+
+    /// The stored spelling (`revoked_tokens.reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::EndedByUser => "ended",
+            Self::RevokedByOperator => "revoked",
+            Self::Reuse => "reuse",
+            Self::Unrecorded => "",
+        }
+    }
+
+    pub fn from_stored(text: Option<&str>) -> Self {
+        match text {
+            Some("logout") => Self::Logout,
+            Some("ended") => Self::EndedByUser,
+            Some("revoked") => Self::RevokedByOperator,
+            Some("reuse") => Self::Reuse,
+            _ => Self::Unrecorded,
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Logout => "its user logged out",
+            Self::EndedByUser => "its user ended it from the session list",
+            Self::RevokedByOperator => "an operator ended it (`tessera session revoke`)",
+            Self::Reuse => "a superseded refresh token of it was replayed",
+            Self::Unrecorded => "it was ended (no reason on record)",
+        })
+    }
+}
+
 /// A session as stored, with its user's current token generation read alongside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -265,6 +327,27 @@ mod tests {
         assert_eq!(refused(&session(), NOW + 47), SessionStatus::IdleExpired);
         assert_eq!(policy.status(&session(), NOW + 46), SessionStatus::Live);
         assert_eq!(policy.refresh_expires_at(&session()), NOW + 47);
+    }
+
+    #[test]
+    fn a_denial_names_who_ended_the_session_and_round_trips() {
+        assert_eq!(Denial::of(EndReason::Revoked, true), Denial::EndedByUser);
+        assert_eq!(
+            Denial::of(EndReason::Revoked, false),
+            Denial::RevokedByOperator
+        );
+        assert_eq!(Denial::of(EndReason::Logout, false), Denial::Logout);
+        assert_eq!(Denial::of(EndReason::Reuse, true), Denial::Reuse);
+        for denial in [
+            Denial::Logout,
+            Denial::EndedByUser,
+            Denial::RevokedByOperator,
+            Denial::Reuse,
+            Denial::Unrecorded,
+        ] {
+            assert_eq!(Denial::from_stored(Some(denial.as_str())), denial);
+        }
+        assert_eq!(Denial::from_stored(None), Denial::Unrecorded);
     }
 
     #[test]

@@ -265,6 +265,7 @@ mod tests {
     use crate::auth::hash_pool::PoolError;
     use crate::auth::{RefreshRejection, TokenRejection};
     use crate::domain::ids::SessionId;
+    use crate::domain::session::Denial;
     use crate::store::StoreError;
     use crate::token::TokenError;
     use http_body_util::BodyExt as _;
@@ -476,7 +477,7 @@ mod tests {
             (AuthError::Throttled { retry_after: 3 }, "too-many-requests"),
             // Every rejection reason is the same 401: clients learn nothing of which.
             (
-                AuthError::InvalidToken(TokenRejection::Revoked),
+                AuthError::InvalidToken(TokenRejection::Revoked(Denial::Logout)),
                 "invalid-token",
             ),
             (

@@ -2,7 +2,7 @@
 
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::profile_text::ProfileText;
-use crate::domain::session::Origin;
+use crate::domain::session::{Denial, Origin};
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::fmt;
@@ -71,7 +71,8 @@ pub struct TokenState {
     /// Shared with the in-memory view: a hit costs a reference count, not five string copies.
     pub profile: Arc<UserProfile>,
     pub current_generation: u64,
-    pub revoked: bool,
+    /// Why the token's id or its session's is on the denylist; `None` while it is not.
+    pub revoked: Option<Denial>,
 }
 
 /// A session a login starts, at the generation the login verified.

@@ -123,6 +123,7 @@ async fn a_replay_after_the_grace_window_ends_the_whole_session() {
                 .unwrap()
                 .unwrap()
                 .revoked
+                .is_some()
         );
     }
     // The user's other session is not the thief's.

@@ -454,3 +454,108 @@ async fn no_token_outlives_its_sessions_absolute_end() {
     clock.advance(1);
     assert_eq!(app.me(&access).await.status, 401, "at the session's end");
 }
+
+/// A refused token's reason names how its session really ended — by its user's logout, from
+/// the session list, by an operator, or by a replayed refresh token — on both backends, as the
+/// server and `tessera-token verify --db` both judge it (`auth::check_revocation`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_names_how_its_session_ended() {
+    use tessera::domain::session::Denial;
+    use tessera::support::clock::Clock as _;
+    let clock = tessera::support::clock::ManualClock::starting_now();
+    let app = spawn_app_with(|c| c.clock = clock.clone()).await;
+    app.register("kvothe", GOOD_PASSWORD).await;
+    let grant = || app.grant("kvothe", GOOD_PASSWORD);
+    let (logged_out, ended, revoked, replayed) =
+        (grant().await, grant().await, grant().await, grant().await);
+    let token = |grant: &serde_json::Value| tokens(grant).0;
+    app.send("DELETE", "/v1/sessions/current", Some(&token(&logged_out)))
+        .await;
+    let id = ended["session_id"].as_str().unwrap();
+    let reply = app
+        .send(
+            "DELETE",
+            &format!("/v1/sessions/{id}"),
+            Some(&token(&revoked)),
+        )
+        .await;
+    assert_eq!(reply.status, 204);
+    admin(
+        &app,
+        &["session", "revoke", revoked["session_id"].as_str().unwrap()],
+    );
+    let refresh = tokens(&replayed).1;
+    assert_eq!(app.refresh(&refresh).await.status, 200);
+    clock.advance(app.config.auth.sessions.reuse_grace + 1);
+    assert_eq!(app.refresh(&refresh).await.status, 401);
+    let store = app.store();
+    for (grant, expected) in [
+        (&logged_out, Denial::Logout),
+        (&ended, Denial::EndedByUser),
+        (&revoked, Denial::RevokedByOperator),
+        (&replayed, Denial::Reuse),
+    ] {
+        let claims = app.codec().verify(&token(grant), clock.now()).unwrap();
+        let (_, denial) = tessera::auth::check_revocation(store.as_ref(), claims).unwrap();
+        assert_eq!(denial, Some(expected));
+        assert_eq!(app.me(&token(grant)).await.status, 401, "{expected:?}");
+    }
+}
+
+/// The server's own log line for the refused token says how its session ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rejection_log_line_names_how_the_session_ended() {
+    use crate::http_client;
+    let dir = tempfile::tempdir().unwrap();
+    tessera::token::JwkSet::create(&dir.path().join("jwks.json")).unwrap();
+    let (mut child, addr, log, reader) =
+        crate::crash::start_binary_with(dir.path(), "info", "text", &["--login-rate", "0"]);
+    let body = serde_json::json!({"username": "kvothe", "full_name": "Patrick Rothfuss",
+        "password": GOOD_PASSWORD, "mothers_favorite_search_engine": "Duck Duck Go"});
+    http_client::send_json(addr, "POST", "/v1/users", None, &body)
+        .await
+        .unwrap();
+    let login = serde_json::json!({"username": "kvothe", "password": GOOD_PASSWORD});
+    let mut grants = Vec::new();
+    for _ in 0..2 {
+        let reply = http_client::send_json(addr, "POST", "/v1/sessions", None, &login)
+            .await
+            .unwrap();
+        grants.push(reply.json());
+    }
+    let (ended, other) = (tokens(&grants[0]).0, tokens(&grants[1]).0);
+    let id = grants[0]["session_id"].as_str().unwrap();
+    let path = format!("/v1/sessions/{id}");
+    let reply = http_client::send(
+        addr,
+        "DELETE",
+        &path,
+        &[("authorization", &format!("Bearer {other}"))],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 204);
+    let refused = http_client::send(
+        addr,
+        "GET",
+        "/v1/users/me",
+        &[("authorization", &format!("Bearer {ended}"))],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, 401);
+    let request_id = refused.header("x-request-id").unwrap().to_owned();
+    assert_eq!(crate::crash::terminate(&mut child).code(), Some(0));
+    reader.join().unwrap();
+    let lines = log.lock().unwrap().clone();
+    let rejection = lines
+        .iter()
+        .find(|line| line.contains(&request_id) && line.contains("token rejected"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        rejection.contains("its user ended it from the session list"),
+        "{rejection}"
+    );
+}

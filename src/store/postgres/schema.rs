@@ -88,6 +88,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at    BIGINT NOT NULL
     );
     ",
+    // 7: why each id is on the denylist (domain::session::Denial), so a rejected token's log
+    // line names the real reason. NULL on older rows.
+    r"
+    ALTER TABLE revoked_tokens ADD COLUMN reason TEXT;
+    ",
 ];
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {

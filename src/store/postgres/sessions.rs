@@ -4,7 +4,7 @@
 
 use super::{PgStore, col, error, first_count, session_from_row, to_i64, to_u64};
 use crate::domain::ids::{SessionId, UserId};
-use crate::domain::session::{EndReason, SessionRecord};
+use crate::domain::session::{Denial, EndReason, SessionRecord};
 use crate::store::rows;
 use crate::store::{
     Credentials, NewSession, PasswordChange, PasswordChangeOutcome, Result, SessionGrant, Sessions,
@@ -194,9 +194,14 @@ impl Sessions for PgStore {
             let user_id: String = col(&row, 0)?;
             let denied_until: i64 = col(&row, 1)?;
             tx.execute(
-                "INSERT INTO revoked_tokens (jti, user_id, expires_at, kind)
-                 VALUES ($1, $2, $3, 'session') ON CONFLICT DO NOTHING",
-                &[&id.as_str(), &user_id, &denied_until],
+                "INSERT INTO revoked_tokens (jti, user_id, expires_at, kind, reason)
+                 VALUES ($1, $2, $3, 'session', $4) ON CONFLICT DO NOTHING",
+                &[
+                    &id.as_str(),
+                    &user_id,
+                    &denied_until,
+                    &Denial::of(reason, owner.is_some()).as_str(),
+                ],
             )
             .await
             .map_err(error)?;

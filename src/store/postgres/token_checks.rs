@@ -13,6 +13,7 @@
 
 use super::{col, on_connection, profile_from_row, timed_out, to_u64};
 use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::domain::session::Denial;
 use crate::store::{Result, StoreError, TokenState};
 use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
@@ -26,11 +27,13 @@ const MAX_BATCH: usize = 256;
 const MAX_IN_FLIGHT: usize = 4;
 
 /// One statement for a batch: for each (user, jti, sid), the user's profile and generation if
-/// the user exists (NULLs if not), whether either id is denylisted, and the check's ordinal.
+/// the user exists (NULLs if not), why either id is denylisted (NULL if neither is), and the
+/// check's ordinal.
 const BATCH_SQL: &str = "
     SELECT u.id, u.username, u.username_canonical, u.full_name,
            u.mothers_favorite_search_engine, u.created_at, u.token_generation,
-           EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti IN (w.jti, w.sid)), w.n
+           (SELECT coalesce(r.reason, '') FROM revoked_tokens r WHERE r.jti IN (w.jti, w.sid)
+            LIMIT 1), w.n
     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) WITH ORDINALITY AS w(user_id, jti, sid, n)
     LEFT JOIN users u ON u.id = w.user_id";
 
@@ -163,7 +166,8 @@ async fn read(
             *slot = Some(TokenState {
                 profile: Arc::new(profile_from_row(row)?),
                 current_generation: to_u64(col(row, 6)?),
-                revoked: col(row, 7)?,
+                revoked: col::<Option<String>>(row, 7)?
+                    .map(|reason| Denial::from_stored(Some(&reason))),
             });
         }
     }

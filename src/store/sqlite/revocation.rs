@@ -30,6 +30,7 @@
 use super::thread_answers;
 use super::{Result, StoreError, TokenState};
 use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::domain::session::Denial;
 use crate::domain::user::UserProfile;
 use rusqlite::Connection;
 use std::fs::File;
@@ -71,8 +72,8 @@ type HashMap<K, V> = foldhash::HashMap<K, V>;
 struct View {
     users: HashMap<UserId, CachedUser>,
     /// Denylisted ids — token ids and ended sessions' ids, which never collide (128 random
-    /// bits each) — → when the last token they cover expires.
-    denylist: HashMap<TokenId, i64>,
+    /// bits each) — → when the last token they cover expires, and why they were denylisted.
+    denylist: HashMap<TokenId, (i64, Denial)>,
     /// Sequence number of the last `token_changes` row applied.
     last_seq: i64,
     /// Bumped whenever anything is applied, so a user loaded before can be told apart.
@@ -166,8 +167,11 @@ impl RevocationView {
             Some(user) => Lookup::Hit(TokenState {
                 profile: user.profile.clone(),
                 current_generation: user.generation,
-                revoked: view.denylist.contains_key(jti.as_str())
-                    || view.denylist.contains_key(sid.as_str()),
+                revoked: view
+                    .denylist
+                    .get(jti.as_str())
+                    .or_else(|| view.denylist.get(sid.as_str()))
+                    .map(|(_, denial)| *denial),
             }),
             None => Lookup::Miss {
                 version: view.version,
@@ -216,7 +220,7 @@ impl RevocationView {
     pub(super) fn prune(&self, cutoff: i64) {
         self.write()
             .denylist
-            .retain(|_, expires_at| *expires_at >= cutoff);
+            .retain(|_, (expires_at, _)| *expires_at >= cutoff);
     }
 
     /// Whether the files SQLite has open are still the ones at their paths.
@@ -252,7 +256,8 @@ impl RevocationView {
             return Ok(());
         }
         let mut statement = tx.prepare_cached(
-            "SELECT seq, user_id, jti, expires_at FROM token_changes WHERE seq > ?1 ORDER BY seq",
+            "SELECT seq, user_id, jti, expires_at, reason FROM token_changes WHERE seq > ?1
+             ORDER BY seq",
         )?;
         let changes = statement
             .query_map([last_seq], |row| {
@@ -261,6 +266,7 @@ impl RevocationView {
                     row.get::<_, String>(1)?,
                     row.get::<_, Option<String>>(2)?,
                     row.get::<_, Option<i64>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -275,10 +281,12 @@ impl RevocationView {
             return rebuild(&mut self.write(), &tx, highest);
         }
         let mut view = self.write();
-        for (seq, user_id, jti, expires_at) in changes {
+        for (seq, user_id, jti, expires_at, reason) in changes {
             match (jti, expires_at) {
                 (Some(jti), Some(expires_at)) => {
-                    view.denylist.insert(TokenId::from_string(jti), expires_at);
+                    let denial = Denial::from_stored(reason.as_deref());
+                    view.denylist
+                        .insert(TokenId::from_string(jti), (expires_at, denial));
                 }
                 _ => {
                     view.users.remove(user_id.as_str());
@@ -301,11 +309,16 @@ impl RevocationView {
 
 /// Empties the user view and reloads the denylist; the log position becomes `highest`.
 fn rebuild(view: &mut View, conn: &Connection, highest: i64) -> Result<()> {
-    let mut statement = conn.prepare_cached("SELECT jti, expires_at FROM revoked_tokens")?;
+    let mut statement =
+        conn.prepare_cached("SELECT jti, expires_at, reason FROM revoked_tokens")?;
     let rows = statement.query_map([], |row| {
-        Ok((TokenId::from_string(row.get(0)?), row.get(1)?))
+        let reason: Option<String> = row.get(2)?;
+        Ok((
+            TokenId::from_string(row.get(0)?),
+            (row.get(1)?, Denial::from_stored(reason.as_deref())),
+        ))
     })?;
-    view.denylist = rows.collect::<rusqlite::Result<HashMap<TokenId, i64>>>()?;
+    view.denylist = rows.collect::<rusqlite::Result<HashMap<TokenId, (i64, Denial)>>>()?;
     view.users.clear();
     view.last_seq = highest;
     view.version += 1;

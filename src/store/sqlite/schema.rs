@@ -144,6 +144,16 @@ const MIGRATIONS: &[&str] = &[
         created_at    INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     ",
+    // 9: why each id is on the denylist (domain::session::Denial), carried by the change log to
+    // every view, so a rejected token's log line names the real reason. NULL on older rows.
+    r"
+    ALTER TABLE revoked_tokens ADD COLUMN reason TEXT;
+    ALTER TABLE token_changes ADD COLUMN reason TEXT;
+    DROP TRIGGER token_changes_on_revoke;
+    CREATE TRIGGER token_changes_on_revoke AFTER INSERT ON revoked_tokens
+        BEGIN INSERT INTO token_changes (user_id, jti, expires_at, reason)
+              VALUES (NEW.user_id, NEW.jti, NEW.expires_at, NEW.reason); END;
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -12,7 +12,7 @@
 use super::group_commit::{GRANT_SQL, execute_grant};
 use super::{Result, SqliteStore, StoreError, to_i64, to_u64};
 use crate::domain::ids::{SessionId, UserId};
-use crate::domain::session::{EndReason, SessionRecord};
+use crate::domain::session::{Denial, EndReason, SessionRecord};
 use crate::store::Sessions;
 use crate::store::rows;
 use crate::store::{Credentials, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant};
@@ -130,9 +130,14 @@ impl Sessions for SqliteStore {
                 return Ok(false);
             };
             tx.execute(
-                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at, kind)
-                 VALUES (?1, ?2, ?3, 'session')",
-                params![id.as_str(), user_id, denied_until],
+                "INSERT OR IGNORE INTO revoked_tokens (jti, user_id, expires_at, kind, reason)
+                 VALUES (?1, ?2, ?3, 'session', ?4)",
+                params![
+                    id.as_str(),
+                    user_id,
+                    denied_until,
+                    Denial::of(reason, owner.is_some()).as_str()
+                ],
             )?;
             tx.commit()?;
             Ok(true)

@@ -95,7 +95,10 @@ fn token_state_reports_generation_and_denylist() {
         .token_state(uid("u1"), tid("j1"), sid("no-session"))
         .unwrap()
         .unwrap();
-    assert_eq!((state.current_generation, state.revoked), (0, false));
+    assert_eq!(
+        (state.current_generation, state.revoked.is_some()),
+        (0, false)
+    );
     assert_eq!(state.profile.username.canonical(), "kvothe");
 
     store.denylist(tid("j1"), uid("u1"), 200).unwrap();
@@ -106,13 +109,15 @@ fn token_state_reports_generation_and_denylist() {
             .unwrap()
             .unwrap()
             .revoked
+            .is_some()
     );
     assert!(
-        !store
+        store
             .token_state(uid("u1"), tid("j2"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
+            .is_none()
     );
 
     assert_eq!(store.bump_generation(uid("u1")).unwrap(), Some(1));
@@ -206,6 +211,7 @@ fn pruning_drops_only_expired_rows() {
             .unwrap()
             .unwrap()
             .revoked
+            .is_some()
     );
 }
 
@@ -357,7 +363,7 @@ fn ending_a_session_denylists_its_id_and_nothing_else() {
             .token_state(uid("u1"), tid("any-token"), sid(session))
             .unwrap()
             .unwrap();
-        assert_eq!(state.revoked, revoked, "{session}");
+        assert_eq!(state.revoked.is_some(), revoked, "{session}");
     }
     let ended = store.session(sid("s1")).unwrap().unwrap();
     assert_eq!(ended.ended, Some((170, EndReason::Logout)));
@@ -385,7 +391,7 @@ fn the_view_refuses_a_token_of_an_ended_session_from_memory() {
         .token_state(uid("u1"), tid("t1"), sid("s1"))
         .unwrap()
         .unwrap();
-    assert!(!fill.revoked);
+    assert!(fill.revoked.is_none());
     store
         .end_session(sid("s1"), None, EndReason::Reuse, 170, 1070)
         .unwrap();
@@ -396,12 +402,13 @@ fn the_view_refuses_a_token_of_an_ended_session_from_memory() {
             .unwrap()
             .unwrap()
             .revoked
+            .is_some()
     );
     let cached = store
         .cached_token_state(uid("u1"), tid("t1"), sid("s1"))
         .unwrap()
         .unwrap();
-    assert!(cached.revoked);
+    assert!(cached.revoked.is_some());
 }
 
 #[test]
@@ -433,7 +440,7 @@ fn dump_holds_schema_and_rows() {
     assert!(dump.contains("CREATE TABLE users"));
     assert!(dump.contains("CREATE VIEW active_sessions"));
     assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
-    assert!(dump.contains("PRAGMA user_version=8;"));
+    assert!(dump.contains("PRAGMA user_version=9;"));
     assert!(dump.contains("CREATE TABLE softlock_padding"));
     assert!(dump.contains("CREATE TABLE sessions"));
 }
@@ -457,7 +464,7 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
         .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
         .unwrap()
         .unwrap();
-    assert_eq!((hit.current_generation, hit.revoked), (0, false));
+    assert_eq!((hit.current_generation, hit.revoked.is_some()), (0, false));
 
     // Our own commit: the view has caught up by the time the write returns.
     store.denylist(tid("j1"), uid("u1"), 200).unwrap();
@@ -467,6 +474,7 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
             .unwrap()
             .unwrap()
             .revoked
+            .is_some()
     );
 
     // Another process (the admin CLI) writes through its own connection.
@@ -507,6 +515,7 @@ fn memory_view_fills_on_miss_and_follows_every_write() {
             .unwrap()
             .unwrap()
             .revoked
+            .is_some()
     );
 
     other
@@ -558,13 +567,17 @@ fn memory_view_rebuilds_when_the_change_log_was_pruned_past_it() {
         .token_state(uid("u1"), tid("j1"), sid("no-session"))
         .unwrap()
         .unwrap();
-    assert_eq!((state.current_generation, state.revoked), (2, true));
+    assert_eq!(
+        (state.current_generation, state.revoked.is_some()),
+        (2, true)
+    );
     assert!(
         store
             .cached_token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
+            .is_some()
     );
 }
 
@@ -576,11 +589,12 @@ fn memory_view_sees_revocations_after_the_change_log_was_pruned_empty() {
     let (dir, store) = open();
     store.create_user(&user("u1", "kvothe")).unwrap();
     assert!(
-        !store
+        store
             .token_state(uid("u1"), tid("j1"), sid("no-session"))
             .unwrap()
             .unwrap()
             .revoked
+            .is_none()
     );
     store.denylist(tid("j1"), uid("u1"), i64::MAX).unwrap();
     store.bump_generation(uid("u1")).unwrap();
@@ -590,7 +604,10 @@ fn memory_view_sees_revocations_after_the_change_log_was_pruned_empty() {
         .token_state(uid("u1"), tid("j1"), sid("no-session"))
         .unwrap()
         .unwrap();
-    assert_eq!((state.current_generation, state.revoked), (1, true));
+    assert_eq!(
+        (state.current_generation, state.revoked.is_some()),
+        (1, true)
+    );
 }
 
 // ---- group commit: refreshes of one batch behave as one transaction each would ----
@@ -704,6 +721,69 @@ fn grants_wait_for_another_writer_and_see_what_it_committed() {
 
 /// Answers a thread remembers (`thread_answers.rs`) are never given after a commit — by this
 /// store or by another connection — and never for another session, user or view.
+/// The view carries why each id is denylisted — from this store's own writes and from another
+/// process's — so a rejection answered from memory names the same reason as one read from the
+/// tables.
+#[test]
+fn the_view_knows_why_each_session_ended() {
+    use crate::domain::session::Denial;
+    let (dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    let creds = verified(&store, "kvothe");
+    for id in ["s1", "s2", "s3"] {
+        store.record_login(&creds, None, &session(id)).unwrap();
+    }
+    store.token_state(uid("u1"), tid("j"), sid("s1")).unwrap();
+    store
+        .end_session(sid("s1"), Some(uid("u1")), EndReason::Revoked, 170, 1070)
+        .unwrap();
+    store
+        .end_session(sid("s2"), None, EndReason::Revoked, 170, 1070)
+        .unwrap();
+    let plain = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    plain
+        .execute(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at, kind, reason)
+             VALUES ('s3', 'u1', 1070, 'session', 'reuse')",
+            [],
+        )
+        .unwrap();
+    plain
+        .execute(
+            "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ('old', 'u1', 1070)",
+            [],
+        )
+        .unwrap();
+    store.token_state(uid("u1"), tid("j"), sid("s1")).unwrap();
+    for (session, expected) in [
+        ("s1", Denial::EndedByUser),
+        ("s2", Denial::RevokedByOperator),
+        ("s3", Denial::Reuse),
+        ("old", Denial::Unrecorded),
+    ] {
+        let from_memory = store
+            .cached_token_state(uid("u1"), tid("j"), sid(session))
+            .unwrap()
+            .unwrap();
+        let from_tables = store
+            .load_token_state(uid("u1"), tid("j"), sid(session))
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_memory.revoked, Some(expected), "{session}");
+        assert_eq!(from_tables.revoked, Some(expected), "{session}");
+    }
+    // Rebuilt from the tables (a fresh view), the reasons are the same.
+    let fresh =
+        SqliteStore::open_for_serving(&dir.path().join("t.db"), crate::store::DEFAULT_DB_TIMEOUT)
+            .unwrap();
+    fresh.token_state(uid("u1"), tid("j"), sid("s3")).unwrap();
+    let state = fresh
+        .cached_token_state(uid("u1"), tid("j"), sid("s3"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.revoked, Some(Denial::Reuse));
+}
+
 #[test]
 fn a_users_tokens_share_one_profile_copy_per_thread_until_the_next_commit() {
     let (_dir, store) = open();
@@ -766,9 +846,9 @@ fn remembered_answers_end_with_the_next_commit_and_belong_to_one_question() {
     // asked at the same header: the first answer is not given for it.
     store.denylist(tid("s2"), uid("u1"), 300).unwrap();
     store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
-    assert!(!cached(&store, "j1", "s1").unwrap().revoked);
-    assert!(cached(&store, "j1", "s2").unwrap().revoked);
-    assert!(!cached(&store, "j1", "s1").unwrap().revoked);
+    assert!(cached(&store, "j1", "s1").unwrap().revoked.is_none());
+    assert!(cached(&store, "j1", "s2").unwrap().revoked.is_some());
+    assert!(cached(&store, "j1", "s1").unwrap().revoked.is_none());
 
     // A commit by another connection, as the admin CLI makes: the remembered answer is gone.
     let plain = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
@@ -792,7 +872,7 @@ fn remembered_answers_end_with_the_next_commit_and_belong_to_one_question() {
         "stale until caught up"
     );
     store.token_state(uid("u1"), tid("j1"), sid("s1")).unwrap();
-    assert!(cached(&store, "j1", "s1").unwrap().revoked);
+    assert!(cached(&store, "j1", "s1").unwrap().revoked.is_some());
     drop(other_dir);
 }
 
@@ -819,8 +899,8 @@ fn our_own_commits_leave_the_view_current() {
     assert!(cached("j1").is_some(), "current after our own commit");
     // Commits that do: each is seen at once.
     store.denylist(tid("j1"), uid("u1"), 300).unwrap();
-    assert!(cached("j1").unwrap().revoked);
-    assert!(!cached("j2").unwrap().revoked);
+    assert!(cached("j1").unwrap().revoked.is_some());
+    assert!(cached("j2").unwrap().revoked.is_none());
     // (A generation bump makes the view forget the user, to be loaded again with its profile.)
     store.bump_generation(uid("u1")).unwrap();
     assert!(cached("j2").is_none(), "forgotten, not stale");
@@ -869,7 +949,7 @@ fn eager_catch_ups_never_hide_another_process_s_commit() {
                 .cached_token_state(uid("u1"), tid(&jti), sid("s1"))
                 .unwrap();
             assert!(
-                answer.is_none_or(|state| state.revoked),
+                answer.is_none_or(|state| state.revoked.is_some()),
                 "round {round}: a revoked token answered as live"
             );
         }

@@ -10,6 +10,7 @@ use super::revocation::Lookup;
 use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS};
 use super::{Result, SqliteStore, to_u64};
 use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::domain::session::Denial;
 use crate::store::Revocation;
 use crate::store::TokenState;
 use crate::store::rows::{self, Columns as _};
@@ -116,7 +117,7 @@ impl Revocation for SqliteStore {
 }
 
 impl SqliteStore {
-    fn load_token_state(
+    pub(super) fn load_token_state(
         &self,
         user_id: &UserId,
         jti: &TokenId,
@@ -125,7 +126,8 @@ impl SqliteStore {
         self.with_conn(|conn| {
             let sql = format!(
                 "SELECT {PROFILE_COLUMNS}, token_generation,
-                        EXISTS (SELECT 1 FROM revoked_tokens WHERE jti IN (?2, ?3))
+                        (SELECT coalesce(reason, '') FROM revoked_tokens WHERE jti IN (?2, ?3)
+                         LIMIT 1)
                  FROM users WHERE id = ?1"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -137,7 +139,9 @@ impl SqliteStore {
                             Ok(TokenState {
                                 profile: Arc::new(rows::profile(row, 0)?),
                                 current_generation: to_u64(row.int(PROFILE_COLUMN_COUNT)?),
-                                revoked: row.int(PROFILE_COLUMN_COUNT + 1)? != 0,
+                                revoked: row
+                                    .opt_text(PROFILE_COLUMN_COUNT + 1)?
+                                    .map(|reason| Denial::from_stored(Some(&reason))),
                             })
                         })())
                     },

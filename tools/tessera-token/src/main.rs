@@ -249,8 +249,8 @@ fn run_verify(
                     None => "not on file (unknown, pruned, or its user deleted)".to_owned(),
                 });
                 match auth::check_revocation(store.as_ref(), claims) {
-                    Ok((_, false)) => Ok((copy, "active".to_owned())),
-                    Ok((_, true)) => Err(TokenRejection::Revoked.to_string()),
+                    Ok((_, None)) => Ok((copy, "active".to_owned())),
+                    Ok((_, Some(denial))) => Err(TokenRejection::Revoked(denial).to_string()),
                     Err(AuthError::InvalidToken(rejection)) => Err(rejection.to_string()),
                     Err(other) => return Err(other.to_string()),
                 }
