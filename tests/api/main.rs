@@ -21,6 +21,7 @@ mod races;
 mod refresh;
 mod registration;
 mod replicas;
+mod schema_parity;
 mod sessions;
 mod tcp_proxy;
 mod trusted_proxies;
