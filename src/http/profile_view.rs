@@ -40,14 +40,13 @@ pub fn render(profile: &UserProfile) -> Bytes {
 /// What worker threads render from shared profiles, remembered per `Arc` (see the module's
 /// comment for why an address match is the same profile).
 pub struct PerProfile<T> {
-    /// Keyed by addresses, which no client chooses: a fast hasher is enough.
-    rendered: foldhash::HashMap<usize, (Weak<UserProfile>, T)>,
+    rendered: std::collections::HashMap<usize, (Weak<UserProfile>, T)>,
 }
 
 impl<T: Clone> PerProfile<T> {
     pub fn new() -> Self {
         Self {
-            rendered: foldhash::HashMap::default(),
+            rendered: std::collections::HashMap::new(),
         }
     }
 

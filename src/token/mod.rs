@@ -268,12 +268,15 @@ impl<'a> Segments<'a> {
         }
         // Exactly two separators: the first, the last, and none between them.
         let bytes = token.as_bytes();
-        let (Some(first), Some(last)) = (memchr::memchr(b'.', bytes), memchr::memrchr(b'.', bytes))
-        else {
+        let separator = |byte: &u8| *byte == b'.';
+        let (Some(first), Some(last)) = (
+            bytes.iter().position(separator),
+            bytes.iter().rposition(separator),
+        ) else {
             return Err(TokenError::SegmentCount);
         };
         let between = bytes.get(first + 1..last).unwrap_or_default();
-        if last == first || memchr::memchr(b'.', between).is_some() {
+        if last == first || between.contains(&b'.') {
             return Err(TokenError::SegmentCount);
         }
         let header = token.get(..first).unwrap_or_default();

@@ -64,9 +64,9 @@ struct CachedUser {
     generation: u64,
 }
 
-/// Keyed by ids the server generated (random user ids, token and session ids): a fast hasher,
-/// seeded per map, is enough.
-type HashMap<K, V> = foldhash::HashMap<K, V>;
+/// std's map and its SipHash: a faster hasher measured no difference per request (BENCHMARKS.md,
+/// "Hand-written infrastructure, measured").
+type HashMap<K, V> = std::collections::HashMap<K, V>;
 
 #[derive(Debug, Default)]
 struct View {

@@ -1,10 +1,10 @@
 //! Each worker thread's answers from the revocation view, valid until the next commit.
 //!
-//! Every token check read the view under its shared lock and took a reference on the user's
-//! shared profile. With two worker threads on two CPUs, the lock word and the reference count
-//! moved between the CPUs on every request (BENCHMARKS.md, "The hot path, stage by stage").
-//! A thread now keeps the answers it got, each with its own copy of the profile, tagged with
-//! the WAL-index header they were read at.
+//! Asking the view takes its shared lock and a reference on the user's shared profile: with two
+//! worker threads on two CPUs, the lock word and the reference count would move between the
+//! CPUs on every request (BENCHMARKS.md, "The hot path, stage by stage"). So a thread keeps the
+//! answers it got, with its own copy of each user's profile, tagged with the WAL-index header
+//! they were read at.
 //!
 //! Why that stays exact: the header is still read on every request — that check does not
 //! change — and the view changes only by applying commits, which rewrite the header (see
@@ -35,10 +35,10 @@ struct Answers {
     /// would differ by header already — their WAL salts are random — the id makes it certain.)
     view: u64,
     header: Option<Header>,
-    by_jti: foldhash::HashMap<TokenId, Answer>,
+    by_jti: std::collections::HashMap<TokenId, Answer>,
     /// The thread's copy of each user's profile, shared by that user's answers: one copy (and
     /// one rendering of it, `http::profile_view`) per user, however many tokens they hold.
-    profiles: foldhash::HashMap<UserId, Arc<crate::domain::user::UserProfile>>,
+    profiles: std::collections::HashMap<UserId, Arc<crate::domain::user::UserProfile>>,
 }
 
 thread_local! {
