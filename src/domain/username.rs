@@ -55,10 +55,18 @@ impl Username {
             return Err(UsernameError::TooLong);
         }
         // The IdentifierClass refuses spaces, controls, zero-width and unassigned code points.
-        let canonical = UsernameCaseMapped::new()
+        let profile = UsernameCaseMapped::new();
+        let canonical = profile
             .enforce(raw)
             .map_err(|_| UsernameError::DisallowedCharacter)?
             .into_owned();
+        // RFC 8264 §7 checks the class on the mapped and normalised string; `precis-profiles`
+        // checks the input, so a base character and a combining mark that NFC composes into a
+        // symbol (`>` + U+0338 → `≯`) would pass. A canonical name must be a fixed point: one
+        // that enforces to itself.
+        if profile.enforce(&canonical).ok().as_deref() != Some(canonical.as_str()) {
+            return Err(UsernameError::DisallowedCharacter);
+        }
         if canonical.chars().count() > MAX_USERNAME_CHARS {
             return Err(UsernameError::TooLong);
         }
@@ -97,6 +105,27 @@ mod tests {
 
     /// `me` names the caller's own account in routes, so no account may be called `me`, in any
     /// case or width.
+    /// Found by the `username` fuzz target: `>` + U+0338 passes the class check as typed but
+    /// composes into `≯` (a math symbol, outside the IdentifierClass) — a canonical name that
+    /// would not parse itself.
+    #[test]
+    fn a_name_that_normalises_into_a_disallowed_character_is_refused() {
+        assert_eq!(
+            Username::parse(">\u{338}020"),
+            Err(UsernameError::DisallowedCharacter)
+        );
+        assert_eq!(
+            Username::parse("\u{226f}020"),
+            Err(UsernameError::DisallowedCharacter)
+        );
+        let composed = Username::parse("e\u{301}mile").unwrap();
+        assert_eq!(
+            composed.canonical(),
+            "\u{e9}mile",
+            "NFC composes letters as before"
+        );
+    }
+
     #[test]
     fn names_that_collide_with_routes_are_reserved_in_every_case_and_width() {
         for name in ["me", "ME", "Me", "ｍｅ", "ＭＥ"] {

@@ -99,7 +99,7 @@ pub struct Form {
 }
 
 impl Form {
-    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+    pub(super) fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
         if std::str::from_utf8(bytes).is_err() {
             return Err(bad_request("The body is not valid UTF-8."));
         }
@@ -112,6 +112,11 @@ impl Form {
         }
         parameters.retain(|(_, value)| !value.is_empty());
         Ok(Self { parameters })
+    }
+
+    /// The parameters, in the order sent.
+    pub fn parameters(&self) -> &[(String, String)] {
+        &self.parameters
     }
 
     /// A parameter's value, if it was sent with one.

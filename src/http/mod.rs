@@ -11,6 +11,7 @@ mod handlers;
 mod introspection;
 pub mod limits;
 pub mod metrics;
+pub mod parsers;
 pub mod problem;
 mod profile_view;
 mod response;
