@@ -131,6 +131,32 @@ mod tests {
         )
     }
 
+    /// Any key of the ring whose tag matches opens the token — also when two key ids hold the
+    /// same material, so both match (a key copied under a new id must not lock sessions out).
+    #[test]
+    fn a_tag_that_several_keys_match_still_opens() {
+        use base64::Engine as _;
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let set: crate::token::JwkSet = serde_json::from_value(serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "k1", "alg": "HS256", "use": "sig", "k": secret},
+            {"kty": "oct", "kid": "copy", "alg": "HS256", "use": "sig", "k": secret},
+        ]}))
+        .unwrap();
+        let both = Codec::new(
+            Keyring::from_set(&set, std::path::Path::new("test")).unwrap(),
+            codec(&[7; 32]).policy().clone(),
+        );
+        let session = SessionId::random();
+        let token = both.refresh_token(&session, 3).unwrap();
+        assert_eq!(
+            both.open_refresh_token(token.expose()).unwrap(),
+            RefreshClaims {
+                session,
+                counter: 3
+            }
+        );
+    }
+
     #[test]
     fn a_minted_token_opens_to_its_session_and_counter() {
         let codec = codec(&[7; 32]);
