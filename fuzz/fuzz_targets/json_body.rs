@@ -59,7 +59,11 @@ fuzz_target!(|data: &[u8]| {
     let ours = parse_object(data, 4);
     let theirs = serde_json::from_slice::<serde_json::Value>(data);
     let mut repeats = false;
-    let walked = Repeats(&mut repeats).deserialize(&mut serde_json::Deserializer::from_slice(data));
+    let mut document = serde_json::Deserializer::from_slice(data);
+    // The whole input: a value followed by anything but whitespace is not a document.
+    let walked = Repeats(&mut repeats)
+        .deserialize(&mut document)
+        .and_then(|()| document.end());
     if repeats {
         assert!(ours.is_err(), "a repeated member was accepted: {ours:?}");
     }
