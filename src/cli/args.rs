@@ -484,6 +484,7 @@ mod tests {
             "::1,127.0.0.1",
         ])
         .unwrap();
+        assert!(!two.is_empty());
         let shown: Vec<String> = two.networks().iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0.0.0/8", "::1/128", "127.0.0.1/32"]);
         let refused = parse(&["tessera", "serve", "--trusted-proxy", "nginx"]).unwrap_err();

@@ -530,6 +530,24 @@ fn exp_before_iat_is_rejected() {
     );
 }
 
+/// A token that becomes valid only after it has expired is refused as inconsistent, whenever it
+/// is presented (found by mutation testing: no test had `nbf` after `exp`).
+#[test]
+fn nbf_after_exp_is_rejected() {
+    assert_eq!(
+        verify(&forge(
+            &our_header(),
+            &with_claim("nbf", json!(NOW + HOUR + 1))
+        )),
+        Err(TokenError::InconsistentTimes)
+    );
+    // `nbf` at `exp` is not inconsistent (the token is simply never valid).
+    assert_ne!(
+        verify(&forge(&our_header(), &with_claim("nbf", json!(NOW + HOUR)))),
+        Err(TokenError::InconsistentTimes)
+    );
+}
+
 // ---- RFC vectors ----
 
 const RFC7515_A1_KEY: &str =
