@@ -5,8 +5,9 @@
 //! parser that does, so both the token codec and the HTTP body parser go through here and refuse
 //! them. Nesting is bounded *before* serde recurses, so a hostile `[[[[…]]]]` costs one linear scan.
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -35,9 +36,13 @@ pub fn parse_object(bytes: &[u8], max_depth: usize) -> Result<Vec<Member>, Objec
     let text = precheck(bytes, max_depth)?;
 
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let members = MembersSeed
+    let nested_repeat = RefCell::new(None);
+    let members = MembersSeed(&nested_repeat)
         .deserialize(&mut deserializer)
-        .map_err(|_| ObjectError::Malformed)?;
+        .map_err(|_| match nested_repeat.take() {
+            Some(name) => ObjectError::DuplicateMember(name),
+            None => ObjectError::Malformed,
+        })?;
     deserializer.end().map_err(|_| ObjectError::Malformed)?;
 
     let mut seen = HashSet::with_capacity(members.len());
@@ -100,19 +105,22 @@ fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), ObjectError> {
     Ok(())
 }
 
-struct MembersSeed;
+/// Where a nested object's repeated member is named when the parse stops on it.
+type RepeatedName<'a> = &'a RefCell<Option<String>>;
 
-impl<'de> DeserializeSeed<'de> for MembersSeed {
+struct MembersSeed<'a>(RepeatedName<'a>);
+
+impl<'de> DeserializeSeed<'de> for MembersSeed<'_> {
     type Value = Vec<Member>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(MembersVisitor)
+        deserializer.deserialize_map(MembersVisitor(self.0))
     }
 }
 
-struct MembersVisitor;
+struct MembersVisitor<'a>(RepeatedName<'a>);
 
-impl<'de> Visitor<'de> for MembersVisitor {
+impl<'de> Visitor<'de> for MembersVisitor<'_> {
     type Value = Vec<Member>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -121,10 +129,83 @@ impl<'de> Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(entry) = map.next_entry::<String, Value>()? {
-            members.push(entry);
+        while let Some(name) = map.next_key::<String>()? {
+            let value = map.next_value_seed(ValueSeed(self.0))?;
+            members.push((name, value));
         }
         Ok(members)
+    }
+}
+
+/// A member's value, whose objects at any depth repeat no member: the parse stops at the first
+/// repeat and names it (top-level repeats are found after the parse, with their name).
+struct ValueSeed<'a>(RepeatedName<'a>);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(ValueVisitor(self.0))
+    }
+}
+
+struct ValueVisitor<'a>(RepeatedName<'a>);
+
+impl<'de> Visitor<'de> for ValueVisitor<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ValueSeed(self.0))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if object.contains_key(&name) {
+                let error = A::Error::custom(format_args!("member `{name}` appears twice"));
+                *self.0.borrow_mut() = Some(name);
+                return Err(error);
+            }
+            let value = map.next_value_seed(ValueSeed(self.0))?;
+            object.insert(name, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -145,6 +226,24 @@ mod tests {
             parse_object(br#"{"a":1,"a":2}"#, 2),
             Err(ObjectError::DuplicateMember("a".into()))
         );
+    }
+
+    /// Found by the `json_body` fuzz target: a repeat inside a nested object was kept, last one
+    /// winning. A repeat at any depth is refused and named.
+    #[test]
+    fn duplicate_members_of_nested_objects_are_rejected() {
+        assert_eq!(
+            parse_object(br#"{"x":{"a":1,"a":2}}"#, 4),
+            Err(ObjectError::DuplicateMember("a".into()))
+        );
+        assert_eq!(
+            parse_object(br#"{"x":[1,{"b":{},"b":[]}]}"#, 4),
+            Err(ObjectError::DuplicateMember("b".into()))
+        );
+        let fine = parse_object(br#"{"x":{"a":1,"b":[{"a":2}]},"y":-1.5e3}"#, 4).unwrap();
+        let expected: Value = serde_json::from_str(r#"{"a":1,"b":[{"a":2}]}"#).unwrap();
+        assert_eq!(fine[0].1, expected);
+        assert_eq!(fine[1].1, serde_json::json!(-1.5e3));
     }
 
     #[test]
