@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit as _, Mac as _};
-use tessera::token::{Codec, JwkSet, Keyring, ValidationPolicy};
+use tessera::token::{Codec, Keyring, ValidationPolicy};
 
 pub const SECRET: &[u8; 32] = b"a fixed key the fuzz targets use";
 pub const KID: &str = "fuzz";
@@ -22,14 +22,10 @@ pub fn policy() -> ValidationPolicy {
     }
 }
 
-/// The codec the server would build from a key file holding [`SECRET`] under [`KID`].
+/// The codec the server would build from a key file holding [`SECRET`] under [`KID`] — a
+/// fixed, public key of the harness, never one a server loads.
 pub fn codec() -> Codec {
-    let set: JwkSet = serde_json::from_value(serde_json::json!({"keys": [{
-        "kty": "oct", "kid": KID, "alg": "HS256", "use": "sig",
-        "k": URL_SAFE_NO_PAD.encode(SECRET),
-    }]}))
-    .expect("a valid JWK Set");
-    let keyring = Keyring::from_set(&set, std::path::Path::new("fuzz")).expect("a valid keyring");
+    let keyring = Keyring::from_secret(KID, SECRET).expect("a valid keyring");
     Codec::new(keyring, policy())
 }
 
