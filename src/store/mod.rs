@@ -30,8 +30,10 @@ mod error;
 mod location;
 mod postgres;
 mod records;
+mod revocation_view;
 mod rows;
 mod sqlite;
+mod thread_answers;
 
 pub use error::{Result, StoreError, cause_chain};
 pub use location::DbLocation;

@@ -17,11 +17,10 @@ mod group_commit;
 mod revocation;
 mod schema;
 mod sessions;
-mod thread_answers;
 mod tokens;
 mod users;
 
-use super::{Maintenance, Result, StoreError, TokenState};
+use super::{Maintenance, Result, StoreError};
 
 use rusqlite::{Connection, OpenFlags};
 use std::fs;
@@ -53,7 +52,7 @@ pub struct SqliteStore {
     /// The server's refreshes, committed in batches; `None` for an operator's store.
     group: Option<group_commit::GroupCommit>,
     idle: Mutex<Vec<Connection>>,
-    view: Option<revocation::RevocationView>,
+    view: Option<revocation::SqliteRevocation>,
 }
 
 impl SqliteStore {
@@ -62,7 +61,7 @@ impl SqliteStore {
     pub fn open_for_serving(path: &Path, busy_timeout: Duration) -> Result<Self> {
         create_private_file(path)?;
         let mut store = Self::open_unwatched(path, busy_timeout)?;
-        let view = store.with_conn(|conn| revocation::RevocationView::open(conn))?;
+        let view = store.with_conn(|conn| revocation::SqliteRevocation::open(conn))?;
         store.path = view.db_path().to_path_buf();
         store.group = Some(group_commit::GroupCommit::start(
             &store.path,

@@ -1,16 +1,16 @@
-//! The revocation view: an in-memory copy of token state — users' profiles and generations, and
-//! the live denylist — kept exactly consistent with SQLite, including writes by other processes
-//! (the admin CLI, a `sqlite3` shell). The server's token checks read it instead of SQLite.
+//! SQLite's feeder of the revocation view (`store/revocation_view.rs`): it keeps the view exactly
+//! consistent with SQLite, including writes by other processes (the admin CLI, a `sqlite3`
+//! shell), so the server's token checks read memory instead of SQLite.
 //!
 //! How a check knows the copy is current, without SQL: SQLite's WAL index (the `-shm` file)
 //! starts with two copies of a 48-byte header that every commit, by any connection in any
-//! process, rewrites (sqlite.org/walformat.html §2.1). The view remembers the header it last
-//! synchronised at. A check reads the header with one `pread` on a descriptor the view holds;
-//! if it still equals the remembered one, nothing was committed since and the copy is current.
-//! Otherwise the caller must run [`RevocationView::catch_up`] off the async reactor: it reads
-//! the header *first*, then applies the change log (`token_changes`, filled by triggers) past
-//! the last sequence number applied, then records that header — a commit landing meanwhile
-//! moves the header again and the next check catches up again.
+//! process, rewrites (sqlite.org/walformat.html §2.1). The header is the view's stamp. A check
+//! reads the header with one `pread` on a descriptor the feeder holds; if the view is stamped
+//! with it, nothing was committed since and the copy is current. Otherwise the caller must run
+//! [`SqliteRevocation::catch_up`] off the async reactor: it reads the header *first*, then
+//! applies the change log (`token_changes`, filled by triggers) past the last sequence number
+//! applied, then stamps the view with that header — a commit landing meanwhile moves the header
+//! again and the next check catches up again.
 //!
 //! Why `pread` and not a memory map: a mapped `-shm` that another process truncates raises
 //! SIGBUS in our reads; a short `pread` is an error we can fail closed on. And why the
@@ -18,75 +18,32 @@
 //! closing *any* descriptor of a file drops all of the process's POSIX locks on it, including
 //! SQLite's shared lock on the `-shm` that tells other processes the database is in use.
 //!
-//! Why it stays exact whatever the log holds: `token_changes.seq` is AUTOINCREMENT, so SQLite
-//! remembers the highest number ever issued even after pruning empties the table. If the rows
-//! after our position are not exactly `last_seq + 1 ..= highest`, something was pruned before
-//! we saw it, and the view rebuilds from the tables instead of trusting the log.
+//! Why the log's positions are contiguous: `token_changes.seq` is AUTOINCREMENT, so SQLite
+//! remembers the highest number ever issued even after pruning empties the table, and writers
+//! are serialised, so a number is visible only once every number below it is.
 //!
 //! Why it fails closed: if the database, its `-wal` or its `-shm` is deleted or replaced under
 //! the server, other processes no longer share our WAL index, and revocations they commit
 //! would be invisible. Once that is seen, every check answers [`StoreError::Unprovable`].
 
-use super::thread_answers;
-use super::{Result, StoreError, TokenState};
+use super::{Result, StoreError};
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::session::Denial;
-use crate::domain::user::UserProfile;
+use crate::store::revocation_view::{self, Change, Lookup, RevocationView, Stamp};
 use rusqlite::Connection;
 use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-/// Users kept in memory at most; beyond it the view is emptied and refills on demand.
-const MAX_CACHED_USERS: usize = 200_000;
-
-/// Bytes of one WAL-index header copy.
+/// Bytes of one WAL-index header copy: the size of a stamp.
 const HEADER_BYTES: usize = 48;
-pub(super) type Header = [u8; HEADER_BYTES];
-
-/// What the view says about a token's user.
-#[derive(Debug)]
-pub(super) enum Lookup {
-    Hit(TokenState),
-    /// Current, but the user is not in memory: load it, then [`RevocationView::remember`].
-    Miss {
-        version: u64,
-    },
-    /// Something was committed since the last catch-up.
-    Stale,
-}
-
-#[derive(Debug, Clone)]
-struct CachedUser {
-    profile: Arc<UserProfile>,
-    generation: u64,
-}
-
-/// std's map and its SipHash: a faster hasher measured no difference per request (BENCHMARKS.md,
-/// "Hand-written infrastructure, measured").
-type HashMap<K, V> = std::collections::HashMap<K, V>;
-
-#[derive(Debug, Default)]
-struct View {
-    users: HashMap<UserId, CachedUser>,
-    /// Denylisted ids — token ids and ended sessions' ids, which never collide (128 random
-    /// bits each) — → when the last token they cover expires, and why they were denylisted.
-    denylist: HashMap<TokenId, (i64, Denial)>,
-    /// Sequence number of the last `token_changes` row applied.
-    last_seq: i64,
-    /// Bumped whenever anything is applied, so a user loaded before can be told apart.
-    version: u64,
-    /// The WAL-index header read just before the last catch-up; `None` until one succeeds.
-    synced: Option<Header>,
-}
+type Header = Stamp;
 
 #[derive(Debug)]
-pub(super) struct RevocationView {
-    /// Unique in the process: threads' remembered answers name the view they came from.
-    id: u64,
-    view: RwLock<View>,
+pub(super) struct SqliteRevocation {
+    view: RevocationView,
     /// One catch-up at a time; a request that finds the view stale waits for the running one
     /// and then usually finds nothing left to do.
     catching_up: Mutex<()>,
@@ -95,19 +52,17 @@ pub(super) struct RevocationView {
     unprovable: AtomicBool,
 }
 
-impl RevocationView {
+impl SqliteRevocation {
     /// Builds the view for the database `conn` has open (WAL mode, so the `-shm` exists).
     pub(super) fn open(conn: &Connection) -> Result<Self> {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-        let view = Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            view: RwLock::new(View::default()),
+        let feeder = Self {
+            view: RevocationView::default(),
             catching_up: Mutex::new(()),
             files: WatchedFiles::open(conn)?,
             unprovable: AtomicBool::new(false),
         };
-        view.catch_up(conn)?;
-        Ok(view)
+        feeder.catch_up(conn)?;
+        Ok(feeder)
     }
 
     /// The database file SQLite actually opened (symbolic links resolved).
@@ -115,8 +70,7 @@ impl RevocationView {
         &self.files.db_path
     }
 
-    /// No SQL, no blocking: a `pread` and an `fstat` on the `-shm`, then hash-map lookups. A
-    /// token is revoked if its own id or its session's is on the denylist.
+    /// No SQL, no blocking: a `pread` and an `fstat` on the `-shm`, then hash-map lookups.
     pub(super) fn lookup(
         &self,
         user_id: &UserId,
@@ -126,12 +80,11 @@ impl RevocationView {
         let Some(header) = self.header()? else {
             return Ok(Lookup::Stale);
         };
-        Ok(self.lookup_at(&header, user_id, jti, sid))
+        Ok(self.view.lookup(&header, user_id, jti, sid))
     }
 
     /// [`lookup`](Self::lookup), answered without the view's lock when this thread already got
-    /// the answer at the header just read (`thread_answers.rs`). For the reactor's few worker
-    /// threads only: each keeps up to a thousand answers.
+    /// the answer at the header just read (`thread_answers.rs`).
     pub(super) fn lookup_remembering(
         &self,
         user_id: &UserId,
@@ -141,42 +94,7 @@ impl RevocationView {
         let Some(header) = self.header()? else {
             return Ok(Lookup::Stale);
         };
-        if let Some(state) = thread_answers::recall(self.id, &header, user_id, jti, sid) {
-            return Ok(Lookup::Hit(state));
-        }
-        let lookup = self.lookup_at(&header, user_id, jti, sid);
-        if let Lookup::Hit(state) = &lookup {
-            thread_answers::remember(self.id, &header, user_id, jti, sid, state);
-        }
-        Ok(lookup)
-    }
-
-    /// The view's answer, if it is synchronised at `header`.
-    fn lookup_at(
-        &self,
-        header: &Header,
-        user_id: &UserId,
-        jti: &TokenId,
-        sid: &SessionId,
-    ) -> Lookup {
-        let view = self.read();
-        if view.synced.as_ref() != Some(header) {
-            return Lookup::Stale;
-        }
-        match view.users.get(user_id) {
-            Some(user) => Lookup::Hit(TokenState {
-                profile: user.profile.clone(),
-                current_generation: user.generation,
-                revoked: view
-                    .denylist
-                    .get(jti.as_str())
-                    .or_else(|| view.denylist.get(sid.as_str()))
-                    .map(|(_, denial)| *denial),
-            }),
-            None => Lookup::Miss {
-                version: view.version,
-            },
-        }
+        Ok(self.view.lookup_remembering(&header, user_id, jti, sid))
     }
 
     /// Applies whatever was committed since the last catch-up. Runs SQL: blocking pool only.
@@ -186,41 +104,33 @@ impl RevocationView {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // Read before syncing: a commit landing after this read moves the header again.
-        let header = self.header()?;
-        if header.is_some() && self.read().synced == header {
+        let Some(header) = self.header()? else {
+            // A writer is half-way through: the next check reads the header again.
+            return Ok(());
+        };
+        if self.view.is_at(&header) {
             return Ok(()); // another request caught up while this one waited
         }
         if let Err(error) = self.files.verify() {
             self.unprovable.store(true, Ordering::SeqCst);
             return Err(error);
         }
-        self.apply_changes(conn)?;
-        self.write().synced = header;
-        Ok(())
+        self.apply_changes(conn, header)
     }
 
-    /// Adds a user loaded after a miss at `version` — unless something was applied since, in
-    /// which case what was loaded may be stale and the next request loads again.
-    pub(super) fn remember(&self, version: u64, profile: &Arc<UserProfile>, generation: u64) {
-        let mut view = self.write();
-        if view.version != version {
-            return;
-        }
-        if view.users.len() >= MAX_CACHED_USERS {
-            view.users.clear();
-        }
-        let user = CachedUser {
-            profile: profile.clone(),
-            generation,
-        };
-        view.users.insert(profile.id.clone(), user);
+    /// Adds a user loaded after a miss at `version` (see [`RevocationView::remember`]).
+    pub(super) fn remember(
+        &self,
+        version: u64,
+        profile: &Arc<crate::domain::user::UserProfile>,
+        generation: u64,
+    ) {
+        self.view.remember(version, profile, generation);
     }
 
     /// Forgets denylist entries for tokens that expired before `cutoff`.
     pub(super) fn prune(&self, cutoff: i64) {
-        self.write()
-            .denylist
-            .retain(|_, (expires_at, _)| *expires_at >= cutoff);
+        self.view.prune(cutoff);
     }
 
     /// Whether the files SQLite has open are still the ones at their paths.
@@ -242,87 +152,59 @@ impl RevocationView {
         })
     }
 
-    /// Applies the log past `last_seq`, or rebuilds if the log no longer covers that gap.
-    fn apply_changes(&self, conn: &Connection) -> Result<()> {
+    /// Applies the log past the view's position and stamps the view with `header`, or rebuilds
+    /// if the log no longer covers that gap.
+    fn apply_changes(&self, conn: &Connection, header: Header) -> Result<()> {
         // One read transaction: the position and the rows come from the same snapshot.
         let tx = conn.unchecked_transaction()?;
-        let last_seq = self.read().last_seq;
-        let highest: i64 = tx.query_row(
+        let position = self.view.position();
+        let head: i64 = tx.query_row(
             "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'token_changes'), 0)",
             [],
             |row| row.get(0),
         )?;
-        if highest == last_seq && self.read().synced.is_some() {
-            return Ok(());
-        }
         let mut statement = tx.prepare_cached(
             "SELECT seq, user_id, jti, expires_at, reason FROM token_changes WHERE seq > ?1
              ORDER BY seq",
         )?;
         let changes = statement
-            .query_map([last_seq], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                    row.get::<_, Option<i64>>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                ))
+            .query_map([position], |row| {
+                let change = match (row.get::<_, Option<String>>(2)?, row.get(3)?) {
+                    (Some(jti), Some(expires_at)) => Change::Denied {
+                        id: TokenId::from_string(jti),
+                        expires_at,
+                        denial: Denial::from_stored(row.get::<_, Option<String>>(4)?.as_deref()),
+                    },
+                    _ => Change::User(UserId::from_string(row.get(1)?)),
+                };
+                Ok((row.get::<_, i64>(0)?, change))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(statement);
-        let contiguous = changes
-            .iter()
-            .zip(last_seq + 1..)
-            .all(|((seq, ..), expected)| *seq == expected);
-        let complete = last_seq + i64::try_from(changes.len()).unwrap_or(i64::MAX) == highest;
-        if !(contiguous && complete && self.read().synced.is_some()) {
-            // Pruned past our position, reset, or the first sync: start from the tables.
-            return rebuild(&mut self.write(), &tx, highest);
-        }
-        let mut view = self.write();
-        for (seq, user_id, jti, expires_at, reason) in changes {
-            match (jti, expires_at) {
-                (Some(jti), Some(expires_at)) => {
-                    let denial = Denial::from_stored(reason.as_deref());
-                    view.denylist
-                        .insert(TokenId::from_string(jti), (expires_at, denial));
-                }
-                _ => {
-                    view.users.remove(user_id.as_str());
-                }
+        if self.view.is_synchronised() && revocation_view::continues(position, &changes, head) {
+            if changes.is_empty() {
+                self.view.restamp(header);
+            } else {
+                self.view.apply(changes, header);
             }
-            view.last_seq = seq;
+            return Ok(());
         }
-        view.version += 1;
+        // Pruned past our position, reset, or the first sync: start from the tables.
+        let mut statement =
+            tx.prepare_cached("SELECT jti, expires_at, reason FROM revoked_tokens")?;
+        let denylist = statement
+            .query_map([], |row| {
+                let reason: Option<String> = row.get(2)?;
+                Ok((
+                    TokenId::from_string(row.get(0)?),
+                    row.get(1)?,
+                    Denial::from_stored(reason.as_deref()),
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        self.view.rebuild(denylist, head, header);
         Ok(())
     }
-
-    fn read(&self) -> RwLockReadGuard<'_, View> {
-        self.view.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
-        self.view.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Empties the user view and reloads the denylist; the log position becomes `highest`.
-fn rebuild(view: &mut View, conn: &Connection, highest: i64) -> Result<()> {
-    let mut statement =
-        conn.prepare_cached("SELECT jti, expires_at, reason FROM revoked_tokens")?;
-    let rows = statement.query_map([], |row| {
-        let reason: Option<String> = row.get(2)?;
-        Ok((
-            TokenId::from_string(row.get(0)?),
-            (row.get(1)?, Denial::from_stored(reason.as_deref())),
-        ))
-    })?;
-    view.denylist = rows.collect::<rusqlite::Result<HashMap<TokenId, (i64, Denial)>>>()?;
-    view.users.clear();
-    view.last_seq = highest;
-    view.version += 1;
-    Ok(())
 }
 
 /// The database's files as SQLite opened them, and the `-shm` descriptor the view reads.

@@ -6,13 +6,13 @@
 //! user's generation: every token carries the generation it was minted at, and any token below
 //! the current one is dead — one UPDATE, however many tokens exist.
 
-use super::revocation::Lookup;
 use super::users::{PROFILE_COLUMN_COUNT, PROFILE_COLUMNS};
 use super::{Result, SqliteStore, to_u64};
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use crate::domain::session::Denial;
 use crate::store::Revocation;
 use crate::store::TokenState;
+use crate::store::revocation_view::Lookup;
 use crate::store::rows::{self, Columns as _};
 use rusqlite::{OptionalExtension as _, params};
 use std::sync::Arc;

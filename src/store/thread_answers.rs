@@ -1,19 +1,19 @@
-//! Each worker thread's answers from the revocation view, valid until the next commit.
+//! Each worker thread's answers from the revocation view, valid while the view's stamp stays.
 //!
 //! Asking the view takes its shared lock and a reference on the user's shared profile: with two
 //! worker threads on two CPUs, the lock word and the reference count would move between the
 //! CPUs on every request (BENCHMARKS.md, "The hot path, stage by stage"). So a thread keeps the
-//! answers it got, with its own copy of each user's profile, tagged with the WAL-index header
-//! they were read at.
+//! answers it got, with its own copy of each user's profile, tagged with the stamp they were
+//! read at (`revocation_view.rs`: a WAL-index header on SQLite, a change position on PostgreSQL).
 //!
-//! Why that stays exact: the header is still read on every request — that check does not
-//! change — and the view changes only by applying commits, which rewrite the header (see
-//! `revocation.rs`). While the header equals the one an answer was read at, nothing was
-//! committed since, and the view would give the same answer. Any other header — or another
-//! view, in a process with several — and the thread forgets its answers and asks the view.
+//! Why that stays exact: the feeder's proof of currency still runs on every request — that check
+//! does not change — and the view changes only by applying changes, which move the stamp. While
+//! the stamp equals the one an answer was read at, nothing was applied since, and the view would
+//! give the same answer. Any other stamp — or another view, in a process with several — and the
+//! thread forgets its answers and asks the view.
 
 use super::TokenState;
-use super::revocation::Header;
+use super::revocation_view::Stamp;
 use crate::domain::ids::{SessionId, TokenId, UserId};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -31,10 +31,9 @@ struct Answer {
 
 #[derive(Default)]
 struct Answers {
-    /// The view they came from and the header they were read at. (Views of different files
-    /// would differ by header already — their WAL salts are random — the id makes it certain.)
+    /// The view they came from and the stamp they were read at.
     view: u64,
-    header: Option<Header>,
+    stamp: Option<Stamp>,
     by_jti: std::collections::HashMap<TokenId, Answer>,
     /// The thread's copy of each user's profile, shared by that user's answers: one copy (and
     /// one rendering of it, `http::profile_view`) per user, however many tokens they hold.
@@ -45,16 +44,16 @@ thread_local! {
     static ANSWERS: RefCell<Answers> = RefCell::new(Answers::default());
 }
 
-/// This thread's answer for the token, if it got one from view `view` at exactly `header`.
+/// This thread's answer for the token, if it got one from view `view` at exactly `stamp`.
 pub(super) fn recall(
     view: u64,
-    header: &Header,
+    stamp: &Stamp,
     user_id: &UserId,
     jti: &TokenId,
     sid: &SessionId,
 ) -> Option<TokenState> {
     ANSWERS.with_borrow(|answers| {
-        if answers.view != view || answers.header.as_ref() != Some(header) {
+        if answers.view != view || answers.stamp.as_ref() != Some(stamp) {
             return None;
         }
         let answer = answers.by_jti.get(jti)?;
@@ -62,10 +61,10 @@ pub(super) fn recall(
     })
 }
 
-/// Keeps `state`, which view `view` gave at `header`, for this thread.
+/// Keeps `state`, which view `view` gave at `stamp`, for this thread.
 pub(super) fn remember(
     view: u64,
-    header: &Header,
+    stamp: &Stamp,
     user_id: &UserId,
     jti: &TokenId,
     sid: &SessionId,
@@ -73,16 +72,16 @@ pub(super) fn remember(
 ) {
     ANSWERS.with_borrow_mut(|answers| {
         if answers.view != view
-            || answers.header.as_ref() != Some(header)
+            || answers.stamp.as_ref() != Some(stamp)
             || answers.by_jti.len() >= REMEMBERED
         {
             answers.by_jti.clear();
             answers.profiles.clear();
             answers.view = view;
-            answers.header = Some(*header);
+            answers.stamp = Some(*stamp);
         }
         // The thread's own copy: its reference count is touched by this thread only. At one
-        // header the view holds one profile per user, so a copy made for any of the user's
+        // stamp the view holds one profile per user, so a copy made for any of the user's
         // tokens is the copy for all of them.
         let profile = answers
             .profiles
