@@ -36,6 +36,7 @@ fn auth(dir: &std::path::Path) -> Auth {
     let store = tessera::store::open_for_serving(
         &tessera::store::DbLocation::Sqlite(dir.join("bench.db")),
         tessera::store::DEFAULT_DB_TIMEOUT,
+        tessera::store::DEFAULT_REPLICA_LEASE,
     )
     .unwrap();
     let policy = ValidationPolicy {
@@ -120,6 +121,7 @@ fn storage_medians() {
     let store = tessera::store::open_for_serving(
         &tessera::store::DbLocation::Sqlite(dir.path().join("bench.db")),
         tessera::store::DEFAULT_DB_TIMEOUT,
+        tessera::store::DEFAULT_REPLICA_LEASE,
     )
     .unwrap();
     let id = UserId::random();

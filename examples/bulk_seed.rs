@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(tessera::store::open_for_serving(
         &tessera::store::DbLocation::parse(&db),
         tessera::store::DEFAULT_DB_TIMEOUT,
+        tessera::store::DEFAULT_REPLICA_LEASE,
     )?); // creates and migrates
     let hasher = Hasher::new(HashParams::default())?;
     let phc = hasher.hash(&Password::normalize("correct horse battery staple")?)?;

@@ -47,6 +47,8 @@ pub struct Config {
     pub db: DbLocation,
     /// Longest wait for the database (see [`crate::store::DEFAULT_DB_TIMEOUT`]).
     pub db_timeout: Duration,
+    /// On PostgreSQL, a replica's lease on answering token checks from memory.
+    pub replica_lease: Duration,
     pub keys_path: PathBuf,
     /// Create the key file if it is missing (the dev default only).
     pub create_missing_keys: bool,
@@ -76,6 +78,7 @@ impl Config {
         Self {
             db: DbLocation::from(db),
             db_timeout: crate::store::DEFAULT_DB_TIMEOUT,
+            replica_lease: crate::store::DEFAULT_REPLICA_LEASE,
             keys_path: keys.into(),
             create_missing_keys: false,
             issuer: DEFAULT_ISSUER.into(),

@@ -55,7 +55,7 @@ pub enum StartupError {
 /// Builds everything a request needs. Fails closed on any key or storage problem.
 pub fn build_state(config: &Config) -> Result<Arc<AppState>, StartupError> {
     let keyring = load_or_create_keys(config)?;
-    let store = store::open_for_serving(&config.db, config.db_timeout)?;
+    let store = store::open_for_serving(&config.db, config.db_timeout, config.replica_lease)?;
     let mismatched = store.register_keys(&keyring.fingerprints())?;
     if !mismatched.is_empty() {
         return Err(StartupError::KeyMismatch(mismatched));

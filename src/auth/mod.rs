@@ -140,6 +140,17 @@ impl Auth {
         Ok(self.store.ping()?)
     }
 
+    /// Whether token checks are answered from memory right now (see
+    /// [`Store::answers_from_memory`]). Never blocks.
+    pub fn answers_from_memory(&self) -> bool {
+        self.store.answers_from_memory()
+    }
+
+    /// A PostgreSQL replica's view and lease figures, for metrics. Never blocks.
+    pub fn replication(&self) -> Option<crate::store::ReplicationStats> {
+        self.store.replication()
+    }
+
     /// The hashing pool's queue and counters, for metrics.
     pub fn hashing_stats(&self) -> HashingStats {
         self.hashing.stats()

@@ -202,6 +202,12 @@ pub struct ServeArgs {
     /// statement — before the request is answered 503 (e.g. `5s`, `800ms`).
     #[arg(long, env = "TESSERA_DB_TIMEOUT", default_value = "5s", value_parser = db_timeout)]
     pub db_timeout: Duration,
+    /// On PostgreSQL: how long a replica's lease on its in-memory token checks lasts. A revoking
+    /// request waits for every replica holding a live lease to apply it; a replica cut off from
+    /// the database stops answering from memory before its lease runs out, so a dead replica
+    /// delays revocations by at most this long.
+    #[arg(long, env = "TESSERA_REPLICA_LEASE", default_value = "5s", value_parser = replica_lease)]
+    pub replica_lease: Duration,
     /// JWK Set key file. When not given, keys/jwks.json is used and created if missing (dev
     /// setup); a path given explicitly must already exist.
     #[arg(long, env = "TESSERA_KEYS")]
@@ -347,6 +353,17 @@ fn db_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A `--replica-lease`: long enough to renew four times over a slow network, short enough that a
+/// dead replica does not hold revocations up for long.
+fn replica_lease(text: &str) -> Result<Duration, String> {
+    let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if (Duration::from_millis(500)..=Duration::from_secs(60)).contains(&lease) {
+        Ok(lease)
+    } else {
+        Err("between 500ms and 60s".into())
+    }
+}
+
 impl ServeArgs {
     pub fn to_config(&self) -> Config {
         let keys_path = self
@@ -356,6 +373,7 @@ impl ServeArgs {
         Config {
             db: self.db.clone(),
             db_timeout: self.db_timeout,
+            replica_lease: self.replica_lease,
             keys_path,
             create_missing_keys: self.keys.is_none(),
             issuer: self.issuer.clone(),

@@ -379,7 +379,19 @@ async fn ready(call: &Call<'_>) -> Result<HttpResponse, ApiError> {
     .await
     .unwrap_or_else(|join_error| Err(join_error.to_string()));
     match ping {
-        Ok(()) => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),
+        Ok(()) => {
+            // Where token checks are answered: a PostgreSQL replica without its lease reads
+            // the database for each (exact, slower); operators watch for it.
+            let checks = if call.state.auth.answers_from_memory() {
+                "memory"
+            } else {
+                "database"
+            };
+            Ok(response::json(
+                StatusCode::OK,
+                &json!({"status": "ready", "token_checks": checks}),
+            ))
+        }
         Err(error) => {
             tracing::error!(request_id = %call.request_id, %error, "readiness check failed");
             Err(ApiError::NotReady)

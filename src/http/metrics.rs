@@ -7,6 +7,7 @@ use super::response;
 use super::router::ROUTES;
 use super::{AppState, HttpSettings, server};
 use crate::auth::HashingStats;
+use crate::store::{ACK_BUCKETS, ReplicationStats};
 use crate::support::shards::Sharded;
 use hyper::{Method, StatusCode};
 use std::collections::BTreeMap;
@@ -381,6 +382,49 @@ fn render_histogram<'a>(
     let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {total}");
 }
 
+/// A PostgreSQL replica's figures: where token checks were answered, its leases, how far its
+/// view lags the change feed, and how long this process's revocations waited for every replica.
+fn render_replication(out: &mut String, stats: &ReplicationStats) {
+    let _ = write!(
+        out,
+        "# HELP tessera_replica_token_checks_total Token checks by where they were answered.\n\
+         # TYPE tessera_replica_token_checks_total counter\n\
+         tessera_replica_token_checks_total{{answered=\"memory\"}} {}\n\
+         tessera_replica_token_checks_total{{answered=\"database\"}} {}\n\
+         # HELP tessera_replica_leases_total Leases on answering from memory, taken and lost.\n\
+         # TYPE tessera_replica_leases_total counter\n\
+         tessera_replica_leases_total{{event=\"taken\"}} {}\n\
+         tessera_replica_leases_total{{event=\"lost\"}} {}\n\
+         # HELP tessera_replica_lease_held 1 while this replica answers token checks from memory.\n\
+         # TYPE tessera_replica_lease_held gauge\n\
+         tessera_replica_lease_held {}\n\
+         # HELP tessera_replica_view_lag_positions Changes announced but not yet applied.\n\
+         # TYPE tessera_replica_view_lag_positions gauge\n\
+         tessera_replica_view_lag_positions {}\n",
+        stats.checks_from_memory,
+        stats.checks_from_database,
+        stats.leases_taken,
+        stats.leases_lost,
+        u8::from(stats.from_memory_now),
+        stats.lag,
+    );
+    let name = "tessera_revocation_ack_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} How long revocations waited for every live replica to acknowledge.\n\
+         # TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (bound, count) in ACK_BUCKETS.iter().zip(&stats.ack_buckets) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let total: u64 = stats.ack_buckets.iter().sum();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum {}", stats.ack_sum_seconds);
+    let _ = writeln!(out, "{name}_count {total}");
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Counters stay meaningful even if a panic interrupted an update.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -416,7 +460,10 @@ pub async fn serve_metrics(
                         .await
                         .ok()
                         .flatten();
-                    let body = state.metrics.render(state.auth.hashing_stats(), live);
+                    let mut body = state.metrics.render(state.auth.hashing_stats(), live);
+                    if let Some(replication) = state.auth.replication() {
+                        render_replication(&mut body, &replication);
+                    }
                     response::text(StatusCode::OK, "text/plain; version=0.0.4", body)
                 };
                 response::add_standard_headers(&mut response, "metrics");

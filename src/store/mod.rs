@@ -37,7 +37,7 @@ mod thread_answers;
 
 pub use error::{Result, StoreError, cause_chain};
 pub use location::DbLocation;
-pub use postgres::PgStore;
+pub use postgres::{ACK_BUCKETS, PgStore, ReplicationStats};
 pub use records::{
     Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
     TokenState, UserSummary,
@@ -56,6 +56,9 @@ use std::time::Duration;
 /// How long any one wait for the database may last — a lock held by another connection, a
 /// connection from the pool, a statement — before the request is answered 503 (`--db-timeout`).
 pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A PostgreSQL replica's lease on answering token checks from memory (`--replica-lease`).
+pub const DEFAULT_REPLICA_LEASE: Duration = postgres::DEFAULT_REPLICA_LEASE;
 
 /// What the service needs from storage, by topic: each backend implements the five traits in
 /// the module of that topic (`sqlite/users.rs`, `postgres/users.rs`, …), one name per operation
@@ -227,6 +230,14 @@ pub trait Maintenance {
     /// Whether storage answers and is still the one opened (readiness).
     fn ping(&self) -> Result<()>;
 
+    /// Whether token checks are answered from memory right now (readiness reports it): on
+    /// SQLite always (the view proves itself per check), on PostgreSQL while the replica holds
+    /// its lease. Never blocks.
+    fn answers_from_memory(&self) -> bool;
+
+    /// A serving PostgreSQL replica's view, lease and acknowledgement figures, for metrics.
+    fn replication(&self) -> Option<ReplicationStats>;
+
     /// The backend's integrity check: `["ok"]` or the problems found.
     fn integrity_check(&self) -> Result<Vec<String>>;
 
@@ -245,12 +256,20 @@ fn padding_slot() -> u8 {
     rand::random_range(0..PADDING_SLOTS)
 }
 
-/// The server's store at `location`: a PostgreSQL database, or a SQLite file created and
-/// migrated if missing (with its in-memory revocation view). `timeout` bounds every wait for the
-/// database.
-pub fn open_for_serving(location: &DbLocation, timeout: Duration) -> Result<Arc<dyn Store>> {
+/// The server's store at `location`: a PostgreSQL database (whose replica view holds leases of
+/// `replica_lease`), or a SQLite file created and migrated if missing (with its in-memory
+/// revocation view). `timeout` bounds every wait for the database.
+pub fn open_for_serving(
+    location: &DbLocation,
+    timeout: Duration,
+    replica_lease: Duration,
+) -> Result<Arc<dyn Store>> {
     match location {
-        DbLocation::Postgres(url) => Ok(Arc::new(PgStore::open(url, timeout)?)),
+        DbLocation::Postgres(url) => Ok(Arc::new(PgStore::open_for_serving(
+            url,
+            timeout,
+            replica_lease,
+        )?)),
         DbLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open_for_serving(path, timeout)?)),
     }
 }

@@ -20,6 +20,7 @@ mod operations;
 mod races;
 mod refresh;
 mod registration;
+mod replica_view;
 mod replicas;
 mod schema_parity;
 mod sessions;

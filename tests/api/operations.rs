@@ -21,6 +21,8 @@ async fn health_and_readiness_answer_200() {
         (ready.status, ready.json()["status"].as_str()),
         (200, Some("ready"))
     );
+    // SQLite's view proves itself on every check: token checks come from memory.
+    assert_eq!(ready.json()["token_checks"], "memory");
 }
 
 #[tokio::test]

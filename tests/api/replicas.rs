@@ -121,6 +121,9 @@ async fn two_replicas() -> (Replica, Replica, tempfile::TempDir, String) {
     tessera::token::JwkSet::create(&keys).unwrap();
     let a = start_replica(&db, &keys, None);
     let b = start_replica(&db, &keys, None);
+    // Revocations are then checked against the replicas' in-memory views, not the database.
+    crate::replica_view::wait_for_memory(&a).await;
+    crate::replica_view::wait_for_memory(&b).await;
     (a, b, dir, db)
 }
 

@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Tables only SQLite has: its change log feeds the in-memory revocation view, which the
 /// PostgreSQL backend does not keep (its token checks read the tables).
 const SQLITE_ONLY: &[&str] = &["token_changes"];
-/// Tables only PostgreSQL has: its migration version (SQLite keeps it in `PRAGMA user_version`).
-const POSTGRES_ONLY: &[&str] = &["tessera_schema"];
+/// Tables only PostgreSQL has: its migration version (SQLite keeps it in `PRAGMA user_version`),
+/// the change log's position counter (SQLite's is `sqlite_sequence`) and the replicas' leases.
+const POSTGRES_ONLY: &[&str] = &["tessera_schema", "change_position", "replica_leases"];
 
 type Schema = BTreeMap<String, BTreeSet<String>>;
 

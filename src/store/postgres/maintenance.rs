@@ -2,7 +2,7 @@
 
 use super::{PgStore, col};
 use crate::domain::ids::{SessionId, TokenId, UserId};
-use crate::store::{Maintenance, Result};
+use crate::store::{Maintenance, ReplicationStats, Result};
 use tokio_postgres::Row;
 
 impl Maintenance for PgStore {
@@ -85,8 +85,21 @@ impl Maintenance for PgStore {
     }
 
     /// Nothing to fold back: PostgreSQL is complete once a commit returns.
+    /// Gives up this replica's lease, so writers stop waiting for it at once.
     fn checkpoint(&self) -> Result<()> {
-        Ok(())
+        self.release_lease()
+    }
+
+    fn answers_from_memory(&self) -> bool {
+        self.replica
+            .as_ref()
+            .is_some_and(|replica| replica.trusts_now())
+    }
+
+    fn replication(&self) -> Option<ReplicationStats> {
+        self.replica
+            .as_ref()
+            .map(|replica| replica.stats(&self.latency))
     }
 
     /// Our tables as plain text: the migrations that made them, then every row as an INSERT,

@@ -8,11 +8,12 @@
 //! thread waits on the query's future; the connection's I/O runs on the store's thread). Why the
 //! seam is synchronous: docs/architecture.md, "Decisions".
 //!
-//! **Revocation stays exact across replicas** because every token check reads the tables: a
-//! revocation is committed before its 204 goes out, and a check that starts after that reads a
-//! snapshot that includes it (READ COMMITTED takes a snapshot per statement). There is no
-//! in-memory view to keep current, so [`Store::cached_token_state`] always defers to the
-//! blocking pool. The price is one round trip per authenticated request (BENCHMARKS.md).
+//! **Revocation stays exact across replicas** in one of two ways. A serving replica answers token
+//! checks from its in-memory revocation view while it holds a lease, and every revoking write
+//! waits until each live lease has acknowledged it ([`replica`]). Without a lease — and in the
+//! admin CLI — a check reads the tables (in shared batches, [`token_checks`]): a revocation is
+//! committed before its 204 goes out, and a check that starts after that reads a snapshot that
+//! includes it (READ COMMITTED takes a snapshot per statement).
 //!
 //! **Every wait is bounded** by the store's timeout (`--db-timeout`), so no caller — a request's
 //! blocking-pool thread above all — waits longer than about twice that, whatever the network
@@ -34,6 +35,7 @@
 
 mod clients;
 mod maintenance;
+mod replica;
 mod schema;
 mod sessions;
 mod token_checks;
@@ -44,12 +46,16 @@ use super::error::cause_chain;
 use super::{Result, StoreError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
 type Client = deadpool_postgres::Object;
+
+pub(super) use replica::DEFAULT_LEASE as DEFAULT_REPLICA_LEASE;
+pub use replica::{ACK_BUCKETS, ReplicationStats};
 
 /// Connections kept per replica; more requests wait for one (up to the timeout).
 const POOL_SIZE: usize = 16;
@@ -63,6 +69,12 @@ pub struct PgStore {
     timeout: Duration,
     /// Token checks, read in shared batches.
     checks: token_checks::TokenChecks,
+    /// A serving replica's view and lease; `None` for an operator's store.
+    replica: Option<Arc<replica::Replica>>,
+    /// Wakes this process's writers when a replica acknowledges (only a serving replica's feed
+    /// hears acknowledgements; an operator's store polls).
+    acks: Arc<replica::AckSignal>,
+    latency: replica::AckLatency,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -85,6 +97,16 @@ impl PgStore {
     /// absent from the URL is taken from `PGPASSWORD`, so it need not appear in argv. `timeout`
     /// bounds every wait (see the module comment).
     pub fn open(url: &str, timeout: Duration) -> Result<Self> {
+        Self::open_with(url, timeout, None)
+    }
+
+    /// The server's store: [`PgStore::open`], then a replica's view fed by the change feed, under
+    /// a lease of `lease` ([`replica`]).
+    pub fn open_for_serving(url: &str, timeout: Duration, lease: Duration) -> Result<Self> {
+        Self::open_with(url, timeout, Some(lease))
+    }
+
+    fn open_with(url: &str, timeout: Duration, lease: Option<Duration>) -> Result<Self> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|_| StoreError::BadLocation("not a valid postgres:// URL".into()))?;
@@ -95,7 +117,7 @@ impl PgStore {
         }
         bound_connections(&mut config, timeout);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -119,11 +141,14 @@ impl PgStore {
                 source,
             })?;
         let checks = token_checks::TokenChecks::start(&runtime, pool.clone(), timeout);
-        let store = Self {
+        let mut store = Self {
             runtime: Some(runtime),
             pool,
             timeout,
             checks,
+            replica: None,
+            acks: Arc::default(),
+            latency: replica::AckLatency::default(),
         };
         store.run(async |client| {
             let row = client
@@ -137,7 +162,60 @@ impl PgStore {
             }
             schema::migrate(client).await
         })?;
+        if let (Some(lease), Some(runtime)) = (lease, &store.runtime) {
+            let view = Arc::new(replica::Replica::new(lease));
+            // Named so an operator (or a test) can tell each replica's feed connection apart.
+            config.application_name(format!("tessera-feed-{}", std::process::id()));
+            runtime.spawn(replica::follow(
+                view.clone(),
+                store.acks.clone(),
+                config,
+                timeout,
+            ));
+            store.replica = Some(view);
+        }
         Ok(store)
+    }
+
+    /// Gives up this replica's lease at shutdown: it stops answering from memory and renewing,
+    /// and its row goes, so writers no longer wait for it.
+    fn release_lease(&self) -> Result<()> {
+        let Some(replica) = &self.replica else {
+            return Ok(());
+        };
+        let id = replica.release().to_owned();
+        self.block(self.execute("DELETE FROM replica_leases WHERE replica = $1", &[&id]))?;
+        Ok(())
+    }
+
+    /// After a revoking write committed: returns once every replica holding a live lease has
+    /// applied it (or its lease ran out), so no replica can accept a token it revoked.
+    fn await_replicas(&self) -> Result<()> {
+        let waiting = |rows: Vec<Row>, position: Option<i64>| -> Result<replica::Waiting> {
+            let row = rows
+                .first()
+                .ok_or_else(|| StoreError::Corrupt("no change position".into()))?;
+            let offset = usize::from(position.is_none());
+            Ok(replica::Waiting {
+                position: match position {
+                    Some(position) => position,
+                    None => col(row, 0)?,
+                },
+                lagging: col(row, offset)?,
+                longest_lease_left: col(row, offset + 1)?,
+            })
+        };
+        let first = waiting(self.block(self.query(replica::HEAD_SQL, &[]))?, None)?;
+        replica::await_replicas(
+            first,
+            &self.acks,
+            &self.latency,
+            self.timeout.saturating_mul(2),
+            |position| {
+                let rows = self.block(self.query(replica::LAGGING_SQL, &[&position]))?;
+                waiting(rows, Some(position))
+            },
+        )
     }
 
     /// Runs `work` to completion, blocking the calling thread (a blocking-pool thread, the

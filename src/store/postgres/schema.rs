@@ -3,8 +3,9 @@
 //! others wait on the lock, then find nothing to do). A database from a newer build is refused.
 //!
 //! The tables mirror SQLite's (`store/sqlite/schema.rs`) as they stand after its migrations:
-//! the same names, columns, constraints and cascades. There is no change log: every token check
-//! reads the tables (see `postgres/mod.rs`), so nothing needs replaying.
+//! the same names, columns, constraints and cascades. The change log differs in how positions
+//! are given (a counter row, so they follow commit order: `postgres/replica.rs`) and adds the
+//! replicas' leases.
 
 use super::Client;
 use crate::store::{Result, StoreError};
@@ -92,6 +93,79 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // line names the real reason. NULL on older rows.
     r"
     ALTER TABLE revoked_tokens ADD COLUMN reason TEXT;
+    ",
+    // 8: the change feed that keeps replicas' in-memory revocation views exact, and the leases
+    // under which writers wait for replicas' acknowledgements (postgres/replica.rs).
+    //
+    // Positions come from one counter row, taken by a deferred trigger — at commit, as the
+    // transaction's last lock — and held until the commit completes: a revoking transaction
+    // gets the next position only once every earlier one has committed and become visible, so
+    // positions follow commit order and a reader that sees position p sees every position below.
+    // A rollback undoes its increment, so positions have no gaps. Logins and refreshes revoke
+    // nothing and never take the row; taking it last means it adds no lock-order deadlocks.
+    r"
+    CREATE TABLE change_position (
+        singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+        position  BIGINT  NOT NULL
+    );
+    INSERT INTO change_position VALUES (TRUE, 0);
+
+    CREATE TABLE token_changes (
+        seq        BIGINT PRIMARY KEY,  -- the change's position: SQLite's name for it
+        user_id    TEXT   NOT NULL,
+        jti        TEXT,               -- set when a token or session id was denylisted
+        expires_at BIGINT,             -- until when
+        reason     TEXT,
+        changed_at BIGINT NOT NULL DEFAULT extract(epoch FROM now())::BIGINT
+    );
+
+    CREATE FUNCTION tessera_record_change(changed_user TEXT, denied TEXT, until BIGINT,
+                                          why TEXT) RETURNS VOID LANGUAGE plpgsql AS $$
+    DECLARE at BIGINT;
+    BEGIN
+        UPDATE change_position SET position = position + 1 RETURNING position INTO at;
+        INSERT INTO token_changes (seq, user_id, jti, expires_at, reason)
+            VALUES (at, changed_user, denied, until, why);
+        PERFORM pg_notify('tessera_changes', at::TEXT);
+    END $$;
+
+    CREATE FUNCTION tessera_user_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM tessera_record_change(OLD.id, NULL, NULL, NULL);
+        RETURN NULL;
+    END $$;
+
+    CREATE FUNCTION tessera_id_denied() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM tessera_record_change(NEW.user_id, NEW.jti, NEW.expires_at, NEW.reason);
+        RETURN NULL;
+    END $$;
+
+    CREATE CONSTRAINT TRIGGER token_changes_on_user AFTER UPDATE ON users
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+        WHEN (OLD.token_generation IS DISTINCT FROM NEW.token_generation
+              OR OLD.id IS DISTINCT FROM NEW.id
+              OR OLD.username IS DISTINCT FROM NEW.username
+              OR OLD.username_canonical IS DISTINCT FROM NEW.username_canonical
+              OR OLD.full_name IS DISTINCT FROM NEW.full_name
+              OR OLD.mothers_favorite_search_engine
+                 IS DISTINCT FROM NEW.mothers_favorite_search_engine
+              OR OLD.created_at IS DISTINCT FROM NEW.created_at)
+        EXECUTE FUNCTION tessera_user_changed();
+    CREATE CONSTRAINT TRIGGER token_changes_on_delete AFTER DELETE ON users
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tessera_user_changed();
+    CREATE CONSTRAINT TRIGGER token_changes_on_revoke AFTER INSERT ON revoked_tokens
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tessera_id_denied();
+
+    -- One row per serving replica, dated by the database's clock. A revoking writer answers
+    -- only once every row whose lease has not run out has acknowledged its change.
+    CREATE TABLE replica_leases (
+        replica    TEXT        PRIMARY KEY,  -- random per server process
+        protocol   INTEGER     NOT NULL,     -- the acknowledgement protocol it speaks
+        applied    BIGINT      NOT NULL,     -- change position applied and acknowledged
+        renewed_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
     ",
 ];
 

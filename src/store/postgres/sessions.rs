@@ -60,7 +60,7 @@ impl Sessions for PgStore {
     }
 
     fn change_password(&self, change: &PasswordChange<'_>) -> Result<PasswordChangeOutcome> {
-        self.run(async |client| {
+        let outcome = self.run(async |client| {
             let tx = client.transaction().await.map_err(error)?;
             let changed = tx
                 .execute(
@@ -113,7 +113,11 @@ impl Sessions for PgStore {
                 tx.commit().await.map_err(error)?;
             }
             Ok(outcome)
-        })
+        })?;
+        if outcome.commits() {
+            self.await_replicas()?;
+        }
+        Ok(outcome)
     }
 
     fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
@@ -171,7 +175,7 @@ impl Sessions for PgStore {
         now: i64,
         tokens_expire_by: i64,
     ) -> Result<bool> {
-        self.run(async |client| {
+        let ended = self.run(async |client| {
             let tx = client.transaction().await.map_err(error)?;
             let ended = tx
                 .query_opt(
@@ -207,7 +211,11 @@ impl Sessions for PgStore {
             .map_err(error)?;
             tx.commit().await.map_err(error)?;
             Ok(true)
-        })
+        })?;
+        // Also when the session had ended already: a retried logout whose first answer was
+        // lost still returns only once every replica refuses the session.
+        self.await_replicas()?;
+        Ok(ended)
     }
 
     fn live_sessions(&self, now: i64, idle_timeout: i64) -> Result<u64> {

@@ -126,16 +126,18 @@ impl Accounts for PgStore {
     }
 
     fn delete_user(&self, user: &UserId) -> Result<bool> {
-        self.block(async {
+        let deleted = self.block(async {
             Ok(self
                 .execute("DELETE FROM users WHERE id = $1", &[&user.as_str()])
                 .await?
                 == 1)
-        })
+        })?;
+        self.await_replicas()?;
+        Ok(deleted)
     }
 
     fn revoke_all_of(&self, username: &Username) -> Result<Option<u64>> {
-        self.block(async {
+        let bumped = self.block(async {
             let rows = self
                 .query(
                     "UPDATE users SET token_generation = token_generation + 1
@@ -144,7 +146,9 @@ impl Accounts for PgStore {
                 )
                 .await?;
             rows.first().map(|row| col(row, 0).map(to_u64)).transpose()
-        })
+        })?;
+        self.await_replicas()?;
+        Ok(bumped)
     }
 
     fn unlock_user(&self, username: &Username) -> Result<bool> {

@@ -206,6 +206,16 @@ impl Maintenance for SqliteStore {
         self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
     }
 
+    fn answers_from_memory(&self) -> bool {
+        self.view
+            .as_ref()
+            .is_some_and(|view| view.verify_files().is_ok())
+    }
+
+    fn replication(&self) -> Option<super::ReplicationStats> {
+        None
+    }
+
     fn integrity_check(&self) -> Result<Vec<String>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("PRAGMA integrity_check")?;
