@@ -205,12 +205,11 @@ impl PgStore {
                 longest_lease_left: col(row, offset + 1)?,
             })
         };
-        let first = waiting(self.block(self.query(replica::HEAD_SQL, &[]))?, None)?;
         replica::await_replicas(
-            first,
             &self.acks,
             &self.latency,
             self.timeout.saturating_mul(2),
+            || waiting(self.block(self.query(replica::HEAD_SQL, &[]))?, None),
             |position| {
                 let rows = self.block(self.query(replica::LAGGING_SQL, &[&position]))?;
                 waiting(rows, Some(position))

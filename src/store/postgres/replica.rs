@@ -648,23 +648,26 @@ pub(super) const HEAD_SQL: &str = "
     LEFT JOIN replica_leases l ON l.applied < h.position AND l.expires_at > clock_timestamp()
     GROUP BY h.position";
 
-/// Waits until no live lease lags behind the change, polling with `poll` (one statement each):
-/// woken by any acknowledgement, and at least every `POLL_EVERY`. Bounded: a lease runs out
-/// unless its replica renews it, and a replica renews only while its feed works, which
-/// acknowledges; the backstop `limit` past the longest lease first seen answers an error
-/// (503) rather than a 204 that might not be safe.
+/// Waits until no live lease lags behind the change: `first` reads the head position after the
+/// commit and what lags behind it, `poll` reads it again (one statement each), woken by any
+/// acknowledgement and at least every `POLL_EVERY`. Bounded: a lease runs out unless its replica
+/// renews it, and a replica renews only while its feed works, which acknowledges; the backstop
+/// `limit` past the longest lease first seen answers an error (503) rather than a 204 that
+/// might not be safe.
 pub(super) fn await_replicas(
-    first: Waiting,
     acks: &AckSignal,
     latency: &AckLatency,
     limit: Duration,
+    first: impl FnOnce() -> Result<Waiting>,
     mut poll: impl FnMut(i64) -> Result<Waiting>,
 ) -> Result<()> {
     const POLL_EVERY: Duration = Duration::from_millis(20);
     let started = Instant::now();
+    // Read before each statement: an acknowledgement arriving while it runs still wakes us.
+    let mut seen = acks.current();
+    let mut waiting = first()?;
     let backstop =
-        Duration::try_from_secs_f64(first.longest_lease_left).unwrap_or_default() + limit;
-    let mut waiting = first;
+        Duration::try_from_secs_f64(waiting.longest_lease_left).unwrap_or_default() + limit;
     loop {
         if waiting.lagging == 0 {
             latency.record(started.elapsed());
@@ -677,9 +680,9 @@ pub(super) fn await_replicas(
                 waiting.lagging
             )));
         }
-        let seen = acks.current();
         let left = Duration::try_from_secs_f64(waiting.longest_lease_left).unwrap_or_default();
         acks.wait(seen, POLL_EVERY.min(left.max(Duration::from_millis(1))));
+        seen = acks.current();
         waiting = poll(waiting.position)?;
     }
 }
@@ -747,10 +750,16 @@ mod tests {
     fn a_writer_returns_once_nothing_lags_and_records_the_wait() {
         let (acks, latency) = (AckSignal::default(), AckLatency::default());
         let mut polls = vec![waiting(0, 0.0), waiting(1, 1.0)];
-        await_replicas(waiting(2, 1.0), &acks, &latency, LEASE, |position| {
-            assert_eq!(position, 7);
-            Ok(polls.pop().unwrap())
-        })
+        await_replicas(
+            &acks,
+            &latency,
+            LEASE,
+            || Ok(waiting(2, 1.0)),
+            |position| {
+                assert_eq!(position, 7);
+                Ok(polls.pop().unwrap())
+            },
+        )
         .unwrap();
         assert!(polls.is_empty(), "polled until nothing lagged");
         assert_eq!(latency.snapshot().ack_buckets.iter().sum::<u64>(), 1);
@@ -760,9 +769,13 @@ mod tests {
     fn a_writer_that_cannot_prove_safety_answers_an_error_not_success() {
         let (acks, latency) = (AckSignal::default(), AckLatency::default());
         // A replica that keeps renewing without acknowledging: past the backstop, an error.
-        let outcome = await_replicas(waiting(1, 0.0), &acks, &latency, Duration::ZERO, |_| {
-            Ok(waiting(1, 0.0))
-        });
+        let outcome = await_replicas(
+            &acks,
+            &latency,
+            Duration::ZERO,
+            || Ok(waiting(1, 0.0)),
+            |_| Ok(waiting(1, 0.0)),
+        );
         assert!(matches!(outcome, Err(StoreError::Unreachable(_))));
         assert_eq!(latency.snapshot().ack_buckets.iter().sum::<u64>(), 0);
     }
