@@ -479,6 +479,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn renders_a_replicas_figures_with_a_cumulative_acknowledgement_histogram() {
+        let mut buckets = vec![0; ACK_BUCKETS.len() + 1];
+        buckets[0] = 2; // ≤ 1 ms
+        buckets[3] = 1; // ≤ 10 ms
+        buckets[ACK_BUCKETS.len()] = 1; // beyond every bound
+        let stats = ReplicationStats {
+            from_memory_now: true,
+            checks_from_memory: 41,
+            checks_from_database: 3,
+            leases_taken: 2,
+            leases_lost: 1,
+            lag: 5,
+            ack_buckets: buckets,
+            ack_sum_seconds: 9.5,
+        };
+        let mut out = String::new();
+        render_replication(&mut out, &stats);
+        for line in [
+            "tessera_replica_token_checks_total{answered=\"memory\"} 41",
+            "tessera_replica_token_checks_total{answered=\"database\"} 3",
+            "tessera_replica_leases_total{event=\"taken\"} 2",
+            "tessera_replica_leases_total{event=\"lost\"} 1",
+            "tessera_replica_lease_held 1",
+            "tessera_replica_view_lag_positions 5",
+            "tessera_revocation_ack_seconds_bucket{le=\"0.001\"} 2",
+            "tessera_revocation_ack_seconds_bucket{le=\"0.005\"} 2",
+            "tessera_revocation_ack_seconds_bucket{le=\"0.01\"} 3",
+            "tessera_revocation_ack_seconds_bucket{le=\"5\"} 3",
+            "tessera_revocation_ack_seconds_bucket{le=\"+Inf\"} 4",
+            "tessera_revocation_ack_seconds_sum 9.5",
+            "tessera_revocation_ack_seconds_count 4",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+    }
+
+    #[test]
     fn renders_counters_and_cumulative_histograms() {
         let metrics = Metrics::default();
         metrics.observe_request("GET /v1/users/me", 200, Duration::from_micros(200));
