@@ -5,9 +5,8 @@
 use crate::helpers::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Tables only SQLite has: its change log feeds the in-memory revocation view, which the
-/// PostgreSQL backend does not keep (its token checks read the tables).
-const SQLITE_ONLY: &[&str] = &["token_changes"];
+/// Tables only SQLite has: none (both keep the change log that feeds the revocation view).
+const SQLITE_ONLY: &[&str] = &[];
 /// Tables only PostgreSQL has: its migration version (SQLite keeps it in `PRAGMA user_version`),
 /// the change log's position counter (SQLite's is `sqlite_sequence`) and the replicas' leases.
 const POSTGRES_ONLY: &[&str] = &["tessera_schema", "change_position", "replica_leases"];
