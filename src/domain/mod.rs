@@ -10,6 +10,7 @@ pub mod password_policy;
 pub mod profile_text;
 pub mod secret;
 pub mod session;
+pub mod totp;
 pub mod user;
 pub mod username;
 pub mod validation;

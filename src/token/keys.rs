@@ -391,6 +391,16 @@ impl Keyring {
             .collect()
     }
 
+    /// A 256-bit key for another purpose than signing, derived from key `kid`:
+    /// HMAC-SHA256(key, `label`) — HKDF-Expand's single block with the key as the pseudorandom
+    /// key, one label per purpose, so no key serves two. `None` if `kid` is not in the keyring.
+    pub fn derive(&self, kid: &str, label: &[u8]) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        let key = self.by_kid(kid)?;
+        let mut mac = key.mac.clone();
+        mac.update(label);
+        Some(zeroize::Zeroizing::new(mac.finalize().into_bytes().into()))
+    }
+
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.entries().map(|k| k.kid.as_str())
     }

@@ -17,6 +17,7 @@ mod recent;
 pub mod inspect;
 pub mod keys;
 pub mod refresh;
+pub mod sealing;
 
 pub use claims::{Claims, ValidationPolicy};
 pub use keys::{JwkSet, KeyError, KeyInfo, Keyring};
