@@ -28,6 +28,7 @@ struct JwtClaims {
     jti: String,
     sid: String,
     r#gen: u64,
+    amr: Vec<String>,
 }
 
 fn codec() -> Codec {
@@ -51,6 +52,7 @@ fn claims() -> Claims {
         jti: tessera::domain::ids::TokenId::from_string("OjuksHr3oQJyp9QQcC7xmg".into()),
         sid: tessera::domain::ids::SessionId::from_string("f3Qp9sVh0kXbW2mZr8LcTA".into()),
         r#gen: 0,
+        amr: tessera::domain::session::Factors::Password,
     }
 }
 
@@ -111,6 +113,7 @@ fn bench_encode(c: &mut Criterion) {
         jti: claims.jti.to_string(),
         sid: claims.sid.to_string(),
         r#gen: claims.r#gen,
+        amr: claims.amr.amr().iter().map(|m| (*m).to_owned()).collect(),
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.typ = Some("at+jwt".into());

@@ -1,7 +1,7 @@
--- Tessera database dump (schema version 9)
+-- Tessera database dump (schema version 10)
 PRAGMA foreign_keys=OFF;
 BEGIN TRANSACTION;
-PRAGMA user_version=9;
+PRAGMA user_version=10;
 CREATE TABLE introspection_clients (
         name          TEXT    PRIMARY KEY,
         secret_digest TEXT    NOT NULL,  -- SHA-256 of the secret, base64url: never the secret
@@ -11,14 +11,30 @@ CREATE TABLE key_fingerprints (
         kid         TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL    -- HMAC of a fixed label under the key: not the key
     , signing_until INTEGER) STRICT, WITHOUT ROWID;
-INSERT INTO "key_fingerprints" VALUES('qLll7rzlF-XH','oHQUZhmVzMe36IkLDAEe1FhWptg_0JPvZTM_UYlh8Ms',1796406055);
+INSERT INTO "key_fingerprints" VALUES('U-LpH---hZtS','3TQeflov51HMEyjOPcRnCI928Oo18OQRmow6Zas9toE',1796416175);
+CREATE TABLE recovery_codes (
+        user_id TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        digest  TEXT    NOT NULL,        -- SHA-256 of the code, base64url: never the code
+        used_at INTEGER,
+        PRIMARY KEY (user_id, digest)
+    ) STRICT, WITHOUT ROWID;
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','DScyNJB4yJNfzDY2G-ns9cMeWnKUha9NFkEyu20pK4w',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','FCFhb3ugAvLWkklkmhVxr9mTBJfzL-N4DXW-rMrAz_s',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','I5WINvyiHU3rV1vAUZmYvie9ZjEbQKoquU5vCzpvmq4',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','JBr6jZ16YHPixxRmrnJV41YafWJy8D_4lzxdanFcUSA',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','NZHRxePa2yFrmFz5P-fIX9APrWHs35U_LvrU5KgxH5c',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','RGsAwv5TBWR-m4iXu0MinkpuwlTcrq5iab7uRjr7_c0',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','XW5U92pGXHOyxUOzvQ3BrC4DiJbuBWCM4g0VwMU68KQ',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','_wROeFqDlz322kzW8jUuVmnn5en2kcYtvXIGTKvG7WY',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','cX2GX2qppZx86EkTmLFysjSdC6JXp0edlgmbjNq3k5k',NULL);
+INSERT INTO "recovery_codes" VALUES('22LOiE2Hc-y5RDzKBFbzEg','edgFUAQwtpbZJwsL9QO8b_jfI1nflEPx3PMHmbk6-G4',NULL);
 CREATE TABLE revoked_tokens (
         jti        TEXT    PRIMARY KEY,
         user_id    TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         expires_at INTEGER NOT NULL
     , kind TEXT NOT NULL DEFAULT 'token'
         CHECK (kind IN ('token', 'session')), reason TEXT) STRICT, WITHOUT ROWID;
-INSERT INTO "revoked_tokens" VALUES('hljMtJdMG-vhJzI8R92WFg','1jLlIAWCYQ5dX5WsltYIow',1796406895,'session','logout');
+INSERT INTO "revoked_tokens" VALUES('yu493Kan3G2C1IC5OkPTBg','PvEhiNzrQKlz8J9cxSMPyA',1796417015,'session','logout');
 CREATE TABLE sessions (
         id              TEXT    PRIMARY KEY,     -- 128 random bits; the access tokens' `sid`
         user_id         TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -31,12 +47,12 @@ CREATE TABLE sessions (
         last_used_at    INTEGER NOT NULL,        -- login or last refresh: the idle clock
         expires_at      INTEGER NOT NULL,        -- absolute end; no access token outlives it
         ended_at        INTEGER,
-        end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')), client_address TEXT NOT NULL DEFAULT '',
+        end_reason      TEXT CHECK (end_reason IN ('logout', 'revoked', 'reuse')), client_address TEXT NOT NULL DEFAULT '', factors TEXT NOT NULL DEFAULT 'pwd',
         CHECK ((ended_at IS NULL) = (end_reason IS NULL))
     ) STRICT;
-INSERT INTO "sessions" VALUES('GvQLOrxdpS2C7_e8IFCsAQ','X_SZ7jy4qxnYEG5hAL4Tmw',0,1,1796405995,'',1796405995,1796405995,1798997995,NULL,NULL,'127.0.0.1');
-INSERT INTO "sessions" VALUES('K0QT48w7G4pdtG70p86gBQ','1jLlIAWCYQ5dX5WsltYIow',0,0,NULL,'',1796405995,1796405995,1798997995,NULL,NULL,'127.0.0.1');
-INSERT INTO "sessions" VALUES('hljMtJdMG-vhJzI8R92WFg','1jLlIAWCYQ5dX5WsltYIow',0,0,NULL,'',1796405995,1796405995,1798997995,1796405995,'logout','127.0.0.1');
+INSERT INTO "sessions" VALUES('4pIQsDYrSqoi5l_Llsz7cg','22LOiE2Hc-y5RDzKBFbzEg',0,1,1796416115,'',1796416115,1796416115,1799008115,NULL,NULL,'127.0.0.1','pwd');
+INSERT INTO "sessions" VALUES('YsoX5J61jJzyEvxih3RX_g','PvEhiNzrQKlz8J9cxSMPyA',0,0,NULL,'',1796416115,1796416115,1799008115,NULL,NULL,'127.0.0.1','pwd');
+INSERT INTO "sessions" VALUES('yu493Kan3G2C1IC5OkPTBg','PvEhiNzrQKlz8J9cxSMPyA',0,0,NULL,'',1796416115,1796416115,1799008115,1796416115,'logout','127.0.0.1','pwd');
 CREATE TABLE softlock_padding (
         slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 0 AND 15),
         touched_at INTEGER NOT NULL
@@ -64,7 +80,17 @@ CREATE TABLE token_changes (
         expires_at INTEGER,           -- that token's expiry
         changed_at INTEGER NOT NULL DEFAULT (unixepoch())
     , reason TEXT) STRICT;
-INSERT INTO "token_changes" VALUES(1,'1jLlIAWCYQ5dX5WsltYIow','hljMtJdMG-vhJzI8R92WFg',1796406895,1796405995,'logout');
+INSERT INTO "token_changes" VALUES(1,'22LOiE2Hc-y5RDzKBFbzEg',NULL,NULL,1796416115,NULL);
+INSERT INTO "token_changes" VALUES(2,'22LOiE2Hc-y5RDzKBFbzEg',NULL,NULL,1796416115,NULL);
+INSERT INTO "token_changes" VALUES(3,'PvEhiNzrQKlz8J9cxSMPyA','yu493Kan3G2C1IC5OkPTBg',1796417015,1796416115,'logout');
+CREATE TABLE totp_factors (
+        user_id       TEXT    PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        sealed_secret TEXT    NOT NULL,  -- v1.KID.DATA (token/sealing.rs): never the secret
+        active        INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1)),  -- 0: not confirmed
+        last_step     INTEGER,           -- the last time step accepted: never accepted again
+        created_at    INTEGER NOT NULL
+    ) STRICT;
+INSERT INTO "totp_factors" VALUES('22LOiE2Hc-y5RDzKBFbzEg','v1.U-LpH---hZtS.botfhagBdLPRn0mjF7EfGHDJ8lCwtk7TnBD9zxxt56PJ8RZbGsQ7T3lVB_Bvhxzn4jUXYdUDeUOOmyBu',1,59880537,1796416115);
 CREATE TABLE users (
         id                             TEXT    PRIMARY KEY,     -- opaque random id; the token's `sub`
         username                       TEXT    NOT NULL,        -- as typed, for display
@@ -77,8 +103,8 @@ CREATE TABLE users (
         last_failed_login_at           INTEGER,
         created_at                     INTEGER NOT NULL
     ) STRICT;
-INSERT INTO "users" VALUES('1jLlIAWCYQ5dX5WsltYIow','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$bnYjnB+IiLsfhNws4ANXjg$ANs98AjbHRiL8VkrSGhYIB8jKfojB+odMaX7TR6NQTE',0,0,NULL,1796405995);
-INSERT INTO "users" VALUES('X_SZ7jy4qxnYEG5hAL4Tmw','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$ddIf0huBzTi0zDyZvLDDJQ$cBRjTd35J3pM6Qu/FMZWkZeGCamip0asvYGGO1Djr9o',0,0,NULL,1796405995);
+INSERT INTO "users" VALUES('22LOiE2Hc-y5RDzKBFbzEg','tpratchett','tpratchett','Terry Pratchett','Google','$argon2id$v=19$m=19456,t=2,p=1$P39/BEC2QUHzd5qet+Pdag$MMCqtFa0tPBv54LcLYy60SXQv0GUEvzbzQ6TBYMqp38',0,1,1796416115,1796416115);
+INSERT INTO "users" VALUES('PvEhiNzrQKlz8J9cxSMPyA','kvothe','kvothe','Patrick Rothfuss','Duck Duck Go','$argon2id$v=19$m=19456,t=2,p=1$yb8GZC1xJFkk7VAHDbs4XQ$xEtG6hO4x31peDNM4dpJyFMSNean87Udo8QyW7I1tpI',0,0,NULL,1796416115);
 CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens(expires_at);
 CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
 CREATE VIEW active_sessions AS
@@ -98,4 +124,10 @@ CREATE TRIGGER token_changes_on_profile
 CREATE TRIGGER token_changes_on_revoke AFTER INSERT ON revoked_tokens
         BEGIN INSERT INTO token_changes (user_id, jti, expires_at, reason)
               VALUES (NEW.user_id, NEW.jti, NEW.expires_at, NEW.reason); END;
+CREATE TRIGGER token_changes_on_totp_active AFTER UPDATE OF active ON totp_factors
+        BEGIN INSERT INTO token_changes (user_id) VALUES (NEW.user_id); END;
+CREATE TRIGGER token_changes_on_totp_delete AFTER DELETE ON totp_factors
+        BEGIN INSERT INTO token_changes (user_id) VALUES (OLD.user_id); END;
+CREATE TRIGGER token_changes_on_totp_insert AFTER INSERT ON totp_factors
+        BEGIN INSERT INTO token_changes (user_id) VALUES (NEW.user_id); END;
 COMMIT;

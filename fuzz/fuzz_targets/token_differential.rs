@@ -25,6 +25,7 @@ struct Claims {
     jti: String,
     sid: String,
     r#gen: u64,
+    amr: Vec<String>,
 }
 
 fuzz_target!(|input: (HeaderInput, ClaimsInput)| {
@@ -67,4 +68,5 @@ fuzz_target!(|input: (HeaderInput, ClaimsInput)| {
         (ours.iat, ours.nbf, ours.exp, ours.r#gen),
         (theirs.iat, theirs.nbf, theirs.exp, theirs.r#gen)
     );
+    assert_eq!(ours.amr.amr(), theirs.amr.as_slice());
 });

@@ -70,10 +70,20 @@ pub struct ClaimsInput {
     pub jti: Option<String>,
     pub sid: Option<String>,
     pub generation: Number,
+    pub amr: Amr,
     pub extra: Option<(String, i64)>,
     /// Members in another order than ours, or repeated.
     pub reverse: bool,
     pub repeat_iss: bool,
+}
+
+/// The `amr` claim: one of the two arrays we issue, another array, or none.
+#[derive(Debug, arbitrary::Arbitrary)]
+pub enum Amr {
+    Password,
+    PasswordAndOtp,
+    Other(Vec<String>),
+    Missing,
 }
 
 #[derive(Debug, arbitrary::Arbitrary)]
@@ -148,6 +158,15 @@ impl ClaimsInput {
             ("jti", self.jti.clone().map(serde_json::Value::from)),
             ("sid", self.sid.clone().map(serde_json::Value::from)),
             ("gen", generation),
+            (
+                "amr",
+                match &self.amr {
+                    Amr::Password => Some(serde_json::json!(["pwd"])),
+                    Amr::PasswordAndOtp => Some(serde_json::json!(["pwd", "otp"])),
+                    Amr::Other(values) => Some(serde_json::json!(values)),
+                    Amr::Missing => None,
+                },
+            ),
         ];
         for (name, value) in optional {
             if let Some(value) = value {

@@ -59,6 +59,18 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("current password is incorrect")]
     WrongCurrentPassword,
+    #[error("the account has a second factor: a code is required")]
+    TotpRequired,
+    #[error("the second-factor code is missing, wrong or already used")]
+    WrongSecondFactor,
+    #[error("the code does not confirm the pending second factor")]
+    WrongTotpCode,
+    #[error("a second factor is already active")]
+    TotpAlreadyActive,
+    #[error("no second factor is waiting for confirmation")]
+    NoPendingTotp,
+    #[error("the account has no second factor")]
+    NoActiveTotp,
     #[error("too many failed attempts; retry in {retry_after} s")]
     Throttled { retry_after: u64 },
     #[error("invalid token: {0}")]

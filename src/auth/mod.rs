@@ -11,10 +11,12 @@ mod error;
 pub mod hash_pool;
 mod introspection;
 mod sessions;
+mod totp;
 
 pub use error::{AuthError, RefreshRejection, Result, TokenRejection};
 pub use hash_pool::{Cancellation, HashingStats, Requester};
 pub use sessions::{Grant, ListedSession, Refreshed, Rotation};
+pub use totp::{Enrolment, SecondFactor, TOTP_OUTCOMES, reseal_all};
 
 use crate::domain::ids::UserId;
 use crate::domain::lockout::{LockoutPolicy, PhantomFailures};
@@ -78,6 +80,7 @@ pub struct Auth {
     settings: AuthSettings,
     /// Softlock counters for names without an account.
     phantoms: PhantomFailures,
+    totp: totp::TotpCounters,
 }
 
 impl Auth {
@@ -93,6 +96,7 @@ impl Auth {
             hashing,
             settings,
             phantoms: PhantomFailures::default(),
+            totp: totp::TotpCounters::default(),
         }
     }
 
@@ -191,10 +195,15 @@ impl Auth {
     /// exceed the policy; and the session starts only if the credentials it verified are still
     /// current, so a login racing a password change or a log-out-everywhere can neither undo it
     /// nor survive it. `origin` is kept for the session list.
+    ///
+    /// An account with an active second factor also needs `second`: without it the answer is
+    /// [`AuthError::TotpRequired`] (only to someone who knew the password), and a wrong code
+    /// is a failed login like a wrong password (the guess stays counted by the softlock).
     pub fn login(
         &self,
         username: &str,
         password: &SecretString,
+        second: Option<&SecondFactor>,
         origin: &Origin,
         now: i64,
         cancel: &Cancellation,
@@ -227,7 +236,8 @@ impl Auth {
             (true, Ok(normalized)) => Some(self.hashing.hash(normalized, cancel)?),
             _ => None,
         };
-        self.start_session(&credentials, rehashed.as_deref(), origin, now)
+        let factors = self.second_factor_at_login(&credentials.user_id, second, now)?;
+        self.start_session(&credentials, rehashed.as_deref(), origin, factors, now)
             .map_err(|error| match error {
                 // The password changed or every token was revoked meanwhile: what was
                 // verified is no longer the password.
@@ -291,10 +301,12 @@ impl Auth {
         caller: &Authenticated,
         current: &SecretString,
         new: &SecretString,
+        second: Option<&SecondFactor>,
         now: i64,
         cancel: &Cancellation,
     ) -> Result<Grant> {
         let credentials = self.reauthenticate(caller, current, now, cancel)?;
+        self.second_factor_for_reauthentication(&credentials.user_id, second, now)?;
         let profile = &caller.profile;
         let context = [profile.username.as_typed(), profile.full_name.as_str()];
         let password = self
@@ -369,10 +381,12 @@ impl Auth {
         &self,
         caller: &Authenticated,
         password: &SecretString,
+        second: Option<&SecondFactor>,
         now: i64,
         cancel: &Cancellation,
     ) -> Result<()> {
-        self.reauthenticate(caller, password, now, cancel)?;
+        let credentials = self.reauthenticate(caller, password, now, cancel)?;
+        self.second_factor_for_reauthentication(&credentials.user_id, second, now)?;
         self.store.delete_user(&caller.profile.id)?;
         Ok(())
     }

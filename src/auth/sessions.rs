@@ -14,7 +14,9 @@ use super::{Auth, AuthError, Authenticated, RefreshRejection, Result, TokenRejec
 use crate::domain::ids::SessionId;
 use crate::domain::ids::UserId;
 use crate::domain::secret::SecretString;
-use crate::domain::session::{EndReason, Origin, RefreshDecision, SessionRecord, SessionStatus};
+use crate::domain::session::{
+    EndReason, Factors, Origin, RefreshDecision, SessionRecord, SessionStatus,
+};
 use crate::store::{Credentials, NewSession, SessionGrant, StoreError};
 use crate::token::IssuedToken;
 use std::fmt;
@@ -72,18 +74,20 @@ impl Auth {
         verified: &Credentials,
         rehashed_password: Option<&str>,
         origin: &Origin,
+        factors: Factors,
         now: i64,
     ) -> Result<Grant> {
         let id = SessionId::random();
         let expires_at = now.saturating_add(self.settings.sessions.max_age);
         let generation = verified.token_generation;
         let lifetime = self.access_lifetime(now, expires_at);
-        let access = self
-            .codec()
-            .issue(&verified.user_id, &id, generation, now, lifetime);
+        let access =
+            self.codec()
+                .issue_with(&verified.user_id, &id, generation, now, lifetime, factors);
         let session = NewSession {
             id: &id,
             origin,
+            factors,
             created_at: now,
             expires_at,
         };
@@ -221,8 +225,14 @@ impl Auth {
         now: i64,
     ) -> IssuedToken {
         let lifetime = self.access_lifetime(now, session.expires_at);
-        self.codec()
-            .issue(&session.user_id, &session.id, generation, now, lifetime)
+        self.codec().issue_with(
+            &session.user_id,
+            &session.id,
+            generation,
+            now,
+            lifetime,
+            session.factors,
+        )
     }
 
     /// The token lifetime, cut short by the session's ends: its absolute end, and its idle

@@ -36,6 +36,10 @@ pub enum AdminError {
     ClientName(#[from] BadClientName),
     #[error("no client named {0:?}")]
     NoSuchClient(String),
+    #[error("{0:?} has no second factor")]
+    NoSecondFactor(String),
+    #[error("second-factor secrets could not be resealed under the signing key: {0}")]
+    Reseal(crate::auth::AuthError),
 }
 
 /// `tessera client …`: the resource servers allowed to introspect tokens.
@@ -149,7 +153,14 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
         } => {
             let mut set = JwkSet::load(path)?;
             let signed_until = match store::open_existing(db) {
-                Ok(store) => store.signing_until(kid)?,
+                Ok(store) => {
+                    // Second-factor secrets sealed under the key that goes are resealed under
+                    // the signing key first, or they could never be opened again.
+                    let keyring = Keyring::from_set(&set, path)?;
+                    crate::auth::reseal_all(store.as_ref(), &keyring)
+                        .map_err(AdminError::Reseal)?;
+                    store.signing_until(kid)?
+                }
                 Err(_) if *force => None,
                 Err(error) => return Err(AdminError::SigningRecordUnreadable(error)),
             };
@@ -196,6 +207,31 @@ pub fn user(action: &UserAction, db: &DbLocation) -> Result<String, AdminError> 
             Ok(format!(
                 "ended every session and revoked every token of {username} (token generation \
                  is now {generation})\n"
+            ))
+        }
+        UserAction::TotpReset { username } => {
+            let name = Username::parse(username)?;
+            let user = store
+                .find_credentials(&name)?
+                .ok_or_else(|| AdminError::NoSuchUser(username.clone()))?
+                .user_id;
+            let now = clock::now();
+            // Tokens live at most the longest `--token-ttl` a server accepts: every session's id
+            // stays denylisted that long, whatever the servers' setting.
+            let change = crate::store::TotpChange {
+                user: &user,
+                step: 0,
+                recovery_digests: &[],
+                keep: None,
+                now,
+                tokens_expire_by: now.saturating_add(crate::config::MAX_TOKEN_TTL),
+            };
+            if !store.remove_totp(&change)? {
+                return Err(AdminError::NoSecondFactor(username.clone()));
+            }
+            Ok(format!(
+                "removed the second factor of {username} and ended every session of theirs; \
+                 they log in with the password alone and may enrol again\n"
             ))
         }
         UserAction::Unlock { username } => {

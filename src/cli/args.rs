@@ -130,6 +130,12 @@ pub enum UserAction {
         #[arg(allow_hyphen_values = true)]
         username: String,
     },
+    /// Remove a user's second factor (a lost device) and end every session of theirs.
+    TotpReset {
+        /// The account's username (any case or width).
+        #[arg(allow_hyphen_values = true)]
+        username: String,
+    },
     /// Clear a user's failed-login counter.
     Unlock {
         /// The account's username (any case or width).

@@ -145,6 +145,54 @@ pub struct SessionRecord {
     pub user_agent: String,
     /// The client's address at login; `None` for sessions recorded before addresses were.
     pub client_address: Option<IpAddr>,
+    /// The factors the login presented.
+    pub factors: Factors,
+}
+
+/// The authentication factors a session was started with: its tokens' `amr` claim (RFC 8176),
+/// kept by every refresh, and shown in the session list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Factors {
+    /// A password alone.
+    #[default]
+    Password,
+    /// A password and a TOTP code (or a recovery code, which stands in for the device).
+    PasswordAndOtp,
+}
+
+impl Factors {
+    /// RFC 8176 method values, in the order the claim lists them.
+    pub fn amr(self) -> &'static [&'static str] {
+        match self {
+            Self::Password => &["pwd"],
+            Self::PasswordAndOtp => &["pwd", "otp"],
+        }
+    }
+
+    /// The stored form: the values space-separated.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            Self::Password => "pwd",
+            Self::PasswordAndOtp => "pwd otp",
+        }
+    }
+
+    /// From the stored form; anything unknown is one factor (the claim never over-states).
+    pub fn from_stored(text: &str) -> Self {
+        match text {
+            "pwd otp" => Self::PasswordAndOtp,
+            _ => Self::Password,
+        }
+    }
+
+    /// From an `amr` claim's values: exactly what [`Factors::amr`] gives, or `None`.
+    pub fn from_amr(values: &[&str]) -> Option<Self> {
+        match values {
+            ["pwd"] => Some(Self::Password),
+            ["pwd", "otp"] => Some(Self::PasswordAndOtp),
+            _ => None,
+        }
+    }
 }
 
 /// Where a login came from, kept with its session for the session list.
@@ -281,6 +329,7 @@ mod tests {
             ended: None,
             user_agent: String::new(),
             client_address: None,
+            factors: Factors::Password,
         }
     }
 

@@ -37,6 +37,35 @@ const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 type HmacSha1 = hmac::Hmac<sha1::Sha1>;
 
+/// Where a user's factor stands, as `GET /v1/users/me` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TotpStatus {
+    #[default]
+    Off,
+    /// Enrolled, not yet confirmed with a code: logins do not ask for one.
+    Pending,
+    Active,
+}
+
+impl TotpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Pending => "pending",
+            Self::Active => "active",
+        }
+    }
+
+    /// From the profile query's column: `NULL` (no factor), `'pending'` or `'active'`.
+    pub fn from_stored(text: Option<&str>) -> Self {
+        match text {
+            Some("active") => Self::Active,
+            Some(_) => Self::Pending,
+            None => Self::Off,
+        }
+    }
+}
+
 /// A TOTP shared secret. Debug never shows it; memory is wiped on drop.
 #[derive(Clone)]
 pub struct TotpSecret(Zeroizing<[u8; SECRET_BYTES]>);
@@ -78,6 +107,28 @@ impl TotpSecret {
             }
         }
         out
+    }
+
+    /// From the base32 an enrolment showed (case, spaces and padding ignored); `None` unless it
+    /// is exactly 160 bits.
+    pub fn from_base32(text: &str) -> Option<Self> {
+        let mut bytes = Vec::with_capacity(SECRET_BYTES);
+        let mut buffer = 0u64;
+        let mut bits = 0;
+        for c in text.chars().filter(|c| !matches!(c, ' ' | '=')) {
+            let value = BASE32
+                .iter()
+                .position(|b| char::from(*b) == c.to_ascii_uppercase())?;
+            buffer = (buffer << 5) | u64::try_from(value).ok()?;
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                bytes.push(u8::try_from((buffer >> bits) & 0xff).ok()?);
+            }
+        }
+        let secret = Self::from_bytes(&bytes);
+        bytes.fill(0);
+        secret
     }
 
     /// The code for time step `step`.
@@ -278,7 +329,11 @@ mod tests {
         }
         for offset in [-2, 2] {
             let presented = code(&secret.code_at(step + offset));
-            assert_eq!(secret.verify(&presented, now, None), None, "offset {offset}");
+            assert_eq!(
+                secret.verify(&presented, now, None),
+                None,
+                "offset {offset}"
+            );
         }
         // The window's edges on the injected clock: the last second of the step before the
         // next one still accepts the previous step's code; the first second after does not.
@@ -297,7 +352,11 @@ mod tests {
         assert_eq!(secret.verify(&current, now, Some(step)), None, "replayed");
         assert_eq!(secret.verify(&current, now, Some(step - 1)), Some(step));
         let earlier = code(&secret.code_at(step - 1));
-        assert_eq!(secret.verify(&earlier, now, Some(step)), None, "older than the last");
+        assert_eq!(
+            secret.verify(&earlier, now, Some(step)),
+            None,
+            "older than the last"
+        );
     }
 
     #[test]
@@ -311,10 +370,14 @@ mod tests {
     #[test]
     fn the_secret_is_base32_of_160_bits_and_the_uri_follows_the_key_uri_format() {
         let secret = seed();
-        assert_eq!(
-            secret.base32().as_str(),
-            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+        assert_eq!(secret.base32().as_str(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        let back = TotpSecret::from_base32("gezd gnbv gy3t qojq gezd gnbv gy3t qojq").unwrap();
+        assert_eq!(back.expose(), secret.expose());
+        assert!(
+            TotpSecret::from_base32("GEZDGNBVGY3TQOJQ").is_none(),
+            "80 bits"
         );
+        assert!(TotpSecret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJ1").is_none());
         assert_eq!(
             secret.otpauth_uri("Tessera", "Zoë Ann").as_str(),
             "otpauth://totp/Tessera:Zo%C3%AB%20Ann?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\

@@ -67,4 +67,6 @@ pub struct UserProfile {
     pub full_name: ProfileText,
     pub mothers_favorite_search_engine: ProfileText,
     pub created_at: i64,
+    /// Whether the account has a second factor.
+    pub totp: super::totp::TotpStatus,
 }

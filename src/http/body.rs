@@ -190,6 +190,14 @@ impl JsonObject {
         }
     }
 
+    /// Takes an optional string field: absent is `None`; present, it must be a string.
+    pub fn optional_string(&mut self, field: &'static str) -> Option<String> {
+        self.members
+            .iter()
+            .any(|(name, _)| name == field)
+            .then(|| self.string(field))
+    }
+
     /// Takes a required string field that is a secret: moved, not copied, into a
     /// [`SecretString`] that wipes it on drop.
     pub fn secret(&mut self, field: &'static str) -> SecretString {

@@ -5,7 +5,7 @@ use super::problem::ApiError;
 use super::response::{self, HttpResponse};
 use super::router::Route;
 use super::{AppState, bearer};
-use super::{body, forward_auth, introspection, profile_view};
+use super::{body, forward_auth, introspection, profile_view, second_factor};
 use crate::auth::{
     AuthError, Authenticated, Cancellation, Grant, ListedSession, RefreshRejection, Requester,
     Rotation, TokenRejection,
@@ -81,6 +81,12 @@ pub fn handle<'a>(
             Route::LogoutEverywhere => Box::pin(logout_everywhere(call, &request)).await,
             Route::ChangePassword => Box::pin(change_password(call, request)).await,
             Route::DeleteMe => Box::pin(delete_account(call, request)).await,
+            Route::EnrolTotp => Box::pin(second_factor::enrol(call, request)).await,
+            Route::ConfirmTotp => Box::pin(second_factor::confirm(call, request)).await,
+            Route::ReplaceRecoveryCodes => {
+                Box::pin(second_factor::replace_recovery_codes(call, request)).await
+            }
+            Route::RemoveTotp => Box::pin(second_factor::remove(call, request)).await,
             Route::Health => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
             Route::Ready => Box::pin(ready(call)).await,
             Route::OpenApi => Ok(response::text(
@@ -148,12 +154,14 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
     let mut body = read_body(state, request).await?;
     let username = body.string("username");
     let password = body.secret("password");
+    let second = second_factor::from_body(&mut body);
     body.finish()?;
+    let second = second?;
     let typed = as_typed(&username);
     let auth = state.auth.clone();
     let now = state.clock.now();
     let result = blocking(call, move |cancel| {
-        auth.login(&username, &password, &origin, now, &cancel)
+        auth.login(&username, &password, second.as_ref(), &origin, now, &cancel)
     })
     .await;
     let (request_id, client) = (call.request_id, call.client);
@@ -168,7 +176,11 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
             LoginOutcome::Throttled
         }
         Err(ApiError::InvalidCredentials) => {
-            tracing::warn!(request_id = %request_id, %client, username = ?typed, "login failed: unknown user or wrong password");
+            tracing::warn!(request_id = %request_id, %client, username = ?typed, "login failed: unknown user, wrong password or wrong second factor");
+            LoginOutcome::Failed
+        }
+        Err(ApiError::TotpRequired) => {
+            tracing::info!(request_id = %request_id, %client, username = ?typed, "login needs a second factor");
             LoginOutcome::Failed
         }
         Err(_) => LoginOutcome::Failed,
@@ -317,11 +329,13 @@ async fn change_password(
     let (caller, mut body) = reauthentication(call, request, fields).await?;
     let current = body.secret("current_password");
     let new = body.secret("new_password");
+    let second = second_factor::from_body(&mut body);
     body.finish()?;
+    let second = second?;
     let auth = state.auth.clone();
     let now = state.clock.now();
     let grant = blocking(call, move |cancel| {
-        auth.change_password(&caller, &current, &new, now, &cancel)
+        auth.change_password(&caller, &current, &new, second.as_ref(), now, &cancel)
     })
     .await?;
     state.metrics.token_issued();
@@ -330,7 +344,7 @@ async fn change_password(
 
 /// The start of every request that re-checks the password: the token, then the per-IP budget
 /// that every endpoint hashing a password draws from (the same as login's), then the body.
-async fn reauthentication(
+pub(super) async fn reauthentication(
     call: &Call<'_>,
     request: Request<Incoming>,
     fields: &[&'static str],
@@ -361,11 +375,13 @@ async fn delete_account(
     let state = call.state;
     let (caller, mut body) = reauthentication(call, request, &["password"]).await?;
     let password = body.secret("password");
+    let second = second_factor::from_body(&mut body);
     body.finish()?;
+    let second = second?;
     let auth = state.auth.clone();
     let now = state.clock.now();
     blocking(call, move |cancel| {
-        auth.delete_account(&caller, &password, now, &cancel)
+        auth.delete_account(&caller, &password, second.as_ref(), now, &cancel)
     })
     .await?;
     Ok(response::no_content())
@@ -401,7 +417,7 @@ async fn ready(call: &Call<'_>) -> Result<HttpResponse, ApiError> {
 
 /// Bearer token → session, checked against revocation: in memory on the reactor when the
 /// revocation view is current and has the user (the common case), otherwise on the blocking pool.
-async fn authenticate(
+pub(super) async fn authenticate(
     call: &Call<'_>,
     request: &Request<Incoming>,
 ) -> Result<Authenticated, ApiError> {
@@ -421,7 +437,7 @@ async fn authenticate(
     blocking(call, move |_| auth.authenticate(&token, now)).await
 }
 
-async fn read_body(
+pub(super) async fn read_body(
     state: &AppState,
     request: Request<Incoming>,
 ) -> Result<body::JsonObject, ApiError> {
@@ -438,7 +454,7 @@ async fn read_body(
 /// the client hangs up, hyper drops this future and with it `requester`, so hashes the use case
 /// still has queued are skipped. The layers below do not log: they return errors, and this is
 /// where those are logged, with the request's id.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     call: &Call<'_>,
     work: impl FnOnce(Cancellation) -> Result<T, AuthError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -580,6 +596,7 @@ fn session_view(listed: &ListedSession) -> serde_json::Value {
         "expires_at": clock::rfc3339(s.expires_at),
         "user_agent": s.user_agent,
         "client_address": s.client_address.map(|address| address.to_string()),
+        "factors": s.factors.amr(),
         "current": listed.current,
     })
 }

@@ -382,6 +382,21 @@ fn render_histogram<'a>(
     let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {total}");
 }
 
+/// Second-factor code checks by outcome: accepted, rejected (wrong), replayed (a step already
+/// used), recovery (a recovery code consumed).
+fn render_totp(out: &mut String, counts: [u64; 4]) {
+    out.push_str(
+        "# HELP tessera_totp_verifications_total Second-factor codes checked, by outcome.\n\
+         # TYPE tessera_totp_verifications_total counter\n",
+    );
+    for (outcome, count) in crate::auth::TOTP_OUTCOMES.iter().zip(counts) {
+        let _ = writeln!(
+            out,
+            "tessera_totp_verifications_total{{outcome=\"{outcome}\"}} {count}"
+        );
+    }
+}
+
 /// A PostgreSQL replica's figures: where token checks were answered, its leases, how far its
 /// view lags the change feed, and how long this process's revocations waited for every replica.
 fn render_replication(out: &mut String, stats: &ReplicationStats) {
@@ -461,6 +476,7 @@ pub async fn serve_metrics(
                         .ok()
                         .flatten();
                     let mut body = state.metrics.render(state.auth.hashing_stats(), live);
+                    render_totp(&mut body, state.auth.totp_counters());
                     if let Some(replication) = state.auth.replication() {
                         render_replication(&mut body, &replication);
                     }

@@ -16,6 +16,7 @@ pub mod problem;
 mod profile_view;
 mod response;
 pub mod router;
+mod second_factor;
 mod server;
 
 use crate::auth::Auth;

@@ -55,6 +55,14 @@ pub enum ApiError {
     /// Not one of the caller's live sessions: one answer whatever the reason.
     SessionNotFound,
     WrongCurrentPassword,
+    /// The password was right; the account also needs a second-factor code.
+    TotpRequired,
+    /// Re-authentication with an active factor: its code missing, wrong or used.
+    WrongSecondFactor,
+    WrongTotpCode,
+    TotpAlreadyActive,
+    NoPendingTotp,
+    NoActiveTotp,
     Bearer(BearerProblem),
     /// Introspection without a registered client's valid Basic credentials: one answer for
     /// all (RFC 7662 §2.1, RFC 6749 §5.2 `invalid_client`).
@@ -79,6 +87,12 @@ impl From<AuthError> for ApiError {
             AuthError::UsernameTaken => Self::UsernameTaken,
             AuthError::InvalidCredentials => Self::InvalidCredentials,
             AuthError::WrongCurrentPassword => Self::WrongCurrentPassword,
+            AuthError::TotpRequired => Self::TotpRequired,
+            AuthError::WrongSecondFactor => Self::WrongSecondFactor,
+            AuthError::WrongTotpCode => Self::WrongTotpCode,
+            AuthError::TotpAlreadyActive => Self::TotpAlreadyActive,
+            AuthError::NoPendingTotp => Self::NoPendingTotp,
+            AuthError::NoActiveTotp => Self::NoActiveTotp,
             AuthError::Throttled { retry_after } => Self::TooManyRequests { retry_after },
             AuthError::InvalidToken(_) => Self::Bearer(BearerProblem::InvalidToken),
             AuthError::InvalidRefreshToken(_) => Self::InvalidRefreshToken,
@@ -111,13 +125,19 @@ impl ApiError {
             Self::BadRequest { .. } | Self::Bearer(BearerProblem::InvalidRequest(_)) => {
                 StatusCode::BAD_REQUEST
             }
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::Validation(_) | Self::WrongTotpCode => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UsernameTaken
+            | Self::TotpAlreadyActive
+            | Self::NoPendingTotp
+            | Self::NoActiveTotp => StatusCode::CONFLICT,
             Self::InvalidCredentials
+            | Self::TotpRequired
             | Self::InvalidRefreshToken
             | Self::Bearer(_)
             | Self::InvalidClient => StatusCode::UNAUTHORIZED,
-            Self::WrongCurrentPassword | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::WrongCurrentPassword | Self::WrongSecondFactor | Self::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -140,6 +160,12 @@ impl ApiError {
             Self::InvalidRefreshToken => "invalid-refresh-token",
             Self::SessionNotFound => "session-not-found",
             Self::WrongCurrentPassword => "wrong-current-password",
+            Self::TotpRequired => "totp-required",
+            Self::WrongSecondFactor => "wrong-second-factor",
+            Self::WrongTotpCode => "wrong-totp-code",
+            Self::TotpAlreadyActive => "totp-already-active",
+            Self::NoPendingTotp => "no-pending-totp",
+            Self::NoActiveTotp => "no-active-totp",
             Self::Bearer(BearerProblem::Missing) => "authentication-required",
             Self::Bearer(BearerProblem::InvalidRequest(_)) => "invalid-request",
             Self::Bearer(BearerProblem::InvalidToken) => "invalid-token",
@@ -169,6 +195,28 @@ impl ApiError {
             }
             Self::SessionNotFound => "You have no live session with this id.".into(),
             Self::WrongCurrentPassword => "The current password is incorrect.".into(),
+            Self::TotpRequired => {
+                "This account has a second factor: send `totp_code` (or a `recovery_code`) \
+                 with the username and password."
+                    .into()
+            }
+            Self::WrongSecondFactor => {
+                "This account has a second factor: send a current `totp_code` (or an unused \
+                 `recovery_code`) with the password."
+                    .into()
+            }
+            Self::WrongTotpCode => {
+                "The code does not match the pending factor (or was already used); enter the \
+                 code your app shows now."
+                    .into()
+            }
+            Self::TotpAlreadyActive => {
+                "A second factor is already active; remove it before enrolling again.".into()
+            }
+            Self::NoPendingTotp => {
+                "No second factor is waiting for confirmation; enrol first.".into()
+            }
+            Self::NoActiveTotp => "This account has no second factor.".into(),
             Self::Bearer(BearerProblem::Missing) => {
                 "This resource needs an `Authorization: Bearer` token.".into()
             }
@@ -241,6 +289,7 @@ impl ApiError {
     fn challenge(&self) -> Option<HeaderValue> {
         let value = match self {
             Self::InvalidCredentials
+            | Self::TotpRequired
             | Self::InvalidRefreshToken
             | Self::Bearer(BearerProblem::Missing) => r#"Bearer realm="tessera""#.to_string(),
             Self::Bearer(BearerProblem::InvalidToken) => format!(
@@ -376,6 +425,17 @@ mod tests {
             ),
             (ApiError::RequestTimeout, 408, "request-timeout", vec![]),
             (ApiError::Internal, 500, "internal-error", vec![]),
+            (
+                ApiError::TotpRequired,
+                401,
+                "totp-required",
+                vec![("www-authenticate", r#"Bearer realm="tessera""#.into())],
+            ),
+            (ApiError::WrongSecondFactor, 403, "wrong-second-factor", vec![]),
+            (ApiError::WrongTotpCode, 422, "wrong-totp-code", vec![]),
+            (ApiError::TotpAlreadyActive, 409, "totp-already-active", vec![]),
+            (ApiError::NoPendingTotp, 409, "no-pending-totp", vec![]),
+            (ApiError::NoActiveTotp, 409, "no-active-totp", vec![]),
         ]
     }
 
@@ -399,6 +459,12 @@ mod tests {
                 ApiError::InvalidRefreshToken => "InvalidRefreshToken",
                 ApiError::SessionNotFound => "SessionNotFound",
                 ApiError::WrongCurrentPassword => "WrongCurrentPassword",
+                ApiError::TotpRequired => "TotpRequired",
+                ApiError::WrongSecondFactor => "WrongSecondFactor",
+                ApiError::WrongTotpCode => "WrongTotpCode",
+                ApiError::TotpAlreadyActive => "TotpAlreadyActive",
+                ApiError::NoPendingTotp => "NoPendingTotp",
+                ApiError::NoActiveTotp => "NoActiveTotp",
                 ApiError::Bearer(BearerProblem::Missing) => "Bearer::Missing",
                 ApiError::Bearer(BearerProblem::InvalidRequest(_)) => "Bearer::InvalidRequest",
                 ApiError::Bearer(BearerProblem::InvalidToken) => "Bearer::InvalidToken",
@@ -412,7 +478,7 @@ mod tests {
             };
             seen.insert(kind);
         }
-        assert_eq!(seen.len(), 22, "every variant has an expectation: {seen:?}");
+        assert_eq!(seen.len(), 28, "every variant has an expectation: {seen:?}");
         for (error, status, slug, headers) in all {
             let name = format!("{error:?}");
             let has_errors = matches!(error, ApiError::Validation(_) | ApiError::BadRequest { .. });
@@ -510,6 +576,12 @@ mod tests {
             (AuthError::Store(contended), "not-ready"),
             (AuthError::Store(broken), "internal-error"),
             (AuthError::Hash(PoolError::Stopped), "internal-error"),
+            (AuthError::TotpRequired, "totp-required"),
+            (AuthError::WrongSecondFactor, "wrong-second-factor"),
+            (AuthError::WrongTotpCode, "wrong-totp-code"),
+            (AuthError::TotpAlreadyActive, "totp-already-active"),
+            (AuthError::NoPendingTotp, "no-pending-totp"),
+            (AuthError::NoActiveTotp, "no-active-totp"),
         ];
         // Exhaustive on purpose, with no `_` arm: a new variant does not compile until it has a
         // case above.
@@ -519,6 +591,12 @@ mod tests {
                 | AuthError::UsernameTaken
                 | AuthError::InvalidCredentials
                 | AuthError::WrongCurrentPassword
+                | AuthError::TotpRequired
+                | AuthError::WrongSecondFactor
+                | AuthError::WrongTotpCode
+                | AuthError::TotpAlreadyActive
+                | AuthError::NoPendingTotp
+                | AuthError::NoActiveTotp
                 | AuthError::Throttled { .. }
                 | AuthError::InvalidToken(_)
                 | AuthError::InvalidRefreshToken(_)

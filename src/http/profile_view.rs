@@ -23,6 +23,7 @@ struct PublicView<'a> {
     created_at: String,
     full_name: &'a str,
     mothers_favorite_search_engine: &'a str,
+    totp: &'a str,
     username: &'a str,
 }
 
@@ -32,6 +33,7 @@ pub fn render(profile: &UserProfile) -> Bytes {
         created_at: clock::rfc3339(profile.created_at),
         full_name: profile.full_name.as_str(),
         mothers_favorite_search_engine: profile.mothers_favorite_search_engine.as_str(),
+        totp: profile.totp.as_str(),
         username: profile.username.as_typed(),
     };
     Bytes::from(serde_json::to_vec(&view).unwrap_or_default())
@@ -95,6 +97,7 @@ mod tests {
             full_name: ProfileText::from_stored(full_name.into()),
             mothers_favorite_search_engine: ProfileText::from_stored("Duck Duck Go".into()),
             created_at: 1_764_072_000,
+            totp: crate::domain::totp::TotpStatus::Off,
         })
     }
 

@@ -15,6 +15,10 @@ pub enum Route {
     Introspect,
     DeleteMe,
     ChangePassword,
+    EnrolTotp,
+    ConfirmTotp,
+    ReplaceRecoveryCodes,
+    RemoveTotp,
     UserByName(String),
     Login,
     Refresh,
@@ -35,6 +39,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/introspect"),
     ("DELETE", "/v1/users/me"),
     ("PUT", "/v1/users/me/password"),
+    ("POST", "/v1/users/me/totp"),
+    ("DELETE", "/v1/users/me/totp"),
+    ("POST", "/v1/users/me/totp/confirm"),
+    ("POST", "/v1/users/me/totp/recovery-codes"),
     ("GET", "/v1/users/{username}"),
     ("POST", "/v1/sessions"),
     ("GET", "/v1/sessions"),
@@ -59,6 +67,10 @@ impl Route {
             Self::Introspect => "POST /v1/introspect",
             Self::DeleteMe => "DELETE /v1/users/me",
             Self::ChangePassword => "PUT /v1/users/me/password",
+            Self::EnrolTotp => "POST /v1/users/me/totp",
+            Self::RemoveTotp => "DELETE /v1/users/me/totp",
+            Self::ConfirmTotp => "POST /v1/users/me/totp/confirm",
+            Self::ReplaceRecoveryCodes => "POST /v1/users/me/totp/recovery-codes",
             Self::UserByName(_) => "GET /v1/users/{username}",
             Self::Login => "POST /v1/sessions",
             Self::ListSessions => "GET /v1/sessions",
@@ -106,6 +118,23 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["v1", "users", "me", "password"] => {
             (pick(m, &[(Method::PUT, Route::ChangePassword)]), "PUT")
         }
+        ["v1", "users", "me", "totp"] => (
+            pick(
+                m,
+                &[
+                    (Method::POST, Route::EnrolTotp),
+                    (Method::DELETE, Route::RemoveTotp),
+                ],
+            ),
+            "POST, DELETE",
+        ),
+        ["v1", "users", "me", "totp", "confirm"] => {
+            (pick(m, &[(Method::POST, Route::ConfirmTotp)]), "POST")
+        }
+        ["v1", "users", "me", "totp", "recovery-codes"] => (
+            pick(m, &[(Method::POST, Route::ReplaceRecoveryCodes)]),
+            "POST",
+        ),
         ["v1", "users", name] if !name.is_empty() => {
             let name = percent_decode_str(name)
                 .decode_utf8()

@@ -20,7 +20,8 @@ macro_rules! select_sessions {
         concat!(
             "SELECT s.id, s.user_id, s.generation, u.token_generation, s.refresh_counter, ",
             "s.rotated_at, s.created_at, s.last_used_at, s.expires_at, s.ended_at, ",
-            "s.end_reason, s.user_agent, s.client_address FROM sessions s JOIN users u ON u.id = s.user_id ",
+            "s.end_reason, s.user_agent, s.client_address, s.factors ",
+            "FROM sessions s JOIN users u ON u.id = s.user_id ",
             $tail
         )
     };
@@ -40,7 +41,7 @@ pub use location::DbLocation;
 pub use postgres::{ACK_BUCKETS, PgStore, ReplicationStats};
 pub use records::{
     Credentials, NewAccount, NewSession, PasswordChange, PasswordChangeOutcome, SessionGrant,
-    TokenState, UserSummary,
+    TokenState, TotpChange, TotpFactor, UserSummary,
 };
 pub use sqlite::SqliteStore;
 
@@ -60,17 +61,33 @@ pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(5);
 /// A PostgreSQL replica's lease on answering token checks from memory (`--replica-lease`).
 pub const DEFAULT_REPLICA_LEASE: Duration = postgres::DEFAULT_REPLICA_LEASE;
 
-/// What the service needs from storage, by topic: each backend implements the five traits in
+/// What the service needs from storage, by topic: each backend implements the six traits in
 /// the module of that topic (`sqlite/users.rs`, `postgres/users.rs`, …), one name per operation
 /// from the seam down, with no forwarding layer between the seam and the SQL. [`Store`] is all
-/// five, for an `Arc<dyn Store>` (whose methods need no import).
+/// six, for an `Arc<dyn Store>` (whose methods need no import).
 pub trait Store:
-    Accounts + Sessions + Revocation + Clients + Maintenance + Send + Sync + std::fmt::Debug
+    Accounts
+    + Sessions
+    + Revocation
+    + SecondFactors
+    + Clients
+    + Maintenance
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
 }
 
 impl<T> Store for T where
-    T: Accounts + Sessions + Revocation + Clients + Maintenance + Send + Sync + std::fmt::Debug
+    T: Accounts
+        + Sessions
+        + Revocation
+        + SecondFactors
+        + Clients
+        + Maintenance
+        + Send
+        + Sync
+        + std::fmt::Debug
 {
 }
 
@@ -194,6 +211,44 @@ pub trait Revocation {
 
     /// Rows on the denylist (for metrics and tests).
     fn denylist_len(&self) -> Result<u64>;
+}
+
+/// Second factors: a user's TOTP factor, its used time steps and recovery codes. Every change
+/// that decides whether a code is accepted is one conditional statement, so of concurrent
+/// requests presenting one code exactly one succeeds.
+pub trait SecondFactors {
+    /// The user's factor, if any.
+    fn totp_factor(&self, user: &UserId) -> Result<Option<TotpFactor>>;
+
+    /// Starts a pending factor with this sealed secret, replacing a pending one. False if the
+    /// user has an active factor.
+    fn enrol_totp(&self, user: &UserId, sealed_secret: &str, now: i64) -> Result<bool>;
+
+    /// Activates the pending factor: records `step` as used (only if later than any used),
+    /// stores the recovery codes' digests, and ends every other session of the user (they were
+    /// started with one factor) — one transaction. False if there was nothing pending or the
+    /// step was used.
+    fn confirm_totp(&self, confirm: &TotpChange<'_>) -> Result<bool>;
+
+    /// Records `step` as used if it is later than the last one recorded for the user's active
+    /// factor. False: a replay (or no active factor).
+    fn use_totp_step(&self, user: &UserId, step: i64) -> Result<bool>;
+
+    /// Marks an unused recovery code of the user's used. False if none matches.
+    fn use_recovery_code(&self, user: &UserId, digest: &str, now: i64) -> Result<bool>;
+
+    /// Replaces every recovery code of the user's active factor. False if there is none.
+    fn replace_recovery_codes(&self, user: &UserId, digests: &[String]) -> Result<bool>;
+
+    /// Removes the factor and its codes and ends every session of the user but `keep` (all of
+    /// them when `None`) — one transaction. False if there was no factor.
+    fn remove_totp(&self, change: &TotpChange<'_>) -> Result<bool>;
+
+    /// Every sealed secret, with its user (to reseal them under another key).
+    fn sealed_secrets(&self) -> Result<Vec<(UserId, String)>>;
+
+    /// Replaces a sealed secret, only if it is still `old`. False if it changed meanwhile.
+    fn reseal_secret(&self, user: &UserId, old: &str, new: &str) -> Result<bool>;
 }
 
 /// Introspection clients: the resource servers that may ask whether a token stands. Every

@@ -2,7 +2,8 @@
 
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::profile_text::ProfileText;
-use crate::domain::session::{Denial, Origin};
+use crate::domain::session::{Denial, Factors, Origin};
+use crate::domain::totp::TotpStatus;
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 use std::fmt;
@@ -51,6 +52,7 @@ impl NewAccount<'_> {
                 self.mothers_favorite_search_engine.to_owned(),
             ),
             created_at: self.created_at,
+            totp: TotpStatus::Off,
         }
     }
 }
@@ -80,6 +82,8 @@ pub struct TokenState {
 pub struct NewSession<'a> {
     pub id: &'a SessionId,
     pub origin: &'a Origin,
+    /// What the login presented: the session's tokens carry it as `amr`.
+    pub factors: Factors,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -239,4 +243,38 @@ mod outcome_rules {
         assert!(!ended.commits());
         assert!(!PasswordChanged.commits());
     }
+}
+
+/// A user's TOTP factor as stored.
+#[derive(Clone)]
+pub struct TotpFactor {
+    /// The secret, sealed (`token::sealing`): opening it needs the key file.
+    pub sealed_secret: String,
+    /// Confirmed with a code; a pending factor is not asked for at login.
+    pub active: bool,
+    /// The last time step accepted; no step at or before it is accepted again.
+    pub last_step: Option<i64>,
+}
+
+impl fmt::Debug for TotpFactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TotpFactor")
+            .field("active", &self.active)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Turning a factor on or off, with what it does to the user's other sessions: every session
+/// but `keep` ends (all of them when `None`), its id denylisted until `tokens_expire_by`.
+#[derive(Debug)]
+pub struct TotpChange<'a> {
+    pub user: &'a UserId,
+    /// Confirming: the step of the code presented. Removing: unused.
+    pub step: i64,
+    /// Confirming: the new recovery codes' digests. Removing: unused.
+    pub recovery_digests: &'a [String],
+    pub keep: Option<&'a SessionId>,
+    pub now: i64,
+    pub tokens_expire_by: i64,
 }

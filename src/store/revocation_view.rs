@@ -266,6 +266,7 @@ mod tests {
             full_name: ProfileText::from_stored("Some One".into()),
             mothers_favorite_search_engine: ProfileText::from_stored("Searx".into()),
             created_at: 0,
+            totp: crate::domain::totp::TotpStatus::Off,
         })
     }
 

@@ -5,7 +5,8 @@
 use super::{Result, StoreError};
 use crate::domain::ids::{SessionId, UserId};
 use crate::domain::profile_text::ProfileText;
-use crate::domain::session::{EndReason, SessionRecord};
+use crate::domain::session::{EndReason, Factors, SessionRecord};
+use crate::domain::totp::TotpStatus;
 use crate::domain::user::UserProfile;
 use crate::domain::username::Username;
 
@@ -68,6 +69,7 @@ pub(super) fn profile(row: &impl Columns, at: usize) -> Result<UserProfile> {
         full_name: ProfileText::from_stored(row.text(at + 3)?),
         mothers_favorite_search_engine: ProfileText::from_stored(row.text(at + 4)?),
         created_at: row.int(at + 5)?,
+        totp: TotpStatus::from_stored(row.opt_text(at + 6)?.as_deref()),
     })
 }
 
@@ -88,6 +90,7 @@ pub(super) fn session(row: &impl Columns) -> Result<SessionRecord> {
         ended: ended_at.map(|at| (at, EndReason::from_stored(reason.as_deref().unwrap_or("")))),
         user_agent: row.text(11)?,
         client_address: row.text(12)?.parse().ok(),
+        factors: Factors::from_stored(&row.text(13)?),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use super::TokenError;
 use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::domain::session::Factors;
 use crate::support::strict_json::ObjectError;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,14 @@ pub struct Claims {
     pub sid: SessionId,
     /// The user's token generation at issue; bumping it revokes every earlier token.
     pub r#gen: u64,
+    /// Authentication methods (RFC 8176): `["pwd"]`, or `["pwd","otp"]` for a session started
+    /// with a second factor. Only these two arrays are accepted.
+    #[serde(serialize_with = "serialize_amr")]
+    pub amr: Factors,
+}
+
+fn serialize_amr<S: serde::Serializer>(factors: &Factors, out: S) -> Result<S::Ok, S::Error> {
+    factors.amr().serialize(out)
 }
 
 /// What a token must satisfy beyond its MAC. All times in seconds.
@@ -108,12 +117,12 @@ impl Claims {
 }
 
 /// The payload exactly as [`super::Codec::sign`] writes it — serde_json, claims in declaration
-/// order, no whitespace: `{"iss":"…","aud":"…","sub":"…","iat":1,"nbf":1,"exp":1,"jti":"…","sid":"…","gen":0}`.
+/// order, no whitespace: `{"iss":"…","aud":"…","sub":"…","iat":1,"nbf":1,"exp":1,"jti":"…","sid":"…","gen":0,"amr":["pwd"]}`.
 /// Strings without escapes, integers without sign or leading zeros. Returns `None` for anything
 /// else, and for values the general parser would refuse, so it can only ever agree with it
 /// (`token::tests::the_canonical_fast_path_agrees_with_the_general_parser`).
 pub(super) mod canonical {
-    use super::{Claims, MAX_STRING_CLAIM, SessionId, TokenId, UserId};
+    use super::{Claims, Factors, MAX_STRING_CLAIM, SessionId, TokenId, UserId};
 
     struct Reader<'a> {
         rest: &'a [u8],
@@ -185,7 +194,12 @@ pub(super) mod canonical {
         let sid = r.plain_string()?;
         r.literal(br#","gen":"#)?;
         let r#gen = r.unsigned()?;
-        r.literal(b"}")?;
+        let amr = if r.literal(br#","amr":["pwd"]}"#).is_some() {
+            Factors::Password
+        } else {
+            r.literal(br#","amr":["pwd","otp"]}"#)?;
+            Factors::PasswordAndOtp
+        };
         if !r.rest.is_empty() {
             return None;
         }
@@ -199,6 +213,7 @@ pub(super) mod canonical {
             jti: TokenId::from_string(jti.to_owned()),
             sid: SessionId::from_string(sid.to_owned()),
             r#gen,
+            amr,
         })
     }
 }
@@ -214,6 +229,7 @@ struct ClaimsBuilder {
     jti: Option<String>,
     sid: Option<String>,
     r#gen: Option<u64>,
+    amr: Option<Factors>,
 }
 
 impl ClaimsBuilder {
@@ -255,6 +271,10 @@ impl ClaimsBuilder {
                 self.r#gen.is_some(),
                 generation_claim(&value).map(|v| self.r#gen = Some(v)),
             ),
+            "amr" => (
+                self.amr.is_some(),
+                amr_claim(&value).map(|v| self.amr = Some(v)),
+            ),
             _ => return Err(TokenError::UnknownClaim(name.to_owned())),
         };
         if slot_filled {
@@ -276,17 +296,23 @@ impl ClaimsBuilder {
             jti: TokenId::from_string(self.jti.ok_or(TokenError::MissingClaim("jti"))?),
             sid: SessionId::from_string(self.sid.ok_or(TokenError::MissingClaim("sid"))?),
             r#gen: self.r#gen.ok_or(TokenError::MissingClaim("gen"))?,
+            amr: self.amr.ok_or(TokenError::MissingClaim("amr"))?,
         })
     }
 }
 
-/// A claim value as JSON gave it, without building a tree for anything that is not a scalar.
+/// A claim value as JSON gave it, without building a tree for anything that is not a scalar
+/// or a short array of strings (`amr`).
 enum Scalar {
     String(String),
     Signed(i64),
     Unsigned(u64),
+    Strings(Vec<String>),
     Other,
 }
+
+/// Most elements an array claim may have (`amr` has at most two).
+const MAX_ARRAY_CLAIM: usize = 4;
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -324,8 +350,19 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Scalar::Other)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other)
+        let mut strings = Vec::new();
+        let mut only_short_strings = true;
+        while let Some(element) = seq.next_element::<Scalar>()? {
+            match element {
+                Scalar::String(s) if strings.len() < MAX_ARRAY_CLAIM => strings.push(s),
+                _ => only_short_strings = false,
+            }
+        }
+        Ok(if only_short_strings {
+            Scalar::Strings(strings)
+        } else {
+            Scalar::Other
+        })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
@@ -337,8 +374,8 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 /// to be reported as unknown.
 struct ClaimName(Cow<'static, str>);
 
-const CLAIM_NAMES: [&str; 9] = [
-    "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen",
+const CLAIM_NAMES: [&str; 10] = [
+    "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen", "amr",
 ];
 
 impl<'de> Deserialize<'de> for ClaimName {
@@ -425,5 +462,16 @@ fn generation_claim(value: &Scalar) -> Result<u64, TokenError> {
             u64::try_from(generation).map_err(|_| TokenError::InvalidClaim("gen"))
         }
         _ => Err(TokenError::InvalidClaim("gen")),
+    }
+}
+
+/// `amr` as we issue it, exactly: `["pwd"]` or `["pwd","otp"]`.
+fn amr_claim(value: &Scalar) -> Result<Factors, TokenError> {
+    match value {
+        Scalar::Strings(values) => {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            Factors::from_amr(&values).ok_or(TokenError::InvalidClaim("amr"))
+        }
+        _ => Err(TokenError::InvalidClaim("amr")),
     }
 }

@@ -24,6 +24,7 @@ pub use keys::{JwkSet, KeyError, KeyInfo, Keyring};
 pub use refresh::{REFRESH_TOKEN_PREFIX, RefreshClaims, RefreshTokenError};
 
 use crate::domain::ids::{SessionId, TokenId, UserId};
+use crate::domain::session::Factors;
 use crate::support::strict_json::{self, ObjectError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -163,8 +164,8 @@ impl Codec {
         &self.keyring
     }
 
-    /// Mints a token for `subject` in `session` at `generation`, valid from `now` for
-    /// `lifetime` seconds, with a fresh 128-bit `jti`.
+    /// Mints a password-only token for `subject` in `session` at `generation`, valid from `now`
+    /// for `lifetime` seconds, with a fresh 128-bit `jti`.
     pub fn issue(
         &self,
         subject: &UserId,
@@ -172,6 +173,26 @@ impl Codec {
         generation: u64,
         now: i64,
         lifetime: i64,
+    ) -> IssuedToken {
+        self.issue_with(
+            subject,
+            session,
+            generation,
+            now,
+            lifetime,
+            Factors::Password,
+        )
+    }
+
+    /// [`Codec::issue`] for a session started with `factors` (the `amr` claim).
+    pub fn issue_with(
+        &self,
+        subject: &UserId,
+        session: &SessionId,
+        generation: u64,
+        now: i64,
+        lifetime: i64,
+        factors: Factors,
     ) -> IssuedToken {
         let claims = Claims {
             iss: self.policy.issuer.clone(),
@@ -183,6 +204,7 @@ impl Codec {
             jti: TokenId::random(),
             sid: session.clone(),
             r#gen: generation,
+            amr: factors,
         };
         IssuedToken {
             token: self.sign(&claims),

@@ -94,7 +94,9 @@ pub fn open(
 /// The key id a sealed value names, if it is well formed.
 pub fn sealed_by(sealed: &str) -> Option<&str> {
     let mut parts = sealed.splitn(3, '.');
-    (parts.next() == Some(VERSION)).then(|| parts.next()).flatten()
+    (parts.next() == Some(VERSION))
+        .then(|| parts.next())
+        .flatten()
 }
 
 fn cipher(keyring: &Keyring, kid: &str) -> Option<XChaCha20Poly1305> {
@@ -130,25 +132,42 @@ mod tests {
             open(&keys, "totp", "user-1", &sealed).unwrap().as_slice(),
             b"twenty bytes secret!"
         );
-        assert_eq!(open(&keys, "totp", "user-2", &sealed), Err(SealError::Rejected));
-        assert_eq!(open(&keys, "other", "user-1", &sealed), Err(SealError::Rejected));
+        assert_eq!(
+            open(&keys, "totp", "user-2", &sealed),
+            Err(SealError::Rejected)
+        );
+        assert_eq!(
+            open(&keys, "other", "user-1", &sealed),
+            Err(SealError::Rejected)
+        );
     }
 
     #[test]
     fn each_seal_is_fresh_and_any_altered_byte_is_refused() {
         let keys = keyring("k1", 7);
         let one = seal(&keys, "totp", "u", b"same").unwrap();
-        assert_ne!(one, seal(&keys, "totp", "u", b"same").unwrap(), "random nonce");
+        assert_ne!(
+            one,
+            seal(&keys, "totp", "u", b"same").unwrap(),
+            "random nonce"
+        );
         let data = one.rsplit('.').next().unwrap();
         let mut bytes = URL_SAFE_NO_PAD.decode(data).unwrap();
         for i in 0..bytes.len() {
             bytes[i] ^= 1;
             let altered = format!("v1.k1.{}", URL_SAFE_NO_PAD.encode(&bytes));
-            assert_eq!(open(&keys, "totp", "u", &altered), Err(SealError::Rejected), "byte {i}");
+            assert_eq!(
+                open(&keys, "totp", "u", &altered),
+                Err(SealError::Rejected),
+                "byte {i}"
+            );
             bytes[i] ^= 1;
         }
         for malformed in ["", "v1", "v1.k1", "v2.k1.AAAA", "v1.k1.!!", "v1.k1.AAAA"] {
-            assert_eq!(open(&keys, "totp", "u", malformed), Err(SealError::Malformed));
+            assert_eq!(
+                open(&keys, "totp", "u", malformed),
+                Err(SealError::Malformed)
+            );
         }
     }
 

@@ -2,6 +2,7 @@
 //! property tests (round trip, single-byte tampering, no panics, non-canonical re-encodings).
 
 use super::*;
+use crate::domain::session::Factors;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -33,7 +34,8 @@ fn codec() -> Codec {
 
 fn claims_json() -> Value {
     json!({"iss":"tessera","aud":"tessera-api","sub":"user-1","iat":NOW,"nbf":NOW,
-           "exp":NOW + HOUR,"jti":"abcdefghijklmnopqrstuv","sid":"session-1","gen":0})
+           "exp":NOW + HOUR,"jti":"abcdefghijklmnopqrstuv","sid":"session-1","gen":0,
+           "amr":["pwd"]})
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -430,7 +432,7 @@ fn non_integer_times_are_rejected() {
 #[test]
 fn missing_required_claims_are_rejected() {
     for claim in [
-        "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen",
+        "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "gen", "amr",
     ] {
         let mut claims = claims_json();
         claims.as_object_mut().unwrap().remove(claim);
@@ -592,6 +594,7 @@ struct InteropClaims {
     jti: String,
     sid: String,
     r#gen: u64,
+    amr: Vec<String>,
 }
 
 fn jwt_validation() -> jsonwebtoken::Validation {
@@ -634,6 +637,7 @@ fn we_verify_jsonwebtoken_tokens() {
         jti: "jti-from-elsewhere".into(),
         sid: "session-from-elsewhere".into(),
         r#gen: 1,
+        amr: vec!["pwd".into(), "otp".into()],
     };
     let token = jsonwebtoken::encode(
         &header,
@@ -643,6 +647,7 @@ fn we_verify_jsonwebtoken_tokens() {
     .unwrap();
     let verified = verify(&token).unwrap();
     assert_eq!(verified.claims().sub, "user-9");
+    assert_eq!(verified.claims().amr, Factors::PasswordAndOtp);
     assert_eq!(verified.claims().jti, "jti-from-elsewhere");
 }
 
@@ -731,6 +736,11 @@ fn arbitrary_claims() -> impl Strategy<Value = Claims> {
                 jti: TokenId::from_string(jti),
                 sid: SessionId::from_string(sid),
                 r#gen,
+                amr: if r#gen % 2 == 0 {
+                    Factors::Password
+                } else {
+                    Factors::PasswordAndOtp
+                },
             },
         )
 }
@@ -811,4 +821,59 @@ proptest! {
             prop_assert!(verify(&changed.join(".")).is_err());
         }
     }
+}
+
+#[test]
+fn amr_is_exactly_one_of_the_two_arrays_we_issue() {
+    for (value, expected) in [
+        (json!(["pwd"]), Some(Factors::Password)),
+        (json!(["pwd", "otp"]), Some(Factors::PasswordAndOtp)),
+        (json!(["otp", "pwd"]), None),
+        (json!(["otp"]), None),
+        (json!(["pwd", "pwd"]), None),
+        (json!(["pwd", "otp", "mfa"]), None),
+        (json!([]), None),
+        (json!("pwd"), None),
+        (json!(null), None),
+    ] {
+        let mut claims = claims_json();
+        claims["amr"] = value.clone();
+        let outcome = verify(&forge(&our_header(), &claims.to_string()));
+        match expected {
+            Some(factors) => assert_eq!(outcome.unwrap().claims().amr, factors, "{value}"),
+            None => assert_eq!(
+                outcome.unwrap_err(),
+                TokenError::InvalidClaim("amr"),
+                "{value}"
+            ),
+        }
+    }
+    // Nested arrays never reach the claim: the strict reader refuses the depth.
+    let mut claims = claims_json();
+    claims["amr"] = json!([["pwd"]]);
+    assert!(verify(&forge(&our_header(), &claims.to_string())).is_err());
+}
+
+#[test]
+fn a_token_issued_with_a_second_factor_carries_it_through_the_fast_path() {
+    let issued = codec().issue_with(
+        &uid("user-1"),
+        &sid(),
+        0,
+        NOW,
+        HOUR,
+        Factors::PasswordAndOtp,
+    );
+    let payload = URL_SAFE_NO_PAD
+        .decode(issued.token.split('.').nth(1).unwrap())
+        .unwrap();
+    assert!(payload.ends_with(br#","gen":0,"amr":["pwd","otp"]}"#));
+    assert!(
+        claims::canonical::parse(&payload).is_some(),
+        "our layout is the fast path's"
+    );
+    assert_eq!(
+        verify(&issued.token).unwrap().claims().amr,
+        Factors::PasswordAndOtp
+    );
 }

@@ -193,6 +193,17 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn post_json_with_token(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.send_json("POST", path, token, body).await
+    }
+
+    /// Any method with a bearer token and a JSON body.
+    pub async fn send_json(&self, method: &str, path: &str, token: &str, body: &Value) -> Reply {
+        http_client::send_json(self.addr, method, path, Some(token), body)
+            .await
+            .unwrap()
+    }
+
     pub async fn put_json(&self, path: &str, token: &str, body: &Value) -> Reply {
         http_client::send_json(self.addr, "PUT", path, Some(token), body)
             .await

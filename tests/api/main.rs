@@ -23,6 +23,7 @@ mod registration;
 mod replica_view;
 mod replicas;
 mod schema_parity;
+mod second_factor;
 mod sessions;
 mod tcp_proxy;
 mod trusted_proxies;

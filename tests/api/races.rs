@@ -318,6 +318,7 @@ async fn a_password_change_racing_a_rehashing_login_is_not_a_wrong_password() {
                     user_agent: "racing login".into(),
                     client_address: None,
                 },
+                factors: tessera::domain::session::Factors::Password,
                 created_at: 0,
                 expires_at: i64::MAX / 2,
             },

@@ -23,8 +23,9 @@ async fn register_returns_201_location_and_the_public_view() {
     assert_eq!(body["full_name"], "Patrick Rothfuss");
     assert_eq!(body["mothers_favorite_search_engine"], "Duck Duck Go");
     assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["totp"], "off");
     let object = body.as_object().unwrap();
-    assert_eq!(object.len(), 4, "no id, hash or generation leaks: {body}");
+    assert_eq!(object.len(), 5, "no id, hash or generation leaks: {body}");
 }
 
 #[tokio::test]

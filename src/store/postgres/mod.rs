@@ -34,6 +34,7 @@
 //! default): the store refuses to open a database where it is off.
 
 mod clients;
+mod factors;
 mod maintenance;
 mod replica;
 mod schema;

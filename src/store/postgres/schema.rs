@@ -167,6 +167,43 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at TIMESTAMPTZ NOT NULL
     );
     ",
+    // 9: the second factor, as SQLite's migration 10 (store/sqlite/schema.rs): the sealed
+    // secret, recovery-code digests, the factors each session was started with; a factor's
+    // state is part of the profile replicas hold, so its changes go through the change feed.
+    r"
+    CREATE TABLE totp_factors (
+        user_id       TEXT    PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        sealed_secret TEXT    NOT NULL,
+        active        INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1)),
+        last_step     BIGINT,
+        created_at    BIGINT  NOT NULL
+    );
+    CREATE TABLE recovery_codes (
+        user_id TEXT   NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        digest  TEXT   NOT NULL,
+        used_at BIGINT,
+        PRIMARY KEY (user_id, digest)
+    );
+    ALTER TABLE sessions ADD COLUMN factors TEXT NOT NULL DEFAULT 'pwd';
+
+    CREATE FUNCTION tessera_factor_changed() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'DELETE' THEN
+            PERFORM tessera_record_change(OLD.user_id, NULL, NULL, NULL);
+        ELSE
+            PERFORM tessera_record_change(NEW.user_id, NULL, NULL, NULL);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE CONSTRAINT TRIGGER token_changes_on_totp_insert AFTER INSERT ON totp_factors
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tessera_factor_changed();
+    CREATE CONSTRAINT TRIGGER token_changes_on_totp_active AFTER UPDATE ON totp_factors
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+        WHEN (OLD.active IS DISTINCT FROM NEW.active)
+        EXECUTE FUNCTION tessera_factor_changed();
+    CREATE CONSTRAINT TRIGGER token_changes_on_totp_delete AFTER DELETE ON totp_factors
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tessera_factor_changed();
+    ",
 ];
 
 pub(super) async fn migrate(client: &mut Client) -> Result<()> {

@@ -40,8 +40,8 @@ impl Sessions for PgStore {
             }
             tx.execute(
                 "INSERT INTO sessions (id, user_id, generation, user_agent, client_address,
-                     created_at, last_used_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+                     created_at, last_used_at, expires_at, factors)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
                 &[
                     &session.id.as_str(),
                     &verified.user_id.as_str(),
@@ -50,6 +50,7 @@ impl Sessions for PgStore {
                     &rows::address_text(session.origin.client_address),
                     &session.created_at,
                     &session.expires_at,
+                    &session.factors.as_stored(),
                 ],
             )
             .await

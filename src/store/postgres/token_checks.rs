@@ -31,7 +31,10 @@ const MAX_IN_FLIGHT: usize = 4;
 /// check's ordinal.
 const BATCH_SQL: &str = "
     SELECT u.id, u.username, u.username_canonical, u.full_name,
-           u.mothers_favorite_search_engine, u.created_at, u.token_generation,
+           u.mothers_favorite_search_engine, u.created_at,
+           (SELECT CASE t.active WHEN 1 THEN 'active' ELSE 'pending' END FROM totp_factors t
+            WHERE t.user_id = u.id),
+           u.token_generation,
            (SELECT coalesce(r.reason, '') FROM revoked_tokens r WHERE r.jti IN (w.jti, w.sid)
             LIMIT 1), w.n
     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) WITH ORDINALITY AS w(user_id, jti, sid, n)
@@ -157,7 +160,7 @@ async fn read(
     .await?;
     let mut states: Vec<Option<TokenState>> = (0..batch.len()).map(|_| None).collect();
     for row in &rows {
-        let ordinal: i64 = col(row, 8)?;
+        let ordinal: i64 = col(row, 9)?;
         let user_exists = col::<Option<String>>(row, 0)?.is_some();
         let slot = usize::try_from(ordinal - 1)
             .ok()
@@ -165,8 +168,8 @@ async fn read(
         if let (Some(slot), true) = (slot, user_exists) {
             *slot = Some(TokenState {
                 profile: Arc::new(profile_from_row(row)?),
-                current_generation: to_u64(col(row, 6)?),
-                revoked: col::<Option<String>>(row, 7)?
+                current_generation: to_u64(col(row, 7)?),
+                revoked: col::<Option<String>>(row, 8)?
                     .map(|reason| Denial::from_stored(Some(&reason))),
             });
         }

@@ -13,6 +13,7 @@
 
 mod clients;
 mod dump;
+mod factors;
 mod group_commit;
 mod revocation;
 mod schema;

@@ -154,6 +154,33 @@ const MIGRATIONS: &[&str] = &[
         BEGIN INSERT INTO token_changes (user_id, jti, expires_at, reason)
               VALUES (NEW.user_id, NEW.jti, NEW.expires_at, NEW.reason); END;
     ",
+    // 10: the second factor (domain/totp.rs). The secret is sealed under a key derived from
+    // keys/ (token/sealing.rs), so the database alone holds none; recovery codes only as
+    // digests. The factor's state is part of the profile the revocation view holds (`/me`
+    // shows it), so changing it goes through the change log like a profile change. Sessions
+    // record the factors they were started with: their tokens' `amr`.
+    r"
+    CREATE TABLE totp_factors (
+        user_id       TEXT    PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        sealed_secret TEXT    NOT NULL,  -- v1.KID.DATA (token/sealing.rs): never the secret
+        active        INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1)),  -- 0: not confirmed
+        last_step     INTEGER,           -- the last time step accepted: never accepted again
+        created_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE recovery_codes (
+        user_id TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        digest  TEXT    NOT NULL,        -- SHA-256 of the code, base64url: never the code
+        used_at INTEGER,
+        PRIMARY KEY (user_id, digest)
+    ) STRICT, WITHOUT ROWID;
+    ALTER TABLE sessions ADD COLUMN factors TEXT NOT NULL DEFAULT 'pwd';  -- RFC 8176 amr values
+    CREATE TRIGGER token_changes_on_totp_insert AFTER INSERT ON totp_factors
+        BEGIN INSERT INTO token_changes (user_id) VALUES (NEW.user_id); END;
+    CREATE TRIGGER token_changes_on_totp_active AFTER UPDATE OF active ON totp_factors
+        BEGIN INSERT INTO token_changes (user_id) VALUES (NEW.user_id); END;
+    CREATE TRIGGER token_changes_on_totp_delete AFTER DELETE ON totp_factors
+        BEGIN INSERT INTO token_changes (user_id) VALUES (OLD.user_id); END;
+    ",
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

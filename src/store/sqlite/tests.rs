@@ -37,6 +37,7 @@ fn session(id: &str) -> NewSession<'static> {
             user_agent: "curl/8".into(),
             client_address: Some([192, 0, 2, 1].into()),
         })),
+        factors: crate::domain::session::Factors::Password,
         created_at: 100,
         expires_at: 10_000,
     }
@@ -440,7 +441,7 @@ fn dump_holds_schema_and_rows() {
     assert!(dump.contains("CREATE TABLE users"));
     assert!(dump.contains("CREATE VIEW active_sessions"));
     assert!(dump.contains("INSERT INTO \"users\" VALUES('u1','kvothe','kvothe'"));
-    assert!(dump.contains("PRAGMA user_version=9;"));
+    assert!(dump.contains("PRAGMA user_version=10;"));
     assert!(dump.contains("CREATE TABLE softlock_padding"));
     assert!(dump.contains("CREATE TABLE sessions"));
 }

@@ -8,10 +8,13 @@ use crate::domain::username::Username;
 use crate::store::{Accounts, Credentials, NewAccount, UserSummary};
 use rusqlite::{ErrorCode, OptionalExtension as _, TransactionBehavior, params};
 
+/// A user's profile, read `FROM users`: the factor's state comes along (`rows::profile`).
 pub(super) const PROFILE_COLUMNS: &str =
-    "id, username, username_canonical, full_name, mothers_favorite_search_engine, created_at";
+    "id, username, username_canonical, full_name, mothers_favorite_search_engine, created_at,
+     (SELECT CASE active WHEN 1 THEN 'active' ELSE 'pending' END FROM totp_factors
+      WHERE totp_factors.user_id = users.id)";
 /// Columns a query selects after [`PROFILE_COLUMNS`] start at this index.
-pub(super) const PROFILE_COLUMN_COUNT: usize = 6;
+pub(super) const PROFILE_COLUMN_COUNT: usize = 7;
 
 impl Accounts for SqliteStore {
     /// Inserts a user. The unique index on the canonical name settles races: of any number of

@@ -4,8 +4,9 @@
 //!
 //! Steps: register every CSV row; log in kvothe and tpratchett (the two whose passwords pass
 //! the policy), each a live session, and refresh tpratchett's once (its session has rotated);
-//! log kvothe in a second time and log that session out, so an ended session and the denylist
-//! show; dump. Tokens, refresh tokens and keys never leave the temporary directory.
+//! tpratchett turns on a second factor (TOTP, its secret sealed under the keys, which stay
+//! behind); log kvothe in a second time and log that session out, so an ended session and the
+//! denylist show; dump. Tokens, refresh tokens and keys never leave the temporary directory.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 // The tests' HTTP client, shared rather than copied: one request per connection, whole bodies.
@@ -183,6 +184,45 @@ async fn drive(addr: SocketAddr, users: &[SeedUser]) -> Result<String, DemoError
         report,
         "refresh  {:<12} -> 200 (the session's refresh token rotated)",
         LOGGED_IN.last().unwrap_or(&"")
+    );
+    // The last user turns on a second factor, with the code an authenticator app would show.
+    let token = field(&refreshed.json(), "access_token")?;
+    let authorization = format!("Bearer {token}");
+    let user = users
+        .iter()
+        .find(|u| Some(&u.username.as_str()) == LOGGED_IN.last())
+        .ok_or_else(|| DemoError::Unexpected("no last user".into()))?;
+    let enrolled = http_client::send_json(
+        addr,
+        "POST",
+        "/v1/users/me/totp",
+        Some(&token),
+        &json!({ "password": user.password }),
+    )
+    .await?;
+    expect(&enrolled, 201)?;
+    let secret =
+        tessera::domain::totp::TotpSecret::from_base32(&field(&enrolled.json(), "secret")?)
+            .ok_or_else(|| DemoError::Unexpected("the enrolment's secret is not base32".into()))?;
+    let code = secret.code_at(tessera::domain::totp::step_at(
+        tessera::support::clock::now(),
+    ));
+    let confirmed = http_client::send(
+        addr,
+        "POST",
+        "/v1/users/me/totp/confirm",
+        &[
+            ("authorization", &authorization),
+            ("content-type", "application/json"),
+        ],
+        Some(json!({ "code": code }).to_string().into_bytes()),
+    )
+    .await?;
+    expect(&confirmed, 200)?;
+    let _ = writeln!(
+        report,
+        "totp     {:<12} -> 201, confirmed -> 200 (second factor active)",
+        user.username
     );
     let extra = field(&login(addr, users, LOGGED_IN[0]).await?, "access_token")?;
     let logout = http_client::send(

@@ -32,6 +32,10 @@ fn summary(dump: &str) -> Vec<String> {
                 coalesce('ended (' || s.end_reason || ')', 'live') || ', agent ' || s.user_agent
          FROM sessions s JOIN users u ON u.id = s.user_id
          ORDER BY u.username, s.end_reason IS NULL, s.refresh_counter",
+        "SELECT u.username || ' second factor active ' || t.active || ', sealed ' ||
+                (t.sealed_secret LIKE 'v1.%') || ', recovery codes ' ||
+                (SELECT count(*) FROM recovery_codes r WHERE r.user_id = u.id)
+         FROM totp_factors t JOIN users u ON u.id = t.user_id ORDER BY u.username",
         "SELECT 'user_version ' || user_version FROM pragma_user_version",
     ];
     for query in queries {
@@ -66,6 +70,11 @@ fn committed_dump_matches_a_fresh_regeneration() {
         "{state:?}"
     );
     assert!(state.contains(&"tpratchett denylisted 0 session(s), at generation 0".to_owned()));
+    assert!(
+        state
+            .contains(&"tpratchett second factor active 1, sealed 1, recovery codes 10".to_owned()),
+        "{state:?}"
+    );
     for session in [
         "kvothe session: rotated 0 times, ended (logout), agent ",
         "kvothe session: rotated 0 times, live, agent ",
