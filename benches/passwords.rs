@@ -92,7 +92,14 @@ fn enumeration_medians() {
     // the allocator's pages) must not pass for a difference between the cases.
     let time = |name: &str| {
         let started = Instant::now();
-        let _ = auth.login(name, &wrong_password, None, &Default::default(), now(), &never);
+        let _ = auth.login(
+            name,
+            &wrong_password,
+            None,
+            &Default::default(),
+            now(),
+            &never,
+        );
         started.elapsed()
     };
     for round in 0..120 {

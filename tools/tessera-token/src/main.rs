@@ -267,6 +267,7 @@ fn run_verify(
                     json!({"valid": checked.then_some(true), "signature_and_claims_valid": true,
                            "sub": claims.sub, "jti": claims.jti,
                            "sid": claims.sid, "gen": claims.r#gen, "exp": claims.exp,
+                           "amr": claims.amr.amr(),
                            "revocation": revocation, "session": session})
                 )
             } else {
