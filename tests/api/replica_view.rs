@@ -404,3 +404,49 @@ async fn concurrent_revocations_from_every_side_hold_on_every_replica_under_load
         );
     }
 }
+
+/// One TOTP code presented to both replicas at once: exactly one login succeeds, whichever
+/// replica records the step first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
+async fn one_code_presented_to_two_replicas_at_once_logs_in_once() {
+    use tessera::domain::totp::{TotpSecret, step_at};
+    let setup = setup(false, &[]).await;
+    let (a, b) = (setup.a.addr, setup.b.addr);
+    assert_eq!(register(a, "kvothe", GOOD_PASSWORD).await.status, 201);
+    let token = login(a, "kvothe", GOOD_PASSWORD).await;
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body = serde_json::json!({"password": GOOD_PASSWORD}).to_string();
+    let reply = http_client::send(a, "POST", "/v1/users/me/totp", &headers, Some(body.into()))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201, "{:?}", reply.json());
+    let secret = TotpSecret::from_base32(reply.json()["secret"].as_str().unwrap()).unwrap();
+    let now = tessera::support::clock::now();
+    let body = serde_json::json!({"code": secret.code_at(step_at(now))}).to_string();
+    let reply = http_client::send(
+        b,
+        "POST",
+        "/v1/users/me/totp/confirm",
+        &headers,
+        Some(body.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    // The next step's code, accepted for clock skew and never used yet.
+    let code = secret.code_at(step_at(now) + 1);
+    let login =
+        serde_json::json!({"username": "kvothe", "password": GOOD_PASSWORD, "totp_code": code});
+    let (on_a, on_b) = tokio::join!(
+        crate::replicas::post(a, "/v1/sessions", &login),
+        crate::replicas::post(b, "/v1/sessions", &login)
+    );
+    let mut statuses = [on_a.status, on_b.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401]);
+}
