@@ -495,6 +495,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn renders_second_factor_checks_by_outcome() {
+        let mut out = String::new();
+        render_totp(&mut out, [5, 2, 1, 3]);
+        for line in [
+            "tessera_totp_verifications_total{outcome=\"accepted\"} 5",
+            "tessera_totp_verifications_total{outcome=\"rejected\"} 2",
+            "tessera_totp_verifications_total{outcome=\"replayed\"} 1",
+            "tessera_totp_verifications_total{outcome=\"recovery\"} 3",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+    }
+
+    #[test]
     fn renders_a_replicas_figures_with_a_cumulative_acknowledgement_histogram() {
         let mut buckets = vec![0; ACK_BUCKETS.len() + 1];
         buckets[0] = 2; // ≤ 1 ms

@@ -389,3 +389,82 @@ async fn the_dump_holds_no_secret_and_no_recovery_code() {
         assert!(!dump.contains(&code.replace('-', "").to_uppercase()));
     }
 }
+
+#[tokio::test]
+async fn enrolling_again_while_active_is_a_conflict() {
+    let e = enrolled().await;
+    let reply = e
+        .app
+        .post_json_with_token(
+            "/v1/users/me/totp",
+            &e.token,
+            &json!({"password": GOOD_PASSWORD}),
+        )
+        .await;
+    let problem = assert_problem(&reply, 409);
+    assert_eq!(problem["type"], "urn:tessera:problem:totp-already-active");
+    let reply = e
+        .app
+        .post_json_with_token(
+            "/v1/users/me/totp/confirm",
+            &e.token,
+            &json!({"code": e.code()}),
+        )
+        .await;
+    assert_eq!(
+        assert_problem(&reply, 409)["type"],
+        "urn:tessera:problem:no-pending-totp"
+    );
+}
+
+/// A key rotation, then the old key retired: `keys retire` reseals every secret under the
+/// signing key first, so codes keep working after the key that sealed them is gone.
+#[tokio::test]
+async fn retiring_the_key_that_sealed_a_secret_reseals_it_first() {
+    let e = enrolled().await;
+    let before = e.app.store().sealed_secrets().unwrap();
+    let old_kid = tessera::token::sealing::sealed_by(&before[0].1)
+        .unwrap()
+        .to_owned();
+    let cli = |args: Vec<String>| {
+        let (db, keys) = (e.app.db_path.clone(), e.app.keys_path.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(&args)
+                .arg("--keys")
+                .arg(&keys)
+                .env("TESSERA_DB", &db)
+                .output()
+                .unwrap()
+        })
+    };
+    let rotated = cli(vec!["keys".into(), "rotate".into()]).await.unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    let retired = cli(vec![
+        "keys".into(),
+        "retire".into(),
+        old_kid.clone(),
+        "--force".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(retired.status.success(), "{retired:?}");
+    let after = e.app.store().sealed_secrets().unwrap();
+    let new_kid = tessera::token::sealing::sealed_by(&after[0].1).unwrap();
+    assert_ne!(new_kid, old_kid, "resealed under the new signing key");
+    // The server takes the new key file (restarted here: a reload is within a second); a code
+    // still logs in.
+    let Enrolled {
+        app, clock, secret, ..
+    } = e;
+    let app = app.restart(|_| {}).await;
+    clock.advance(30);
+    let code = secret.code_at(step_at(clock.now()));
+    let reply = app
+        .post_json(
+            "/v1/sessions",
+            &json!({"username": "kvothe", "password": GOOD_PASSWORD, "totp_code": code}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+}
