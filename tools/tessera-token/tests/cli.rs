@@ -148,6 +148,9 @@ async fn inspect_and_verify_a_token_from_a_running_server() {
     assert_eq!(value["header"]["alg"], "HS256");
     let sid = value["claims"]["sid"].as_str().unwrap().to_owned();
     assert_eq!(sid.len(), 22);
+    // The authentication methods (RFC 8176): a password alone here.
+    assert_eq!(value["claims"]["amr"], json!(["pwd"]));
+    assert!(text.contains("\"amr\": [\n    \"pwd\"\n  ]"), "{text}");
     assert!(text.contains(&format!("\"sid\": \"{sid}\"")), "{text}");
 
     let verified = run(
