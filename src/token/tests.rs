@@ -877,3 +877,76 @@ fn a_token_issued_with_a_second_factor_carries_it_through_the_fast_path() {
         Factors::PasswordAndOtp
     );
 }
+
+/// The fast path's readers at their edges: every claim value it must decline — empty, escaped,
+/// control characters, too long, signed, fractional, exponent, leading zeros, overflowing — is
+/// declined or read exactly as the general parser reads it, never accepted differently.
+#[test]
+fn the_fast_path_declines_or_agrees_at_every_edge_of_its_readers() {
+    let base = serde_json::to_string(&claims_json()).unwrap();
+    let canonical = String::from_utf8(
+        serde_json::to_vec(&Claims::parse_general(base.as_bytes()).unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(claims::canonical::parse(canonical.as_bytes()).is_some());
+    let long = "a".repeat(257);
+    let strings = [
+        String::new(),
+        r#"a\"b"#.to_owned(),
+        r"a\nb".to_owned(),
+        r"a\u0062".to_owned(),
+        "a\u{1}b".to_owned(),
+        long,
+        "a".repeat(256),
+        "é".to_owned(),
+    ];
+    let numbers = [
+        "01", "00", "-1", "1.0", "1e3", "", "18446744073709551616", "9223372036854775808",
+        "0", "7",
+    ];
+    let mut checked = 0;
+    for claim in ["iss", "aud", "sub", "jti", "sid"] {
+        let value = Claims::parse_general(canonical.as_bytes()).unwrap();
+        let current = match claim {
+            "iss" => value.iss.clone(),
+            "aud" => value.aud.clone(),
+            "sub" => value.sub.to_string(),
+            "jti" => value.jti.to_string(),
+            _ => value.sid.to_string(),
+        };
+        for replacement in &strings {
+            let json = canonical.replacen(
+                &format!(r#""{claim}":"{current}""#),
+                &format!(r#""{claim}":"{replacement}""#),
+                1,
+            );
+            assert_ne!(json, canonical, "{claim}");
+            if let Some(fast) = claims::canonical::parse(json.as_bytes()) {
+                assert_eq!(Ok(fast), Claims::parse_general(json.as_bytes()), "{json}");
+            }
+            assert_eq!(
+                Claims::parse(json.as_bytes()),
+                Claims::parse_general(json.as_bytes()),
+                "{json}"
+            );
+            checked += 1;
+        }
+    }
+    for claim in ["iat", "nbf", "exp", "gen"] {
+        let start = canonical.find(&format!(r#""{claim}":"#)).unwrap() + claim.len() + 3;
+        let end = start + canonical[start..].find(',').unwrap();
+        for replacement in numbers {
+            let json = format!("{}{replacement}{}", &canonical[..start], &canonical[end..]);
+            if let Some(fast) = claims::canonical::parse(json.as_bytes()) {
+                assert_eq!(Ok(fast), Claims::parse_general(json.as_bytes()), "{json}");
+            }
+            assert_eq!(
+                Claims::parse(json.as_bytes()),
+                Claims::parse_general(json.as_bytes()),
+                "{json}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5 * strings.len() + 4 * numbers.len());
+}
