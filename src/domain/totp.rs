@@ -360,6 +360,19 @@ mod tests {
     }
 
     #[test]
+    fn the_factor_status_reads_back_from_what_the_profile_query_selects() {
+        for (stored, status, shown) in [
+            (None, TotpStatus::Off, "off"),
+            (Some("pending"), TotpStatus::Pending, "pending"),
+            (Some("active"), TotpStatus::Active, "active"),
+        ] {
+            assert_eq!(TotpStatus::from_stored(stored), status);
+            assert_eq!(status.as_str(), shown);
+        }
+        assert_eq!(TotpStatus::default(), TotpStatus::Off);
+    }
+
+    #[test]
     fn codes_are_six_digits_with_spaces_allowed_between() {
         assert!(TotpCode::parse("c", "123 456").is_ok());
         for bad in ["12345", "1234567", "12345a", "１２３４５６", "", "-12345"] {
