@@ -373,6 +373,39 @@ mod tests {
     }
 
     #[test]
+    fn codes_never_show_in_debug_output() {
+        let code = TotpCode::parse("c", "123456").unwrap();
+        assert_eq!(format!("{code:?}"), "TotpCode(..)");
+        let recovery = RecoveryCode::parse("r", "abcde-fgh23").unwrap();
+        assert_eq!(format!("{recovery:?}"), "RecoveryCode(..)");
+    }
+
+    /// Each character of a recovery code is 5 bits of its own: no character can be told from
+    /// its neighbour (with overlapping bit windows, the next character's low 4 bits would
+    /// repeat this one's high 4 — which random characters do one time in 16).
+    #[test]
+    fn recovery_code_characters_are_independent() {
+        let (mut pairs, mut overlapping) = (0, 0);
+        for _ in 0..20 {
+            for (_, code) in new_recovery_codes() {
+                let values: Vec<u8> = code
+                    .0
+                    .bytes()
+                    .map(|c| u8::try_from(BASE32.iter().position(|b| *b == c).unwrap()).unwrap())
+                    .collect();
+                for pair in values.windows(2) {
+                    pairs += 1;
+                    if pair[1] & 15 == pair[0] >> 1 {
+                        overlapping += 1;
+                    }
+                }
+            }
+        }
+        // 1,800 pairs, expected 112 (1 in 16); bit windows that overlapped would give all.
+        assert!(overlapping * 4 < pairs, "{overlapping} of {pairs}");
+    }
+
+    #[test]
     fn codes_are_six_digits_with_spaces_allowed_between() {
         assert!(TotpCode::parse("c", "123 456").is_ok());
         for bad in ["12345", "1234567", "12345a", "１２３４５６", "", "-12345"] {

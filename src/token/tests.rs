@@ -901,8 +901,16 @@ fn the_fast_path_declines_or_agrees_at_every_edge_of_its_readers() {
         "é".to_owned(),
     ];
     let numbers = [
-        "01", "00", "-1", "1.0", "1e3", "", "18446744073709551616", "9223372036854775808",
-        "0", "7",
+        "01",
+        "00",
+        "-1",
+        "1.0",
+        "1e3",
+        "",
+        "18446744073709551616",
+        "9223372036854775808",
+        "0",
+        "7",
     ];
     let mut checked = 0;
     for claim in ["iss", "aud", "sub", "jti", "sid"] {
