@@ -355,6 +355,42 @@ mod tests {
     }
 
     #[test]
+    fn a_user_loaded_before_a_rebuild_is_not_remembered_after_it() {
+        let view = RevocationView::default();
+        let (user, jti, sid) = ids();
+        view.restamp(AT_ONE);
+        let Lookup::Miss { version } = view.lookup(&AT_ONE, &user, &jti, &sid) else {
+            panic!("miss");
+        };
+        view.rebuild([], 3, AT_ONE);
+        view.remember(version, &profile("u1"), 0);
+        assert!(matches!(
+            view.lookup(&AT_ONE, &user, &jti, &sid),
+            Lookup::Miss { .. }
+        ));
+    }
+
+    #[test]
+    fn every_user_remembered_is_kept_while_there_is_room() {
+        let view = RevocationView::default();
+        view.restamp(AT_ONE);
+        let (jti, sid) = (
+            TokenId::from_string("j".into()),
+            SessionId::from_string("s".into()),
+        );
+        for id in ["u1", "u2", "u3"] {
+            view.remember(0, &profile(id), 0);
+        }
+        for id in ["u1", "u2", "u3"] {
+            let user = UserId::from_string(id.into());
+            assert!(
+                matches!(view.lookup(&AT_ONE, &user, &jti, &sid), Lookup::Hit(_)),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
     fn rebuild_replaces_the_denylist_and_forgets_every_user() {
         let view = RevocationView::default();
         let (user, jti, sid) = ids();

@@ -163,12 +163,36 @@ mod tests {
             );
             bytes[i] ^= 1;
         }
-        for malformed in ["", "v1", "v1.k1", "v2.k1.AAAA", "v1.k1.!!", "v1.k1.AAAA"] {
+        // Shorter than a nonce and a tag: malformed, whatever the bytes (20 and 39 of them).
+        let short = format!("v1.k1.{}", URL_SAFE_NO_PAD.encode([0u8; 20]));
+        let almost = format!("v1.k1.{}", URL_SAFE_NO_PAD.encode([0u8; 39]));
+        let cases = [
+            "",
+            "v1",
+            "v1.k1",
+            "v2.k1.AAAA",
+            "v1.k1.!!",
+            "v1.k1.AAAA",
+            &short,
+            &almost,
+        ];
+        for malformed in cases {
             assert_eq!(
                 open(&keys, "totp", "u", malformed),
                 Err(SealError::Malformed)
             );
         }
+    }
+
+    #[test]
+    fn an_empty_secret_seals_to_a_nonce_and_a_tag_and_opens() {
+        let keys = keyring("k1", 7);
+        let sealed = seal(&keys, "totp", "u", b"").unwrap();
+        let data = URL_SAFE_NO_PAD
+            .decode(sealed.rsplit('.').next().unwrap())
+            .unwrap();
+        assert_eq!(data.len(), NONCE_BYTES + 16);
+        assert!(open(&keys, "totp", "u", &sealed).unwrap().is_empty());
     }
 
     #[test]
