@@ -958,3 +958,35 @@ fn the_fast_path_declines_or_agrees_at_every_edge_of_its_readers() {
     }
     assert_eq!(checked, 5 * strings.len() + 4 * numbers.len());
 }
+
+/// String claims are 1 to 256 bytes: an empty one or a longer one is refused by name, in any
+/// member order (the general parser's rule, not only the fast path's).
+#[test]
+fn empty_and_overlong_string_claims_are_refused_by_name() {
+    for claim in ["iss", "aud", "sub", "jti", "sid"] {
+        for value in [String::new(), "a".repeat(257)] {
+            let mut claims = claims_json();
+            claims[claim] = json!(value);
+            let mut members: Vec<(String, Value)> =
+                claims.as_object().unwrap().clone().into_iter().collect();
+            members.reverse();
+            let reordered: serde_json::Map<String, Value> = members.into_iter().collect();
+            for payload in [claims.to_string(), Value::Object(reordered).to_string()] {
+                assert_eq!(
+                    verify(&forge(&our_header(), &payload)),
+                    Err(TokenError::InvalidClaim(claim)),
+                    "{claim} of {} bytes",
+                    value.len()
+                );
+            }
+        }
+        let mut claims = claims_json();
+        claims[claim] = json!("a".repeat(256));
+        let outcome = verify(&forge(&our_header(), &claims.to_string()));
+        assert_ne!(
+            outcome,
+            Err(TokenError::InvalidClaim(claim)),
+            "256 bytes is allowed"
+        );
+    }
+}
