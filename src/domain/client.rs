@@ -86,6 +86,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_name_reads_and_prints_as_given() {
+        let name = ClientName::parse("api.example-2_prod").unwrap();
+        assert_eq!(name.as_str(), "api.example-2_prod");
+        assert_eq!(name.to_string(), "api.example-2_prod");
+    }
+
+    #[test]
     fn names_are_a_small_safe_alphabet() {
         for good in ["billing", "api.example-2_prod", &"a".repeat(64)] {
             assert!(ClientName::parse(good).is_ok(), "{good}");

@@ -158,6 +158,34 @@ mod tests {
         assert_eq!(std::mem::size_of::<PhantomKey>(), 16);
     }
 
+    /// A name's counter survives guesses at other names, and a locked name stays locked when
+    /// the map fills and is swept: only counters whose delay has passed are dropped.
+    #[test]
+    fn other_names_neither_reset_nor_unlock_a_name() {
+        let policy = LockoutPolicy::default();
+        let phantoms = PhantomFailures::default();
+        assert!(phantoms.is_empty());
+        for _ in 0..3 {
+            assert_eq!(phantoms.reserve(&policy, "nobody", 100), Ok(()));
+        }
+        assert_eq!(phantoms.reserve(&policy, "somebody-else", 100), Ok(()));
+        assert_eq!((phantoms.len(), phantoms.is_empty()), (2, false));
+        for _ in 0..2 {
+            assert_eq!(phantoms.reserve(&policy, "nobody", 100), Ok(()));
+        }
+        assert!(
+            phantoms.reserve(&policy, "nobody", 100).is_err(),
+            "the sixth guess waits"
+        );
+        for i in 0..MAX_PHANTOMS {
+            let _ = phantoms.reserve(&policy, &format!("other-{i}"), 100);
+        }
+        assert!(
+            phantoms.reserve(&policy, "nobody", 100).is_err(),
+            "still locked"
+        );
+    }
+
     #[test]
     fn first_failures_are_free() {
         let policy = LockoutPolicy::default();
@@ -180,5 +208,8 @@ mod tests {
         assert_eq!(policy.retry_after(6, Some(100), 101), Some(3));
         assert_eq!(policy.retry_after(6, Some(100), 104), None);
         assert_eq!(policy.retry_after(u32::MAX, Some(100), 100 + 900), None);
+        // Free attempts stay free even if the last failure is dated after now (a clock that
+        // went back).
+        assert_eq!(policy.retry_after(2, Some(200), 100), None);
     }
 }

@@ -315,6 +315,36 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
+    #[test]
+    fn every_end_reason_reads_back_from_its_stored_spelling() {
+        for reason in [EndReason::Logout, EndReason::Revoked, EndReason::Reuse] {
+            assert_eq!(EndReason::from_stored(reason.as_str()), reason);
+        }
+        assert_eq!(EndReason::from_stored("something else"), EndReason::Revoked);
+    }
+
+    #[test]
+    fn factors_read_back_from_their_stored_form_and_their_amr() {
+        for factors in [Factors::Password, Factors::PasswordAndOtp] {
+            assert_eq!(Factors::from_stored(factors.as_stored()), factors);
+            assert_eq!(Factors::from_amr(factors.amr()), Some(factors));
+        }
+        assert_eq!(Factors::PasswordAndOtp.as_stored(), "pwd otp");
+        assert_eq!(Factors::Password.as_stored(), "pwd");
+        // Anything unknown on file is one factor: the claim never over-states.
+        assert_eq!(Factors::from_stored("otp"), Factors::Password);
+    }
+
+    #[test]
+    fn rejections_and_statuses_say_what_happened() {
+        assert_eq!(Denial::Logout.to_string(), "its user logged out");
+        assert_eq!(
+            SessionStatus::Ended(EndReason::Reuse).to_string(),
+            "reuse-revoked (a superseded refresh token was replayed)"
+        );
+        assert_eq!(SessionStatus::IdleExpired.to_string(), "expired (idle)");
+    }
+
     fn session() -> SessionRecord {
         SessionRecord {
             id: SessionId::random(),
