@@ -305,8 +305,8 @@ impl Auth {
         now: i64,
         cancel: &Cancellation,
     ) -> Result<Grant> {
-        let credentials = self.reauthenticate(caller, current, now, cancel)?;
-        self.second_factor_for_reauthentication(&credentials.user_id, second, now)?;
+        let credentials =
+            self.reauthenticate_with_second_factor(caller, current, second, now, cancel)?;
         let profile = &caller.profile;
         let context = [profile.username.as_typed(), profile.full_name.as_str()];
         let password = self
@@ -385,8 +385,7 @@ impl Auth {
         now: i64,
         cancel: &Cancellation,
     ) -> Result<()> {
-        let credentials = self.reauthenticate(caller, password, now, cancel)?;
-        self.second_factor_for_reauthentication(&credentials.user_id, second, now)?;
+        self.reauthenticate_with_second_factor(caller, password, second, now, cancel)?;
         self.store.delete_user(&caller.profile.id)?;
         Ok(())
     }

@@ -7,11 +7,11 @@
 //! (RFC 6238 §5.2). A recovery code is consumed the same way.
 
 use super::{Auth, AuthError, Authenticated, Cancellation, Result};
-use crate::domain::ids::UserId;
+use crate::domain::ids::{SessionId, UserId};
 use crate::domain::secret::SecretString;
 use crate::domain::session::Factors;
 use crate::domain::totp::{self, RecoveryCode, TotpCode, TotpSecret};
-use crate::store::{StoreError, TotpChange, TotpFactor};
+use crate::store::{Credentials, StoreError, TotpChange, TotpFactor};
 use crate::token::sealing;
 use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
@@ -49,9 +49,18 @@ pub struct TotpCounters {
 
 pub const TOTP_OUTCOMES: [&str; 4] = ["accepted", "rejected", "replayed", "recovery"];
 
+/// One code check's end, in [`TOTP_OUTCOMES`] order.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Accepted,
+    Rejected,
+    Replayed,
+    Recovery,
+}
+
 impl TotpCounters {
-    fn count(&self, outcome: usize) {
-        if let Some(counter) = self.outcomes.get(outcome) {
+    fn count(&self, outcome: Outcome) {
+        if let Some(counter) = self.outcomes.get(outcome as usize) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -67,7 +76,7 @@ impl TotpCounters {
 
 impl Auth {
     /// Starts a pending factor after re-authentication with the password; a pending one is
-    /// replaced. [`AuthError::TotpAlreadyActive`] if one is active.
+    /// replaced. [`AuthError::TotpAlreadyActive`] if one is active (the store refuses it).
     pub fn enrol_totp(
         &self,
         caller: &Authenticated,
@@ -76,12 +85,6 @@ impl Auth {
         cancel: &Cancellation,
     ) -> Result<Enrolment> {
         let credentials = self.reauthenticate(caller, password, now, cancel)?;
-        if self
-            .factor_of(&credentials.user_id)?
-            .is_some_and(|f| f.active)
-        {
-            return Err(AuthError::TotpAlreadyActive);
-        }
         let secret = TotpSecret::random();
         let sealed = self.seal(&credentials.user_id, &secret)?;
         if !self.store.enrol_totp(&credentials.user_id, &sealed, now)? {
@@ -108,25 +111,19 @@ impl Auth {
             .ok_or(AuthError::NoPendingTotp)?;
         let secret = self.open(user, &factor)?;
         let Some(step) = secret.verify(code, now, factor.last_step) else {
-            self.totp.count(1);
+            self.totp.count(Outcome::Rejected);
             return Err(AuthError::WrongTotpCode);
         };
-        let codes = totp::new_recovery_codes();
-        let digests: Vec<String> = codes.iter().map(|(_, code)| code.digest()).collect();
-        let change = TotpChange {
-            user,
-            step,
-            recovery_digests: &digests,
-            keep: Some(&caller.claims.claims().sid),
-            now,
-            tokens_expire_by: now.saturating_add(self.settings.token_ttl),
-        };
+        let (shown, digests) = fresh_recovery_codes();
+        let mut change = self.ending_sessions(user, Some(&caller.claims.claims().sid), now);
+        change.step = step;
+        change.recovery_digests = &digests;
         if !self.store.confirm_totp(&change)? {
-            self.totp.count(2);
+            self.totp.count(Outcome::Replayed);
             return Err(AuthError::WrongTotpCode);
         }
-        self.totp.count(0);
-        Ok(codes.into_iter().map(|(shown, _)| shown).collect())
+        self.totp.count(Outcome::Accepted);
+        Ok(shown)
     }
 
     /// Replaces the recovery codes, after the password and a current code (or a recovery code).
@@ -138,27 +135,21 @@ impl Auth {
         now: i64,
         cancel: &Cancellation,
     ) -> Result<Vec<Zeroizing<String>>> {
-        let credentials = self.reauthenticate(caller, password, now, cancel)?;
-        if !self
-            .factor_of(&credentials.user_id)?
-            .is_some_and(|f| f.active)
-        {
-            return Err(AuthError::NoActiveTotp);
-        }
-        self.second_factor_for_reauthentication(&credentials.user_id, second, now)?;
-        let codes = totp::new_recovery_codes();
-        let digests: Vec<String> = codes.iter().map(|(_, code)| code.digest()).collect();
+        let credentials =
+            self.reauthenticate_with_second_factor(caller, password, second, now, cancel)?;
+        let (shown, digests) = fresh_recovery_codes();
         if !self
             .store
             .replace_recovery_codes(&credentials.user_id, &digests)?
         {
             return Err(AuthError::NoActiveTotp);
         }
-        Ok(codes.into_iter().map(|(shown, _)| shown).collect())
+        Ok(shown)
     }
 
-    /// Removes the factor after the password and a current code (or a recovery code); every
-    /// other session ends.
+    /// Removes the factor after the password and a current code (or a recovery code) — a
+    /// pending factor protected nothing, so removing it needs no code; every other session
+    /// ends.
     pub fn remove_totp(
         &self,
         caller: &Authenticated,
@@ -167,23 +158,10 @@ impl Auth {
         now: i64,
         cancel: &Cancellation,
     ) -> Result<()> {
-        let credentials = self.reauthenticate(caller, password, now, cancel)?;
-        match self.factor_of(&credentials.user_id)? {
-            None => return Err(AuthError::NoActiveTotp),
-            // A pending factor never protected anything: removing it needs no code.
-            Some(factor) if !factor.active => {}
-            Some(_) => {
-                self.second_factor_for_reauthentication(&credentials.user_id, second, now)?;
-            }
-        }
-        let change = TotpChange {
-            user: &credentials.user_id,
-            step: 0,
-            recovery_digests: &[],
-            keep: Some(&caller.claims.claims().sid),
-            now,
-            tokens_expire_by: now.saturating_add(self.settings.token_ttl),
-        };
+        let credentials =
+            self.reauthenticate_with_second_factor(caller, password, second, now, cancel)?;
+        let keep = Some(&caller.claims.claims().sid);
+        let change = self.ending_sessions(&credentials.user_id, keep, now);
         if !self.store.remove_totp(&change)? {
             return Err(AuthError::NoActiveTotp);
         }
@@ -193,15 +171,42 @@ impl Auth {
     /// `tessera user totp-reset`: an operator removes a user's factor (the device is lost) and
     /// ends every session of theirs. False if the user had none.
     pub fn reset_totp(&self, user: &UserId, now: i64) -> Result<bool> {
-        let change = TotpChange {
+        Ok(self
+            .store
+            .remove_totp(&self.ending_sessions(user, None, now))?)
+    }
+
+    /// The password, then — when the account has an active factor — a current code (or a
+    /// recovery code): what every sensitive change asks for.
+    pub(super) fn reauthenticate_with_second_factor(
+        &self,
+        caller: &Authenticated,
+        password: &SecretString,
+        second: Option<&SecondFactor>,
+        now: i64,
+        cancel: &Cancellation,
+    ) -> Result<Credentials> {
+        let credentials = self.reauthenticate(caller, password, now, cancel)?;
+        self.second_factor_for_reauthentication(&credentials.user_id, second, now)?;
+        Ok(credentials)
+    }
+
+    /// A factor change that ends every session of `user` but `keep`, each id denylisted until
+    /// every access token it issued has expired.
+    fn ending_sessions<'a>(
+        &self,
+        user: &'a UserId,
+        keep: Option<&'a SessionId>,
+        now: i64,
+    ) -> TotpChange<'a> {
+        TotpChange {
             user,
             step: 0,
             recovery_digests: &[],
-            keep: None,
+            keep,
             now,
             tokens_expire_by: now.saturating_add(self.settings.token_ttl),
-        };
-        Ok(self.store.remove_totp(&change)?)
+        }
     }
 
     /// At login, after the password matched: the factors the session will carry. An active
@@ -259,16 +264,28 @@ impl Auth {
                     let replayed = factor.last_step.is_some_and(|last| {
                         secret.verify(code, now, None).is_some_and(|s| s <= last)
                     });
-                    self.totp.count(if replayed { 2 } else { 1 });
+                    self.totp.count(if replayed {
+                        Outcome::Replayed
+                    } else {
+                        Outcome::Rejected
+                    });
                     return Ok(false);
                 };
                 let recorded = self.store.use_totp_step(user, step)?;
-                self.totp.count(if recorded { 0 } else { 2 });
+                self.totp.count(if recorded {
+                    Outcome::Accepted
+                } else {
+                    Outcome::Replayed
+                });
                 Ok(recorded)
             }
             SecondFactor::Recovery(code) => {
                 let used = self.store.use_recovery_code(user, &code.digest(), now)?;
-                self.totp.count(if used { 3 } else { 1 });
+                self.totp.count(if used {
+                    Outcome::Recovery
+                } else {
+                    Outcome::Rejected
+                });
                 Ok(used)
             }
         }
@@ -306,6 +323,14 @@ impl Auth {
     pub fn totp_counters(&self) -> [u64; 4] {
         self.totp.snapshot()
     }
+}
+
+/// Ten new recovery codes: as shown once, and their digests, which alone are stored.
+fn fresh_recovery_codes() -> (Vec<Zeroizing<String>>, Vec<String>) {
+    totp::new_recovery_codes()
+        .into_iter()
+        .map(|(shown, code)| (shown, code.digest()))
+        .unzip()
 }
 
 /// Reseals every TOTP secret under `keyring`'s signing key (before `tessera keys retire` drops

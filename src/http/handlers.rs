@@ -154,9 +154,7 @@ async fn login(call: &Call<'_>, request: Request<Incoming>) -> Result<HttpRespon
     let mut body = read_body(state, request).await?;
     let username = body.string("username");
     let password = body.secret("password");
-    let second = second_factor::from_body(&mut body);
-    body.finish()?;
-    let second = second?;
+    let second = second_factor::finish_with_code(body)?;
     let typed = as_typed(&username);
     let auth = state.auth.clone();
     let now = state.clock.now();
@@ -329,9 +327,7 @@ async fn change_password(
     let (caller, mut body) = reauthentication(call, request, fields).await?;
     let current = body.secret("current_password");
     let new = body.secret("new_password");
-    let second = second_factor::from_body(&mut body);
-    body.finish()?;
-    let second = second?;
+    let second = second_factor::finish_with_code(body)?;
     let auth = state.auth.clone();
     let now = state.clock.now();
     let grant = blocking(call, move |cancel| {
@@ -375,9 +371,7 @@ async fn delete_account(
     let state = call.state;
     let (caller, mut body) = reauthentication(call, request, &["password"]).await?;
     let password = body.secret("password");
-    let second = second_factor::from_body(&mut body);
-    body.finish()?;
-    let second = second?;
+    let second = second_factor::finish_with_code(body)?;
     let auth = state.auth.clone();
     let now = state.clock.now();
     blocking(call, move |cancel| {

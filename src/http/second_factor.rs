@@ -8,14 +8,23 @@ use super::body::JsonObject;
 use super::handlers::{Call, authenticate, blocking, read_body, reauthentication};
 use super::problem::ApiError;
 use super::response::{self, HttpResponse};
-use crate::auth::SecondFactor;
+use crate::auth::{Authenticated, SecondFactor};
+use crate::domain::secret::SecretString;
 use crate::domain::totp::{self, RecoveryCode, TotpCode};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
+/// The last fields of a body that may carry a second factor: `totp_code` or `recovery_code`,
+/// then no other field left. The body's shape is judged first (400), then the code's (422).
+pub(super) fn finish_with_code(mut body: JsonObject) -> Result<Option<SecondFactor>, ApiError> {
+    let second = from_body(&mut body);
+    body.finish()?;
+    second
+}
+
 /// `totp_code` or `recovery_code` from `body`, if either is there (not both).
-pub(super) fn from_body(body: &mut JsonObject) -> Result<Option<SecondFactor>, ApiError> {
+fn from_body(body: &mut JsonObject) -> Result<Option<SecondFactor>, ApiError> {
     let totp_code = body.optional_string("totp_code");
     let recovery_code = body.optional_string("recovery_code");
     match (totp_code, recovery_code) {
@@ -82,11 +91,7 @@ pub(super) async fn replace_recovery_codes(
     call: &Call<'_>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (caller, mut body) = reauthentication(call, request, &["password", "totp_code"]).await?;
-    let password = body.secret("password");
-    let second = from_body(&mut body);
-    body.finish()?;
-    let second = second?;
+    let (caller, password, second) = password_and_second_factor(call, request).await?;
     let auth = call.state.auth.clone();
     let now = call.state.clock.now();
     let codes = blocking(call, move |cancel| {
@@ -102,11 +107,7 @@ pub(super) async fn remove(
     call: &Call<'_>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (caller, mut body) = reauthentication(call, request, &["password", "totp_code"]).await?;
-    let password = body.secret("password");
-    let second = from_body(&mut body);
-    body.finish()?;
-    let second = second?;
+    let (caller, password, second) = password_and_second_factor(call, request).await?;
     let auth = call.state.auth.clone();
     let now = call.state.clock.now();
     blocking(call, move |cancel| {
@@ -114,6 +115,18 @@ pub(super) async fn remove(
     })
     .await?;
     Ok(response::no_content())
+}
+
+/// The caller, and the `{"password", "totp_code" | "recovery_code"}` body that changes to the
+/// factor itself carry.
+async fn password_and_second_factor(
+    call: &Call<'_>,
+    request: Request<Incoming>,
+) -> Result<(Authenticated, SecretString, Option<SecondFactor>), ApiError> {
+    let (caller, mut body) = reauthentication(call, request, &["password", "totp_code"]).await?;
+    let password = body.secret("password");
+    let second = finish_with_code(body)?;
+    Ok((caller, password, second))
 }
 
 fn recovery_codes_response(codes: &[zeroize::Zeroizing<String>]) -> HttpResponse {

@@ -179,7 +179,7 @@ impl PgStore {
     }
 
     /// Gives up this replica's lease at shutdown: it stops answering from memory and renewing,
-    /// and its row goes, so writers no longer wait for it.
+    /// and its row is deleted: writers wait only for the leases that exist.
     fn release_lease(&self) -> Result<()> {
         let Some(replica) = &self.replica else {
             return Ok(());

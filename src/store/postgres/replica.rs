@@ -13,10 +13,11 @@
 //! **The lease.** The feed task renews the replica's row every quarter lease; the database dates
 //! it (`expires_at`, by its own clock). A writer, after its commit, waits until every row whose
 //! lease has not run out has acknowledged a position at or past its change ([`await_replicas`]).
-//! The replica trusts its memory only until `sent + 0.8 × lease`, where `sent` is read from its
-//! monotonic clock *before* the renewal was sent — so before the database's `expires_at`, which
-//! was computed after it, as long as the two clocks measure one lease within 20% of each other
-//! (the stated clock assumption: the database's clock is not stepped during a lease).
+//! The replica trusts its memory only until `sent +` [`trusted_span`], where `sent` is read from
+//! its monotonic clock *before* the renewal was sent — so before the database's `expires_at`,
+//! which was computed after it, as long as the two clocks disagree by less than the margin
+//! [`trusted_span`] keeps (the stated clock assumption: the database's clock is not stepped
+//! during a lease).
 //!
 //! **Why no replica accepts a revoked token after the writer's 204.** Take a change committed
 //! at position p, and a writer that found every live lease acknowledged at ≥ p. A replica whose
@@ -55,8 +56,8 @@ pub const ACK_BUCKETS: [f64; 12] = [
     0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// How long, from the moment a renewal was sent, the replica trusts its memory: 80% of the
-/// lease, the rest being the margin for the two clocks' disagreement.
+/// How long, from the moment a renewal was sent, the replica trusts its memory: the lease less a
+/// margin for the two clocks' disagreement.
 pub(super) fn trusted_span(lease: Duration) -> Duration {
     lease.saturating_sub(lease / 5)
 }
@@ -543,7 +544,7 @@ async fn acknowledge(client: &tokio_postgres::Client, replica: &Replica) -> Resu
 }
 
 /// Applies every change past the view's position, in position order — or rebuilds the view
-/// from the tables when the log no longer covers the gap (pruned) or the view is new.
+/// from the tables when the log does not cover the gap (pruned) or the view is new.
 async fn catch_up(client: &tokio_postgres::Client, replica: &Replica) -> Result<()> {
     let position = replica.view.position();
     if replica.view.is_synchronised() {

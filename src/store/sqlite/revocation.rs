@@ -23,7 +23,7 @@
 //! are serialised, so a number is visible only once every number below it is.
 //!
 //! Why it fails closed: if the database, its `-wal` or its `-shm` is deleted or replaced under
-//! the server, other processes no longer share our WAL index, and revocations they commit
+//! the server, other processes write to another WAL index than ours, and revocations they commit
 //! would be invisible. Once that is seen, every check answers [`StoreError::Unprovable`].
 
 use super::{Result, StoreError};
@@ -153,7 +153,7 @@ impl SqliteRevocation {
     }
 
     /// Applies the log past the view's position and stamps the view with `header`, or rebuilds
-    /// if the log no longer covers that gap.
+    /// if the log does not cover that gap.
     fn apply_changes(&self, conn: &Connection, header: Header) -> Result<()> {
         // One read transaction: the position and the rows come from the same snapshot.
         let tx = conn.unchecked_transaction()?;
