@@ -117,6 +117,23 @@ fn token_over_the_size_cap_is_rejected_before_decoding() {
 }
 
 #[test]
+fn token_of_exactly_the_size_cap_is_read_past_the_cap() {
+    let token = format!("{}.{}.{}", "a".repeat(2000), "b".repeat(2093), "c");
+    assert_eq!(token.len(), MAX_TOKEN_BYTES);
+    let refused = verify(&token).unwrap_err();
+    assert_ne!(refused, TokenError::TooLong, "{refused:?}");
+}
+
+#[test]
+fn an_issued_token_debugs_its_claims_but_never_the_token() {
+    let issued = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR);
+    let shown = format!("{issued:?}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    assert!(shown.contains(issued.claims.jti.as_str()), "{shown}");
+    assert!(!shown.contains(&issued.token), "{shown}");
+}
+
+#[test]
 fn wrong_segment_counts_are_rejected() {
     let token = codec().issue(&uid("u"), &sid(), 0, NOW, HOUR).token;
     let two: Vec<_> = token.split('.').take(2).collect();
@@ -142,6 +159,8 @@ fn stripped_signature_segment_is_rejected() {
 #[test]
 fn empty_header_or_payload_is_rejected() {
     assert_eq!(verify("..abc"), Err(TokenError::EmptySegment));
+    assert_eq!(verify(".abc.def"), Err(TokenError::EmptySegment));
+    assert_eq!(verify("abc..def"), Err(TokenError::EmptySegment));
 }
 
 #[test]
