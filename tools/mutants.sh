@@ -7,9 +7,11 @@
 #   bash tools/mutants.sh                         # the whole core (≈ 700 mutants)
 #   FILES="src/domain/totp.rs src/token/sealing.rs" bash tools/mutants.sh
 #   JOBS=1 bash tools/mutants.sh                  # one build at a time (default 2)
+#   FILES=src/auth/introspection.rs TESTS="--test api introspection" bash tools/mutants.sh
 #
-# Each mutant is judged by the unit tests next to the code (`--lib`): the API tests need servers,
-# PostgreSQL and minutes per mutant. Results land in OUT (default target/mutants), as cargo-mutants
+# Each mutant is judged by the unit tests next to the code (`--lib`) unless TESTS names other
+# `cargo test` arguments: `src/auth/` is tested through the API (`--test api`, real servers on
+# SQLite), minutes per mutant, so a filter naming the tests of the file's routes keeps it to hours. Results land in OUT (default target/mutants), as cargo-mutants
 # writes them: caught.txt, missed.txt, unviable.txt, timeout.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ cd "$(dirname "$0")/.."
 core=(src/token src/crypto src/domain src/auth src/store/revocation_view.rs
       src/store/thread_answers.rs src/store/sqlite/revocation.rs src/store/postgres/replica.rs)
 read -r -a files <<<"${FILES:-${core[*]}}"
+read -r -a test_args <<<"${TESTS:---lib}"
 out=${OUT:-$PWD/target/mutants}
 command -v cargo-mutants >/dev/null 2>&1 || cargo install --quiet --locked cargo-mutants
 
@@ -33,7 +36,7 @@ for file in "${files[@]}"; do
 done
 mkdir -p "$out"
 started=$(date +%s)
-(cd "$clone" && cargo mutants --jobs "${JOBS:-2}" --timeout 120 --output "$out" "${args[@]}" -- --lib) || true
+(cd "$clone" && cargo mutants --jobs "${JOBS:-2}" --timeout 120 --output "$out" "${args[@]}" -- "${test_args[@]}") || true
 echo "mutants: $(wc -l <"$out/mutants.out/caught.txt") caught, $(wc -l <"$out/mutants.out/missed.txt") missed," \
   "$(wc -l <"$out/mutants.out/unviable.txt") unviable, $(wc -l <"$out/mutants.out/timeout.txt") timed out" \
   "in $(( $(date +%s) - started )) s; missed: $out/mutants.out/missed.txt"

@@ -603,5 +603,48 @@ mod tests {
         assert!(printed.contains(&set.keys[0].kid));
         let ring = Keyring::from_set(&set, Path::new("x")).unwrap();
         assert!(!format!("{ring:?}").contains(&set.keys[0].k));
+        assert!(format!("{ring:?}").contains(&set.keys[0].kid), "{ring:?}");
+        let key = format!("{:?}", set.keys[0]);
+        assert!(key.contains(&set.keys[0].kid), "{key}");
+        assert!(!key.contains(&set.keys[0].k), "{key}");
+    }
+
+    #[test]
+    fn fingerprints_name_each_key_by_its_material_alone() {
+        let mut set = JwkSet::generate();
+        let older = set.keys[0].kid.clone();
+        let newer = set.rotate(1_000);
+        let ring = Keyring::from_set(&set, Path::new("x")).unwrap();
+        assert_eq!(
+            ring.kids().collect::<Vec<_>>(),
+            [newer.as_str(), older.as_str()]
+        );
+        let prints = ring.fingerprints();
+        let kids: Vec<_> = prints.iter().map(|(kid, _)| kid.as_str()).collect();
+        assert_eq!(kids, [newer.as_str(), older.as_str()]);
+        assert_ne!(prints[0].1, prints[1].1, "two keys, two fingerprints");
+        assert!(
+            prints.iter().all(|(_, print)| print.len() == 43),
+            "{prints:?}"
+        );
+        assert!(
+            set.keys
+                .iter()
+                .all(|key| prints.iter().all(|(_, p)| *p != key.k))
+        );
+        // The same material under the same kid prints the same everywhere.
+        let again = Keyring::from_set(&set, Path::new("y")).unwrap();
+        assert_eq!(again.fingerprints(), prints);
+        let secret = decode_key(&set.keys[0].k).unwrap();
+        let same = Keyring::from_secret(&newer, &secret).unwrap();
+        assert_eq!(same.fingerprints(), prints[..1]);
+    }
+
+    #[test]
+    fn saving_into_a_directory_not_yet_made_makes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/tessera/jwks.json");
+        let set = JwkSet::create(&path).unwrap();
+        assert_eq!(Keyring::load(&path).unwrap().signing_kid(), set.keys[0].kid);
     }
 }

@@ -128,6 +128,24 @@ mod tests {
     }
 
     #[test]
+    fn tokens_in_different_slots_are_remembered_side_by_side() {
+        let codec = codec();
+        let first = token(&codec);
+        let slot = |token: &str| slot_of(token.rsplit('.').next().unwrap().as_bytes());
+        let second = std::iter::repeat_with(|| token(&codec))
+            .take(1000)
+            .find(|other| slot(other) != slot(&first))
+            .unwrap();
+        let remembered = verify(&codec, &first, NOW).unwrap();
+        verify(&codec, &second, NOW).unwrap();
+        let again = verify(&codec, &first, NOW).unwrap();
+        assert!(
+            Arc::ptr_eq(&remembered.0, &again.0),
+            "the first is still remembered after the second"
+        );
+    }
+
+    #[test]
     fn a_second_use_answers_the_same_claims() {
         let codec = codec();
         let token = token(&codec);
