@@ -341,6 +341,52 @@ mod tests {
     }
 
     #[test]
+    fn another_argon2_variant_or_version_verifies_and_asks_for_a_rehash() {
+        use argon2::PasswordHasher as _;
+        let hasher = Hasher::new(cheap()).unwrap();
+        for (algorithm, version) in [
+            (Algorithm::Argon2i, Version::V0x13),
+            (Algorithm::Argon2d, Version::V0x13),
+            (Algorithm::Argon2id, Version::V0x10),
+        ] {
+            let phc = Argon2::new(algorithm, version, Params::new(64, 1, 1, None).unwrap())
+                .hash_password_with_salt(b"correct horse battery staple", &[3u8; 16])
+                .unwrap()
+                .to_string();
+            assert_eq!(
+                hasher.verify(&pw("correct horse battery staple"), &phc),
+                Verification::Match { needs_rehash: true },
+                "{phc}"
+            );
+            assert!(!hasher.has_current_params(&phc), "{phc}");
+        }
+    }
+
+    #[test]
+    fn current_params_are_recognised_and_nothing_else_is() {
+        let hasher = Hasher::new(cheap()).unwrap();
+        let current = hasher.hash(&pw("correct horse battery staple")).unwrap();
+        assert!(hasher.has_current_params(&current));
+        let other = Hasher::new(HashParams {
+            iterations: 2,
+            ..cheap()
+        })
+        .unwrap()
+        .hash(&pw("correct horse battery staple"))
+        .unwrap();
+        assert!(!hasher.has_current_params(&other));
+        assert!(!hasher.has_current_params("not a phc"));
+    }
+
+    #[test]
+    fn a_hasher_debugs_its_parameters_but_not_its_dummy_hash() {
+        let hasher = Hasher::new(cheap()).unwrap();
+        let shown = format!("{hasher:?}");
+        assert!(shown.contains("m_cost: 64"), "{shown}");
+        assert!(!shown.contains(&hasher.dummy_hash), "{shown}");
+    }
+
+    #[test]
     fn defaults_meet_owasp_minimums_for_argon2id() {
         let d = HashParams::default();
         assert!(d.memory_kib >= 19_456 && d.iterations >= 2 && d.parallelism >= 1);
