@@ -196,6 +196,53 @@ mod tests {
     }
 
     #[test]
+    fn a_password_scored_exactly_three_passes_and_one_scored_two_does_not() {
+        assert_eq!(
+            zxcvbn::zxcvbn("sunshine12345678!", &[]).score(),
+            zxcvbn::Score::Three
+        );
+        assert_eq!(check("sunshine12345678!", &[]), Ok(()));
+        assert_eq!(
+            zxcvbn::zxcvbn("monkey123monkey1", &[]).score(),
+            zxcvbn::Score::Two
+        );
+        assert_eq!(
+            check("monkey123monkey1", &[]),
+            Err(PolicyViolation::TooCommon)
+        );
+    }
+
+    #[test]
+    fn both_length_bounds_are_inclusive() {
+        let policy = PasswordPolicy::default();
+        assert_eq!(policy.check_length(policy.min_chars), Ok(()));
+        assert_eq!(policy.check_length(policy.max_chars), Ok(()));
+        assert_eq!(
+            policy.check_length(policy.min_chars - 1),
+            Err(PolicyViolation::TooShort(policy.min_chars))
+        );
+        assert_eq!(
+            policy.check_length(policy.max_chars + 1),
+            Err(PolicyViolation::TooLong(policy.max_chars))
+        );
+    }
+
+    #[test]
+    fn each_violation_has_its_stable_code() {
+        let codes = [
+            PolicyViolation::TooShort(15),
+            PolicyViolation::TooLong(1024),
+            PolicyViolation::TooCommon,
+            PolicyViolation::ContextSpecific,
+        ]
+        .map(|violation| violation.code());
+        assert_eq!(
+            codes,
+            ["too_short", "too_long", "too_common", "context_specific"]
+        );
+    }
+
+    #[test]
     fn the_briefs_short_passwords_fail_on_length() {
         assert_eq!(check("r0u7!nG", &[]), Err(PolicyViolation::TooShort(15)));
         assert_eq!(check("null", &[]), Err(PolicyViolation::TooShort(15)));
