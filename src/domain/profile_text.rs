@@ -81,6 +81,12 @@ mod tests {
     }
 
     #[test]
+    fn exactly_the_longest_text_is_kept_counting_characters() {
+        let longest = "é".repeat(super::MAX_PROFILE_TEXT_CHARS);
+        assert_eq!(clean("f", &longest).unwrap(), longest);
+    }
+
+    #[test]
     fn text_is_stored_in_nfc() {
         assert_eq!(clean("f", "Jose\u{301}").unwrap(), "Jos\u{e9}");
     }
