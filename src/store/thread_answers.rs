@@ -102,3 +102,114 @@ pub(super) fn remember(
         );
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::profile_text::ProfileText;
+    use crate::domain::user::UserProfile;
+    use crate::domain::username::Username;
+
+    const VIEW: u64 = 7;
+    const AT_ONE: Stamp = [1; 48];
+    const AT_TWO: Stamp = [2; 48];
+
+    fn state(user: &str, generation: u64) -> TokenState {
+        TokenState {
+            profile: Arc::new(UserProfile {
+                id: UserId::from_string(user.to_owned()),
+                username: Username::parse("someone").unwrap(),
+                full_name: ProfileText::from_stored("Some One".into()),
+                mothers_favorite_search_engine: ProfileText::from_stored("Searx".into()),
+                created_at: 0,
+                totp: crate::domain::totp::TotpStatus::Off,
+            }),
+            current_generation: generation,
+            revoked: None,
+        }
+    }
+
+    fn id<T>(make: fn(String) -> T, text: &str) -> T {
+        make(text.to_owned())
+    }
+
+    fn keep(stamp: &Stamp, user: &str, jti: &str, sid: &str, state: &TokenState) {
+        remember(
+            VIEW,
+            stamp,
+            &id(UserId::from_string, user),
+            &id(TokenId::from_string, jti),
+            &id(SessionId::from_string, sid),
+            state,
+        );
+    }
+
+    fn ask(view: u64, stamp: &Stamp, user: &str, jti: &str, sid: &str) -> Option<TokenState> {
+        recall(
+            view,
+            stamp,
+            &id(UserId::from_string, user),
+            &id(TokenId::from_string, jti),
+            &id(SessionId::from_string, sid),
+        )
+    }
+
+    #[test]
+    fn an_answer_is_recalled_for_the_same_question_at_the_same_stamp_of_the_same_view() {
+        keep(&AT_ONE, "u1", "j1", "s1", &state("u1", 3));
+        let recalled = ask(VIEW, &AT_ONE, "u1", "j1", "s1").expect("remembered");
+        assert_eq!(recalled.current_generation, 3);
+        assert_eq!(recalled.profile.id, "u1");
+    }
+
+    #[test]
+    fn nothing_is_recalled_at_another_stamp_from_another_view_or_for_another_question() {
+        keep(&AT_ONE, "u1", "j1", "s1", &state("u1", 3));
+        assert!(ask(VIEW, &AT_TWO, "u1", "j1", "s1").is_none(), "stamp");
+        assert!(ask(VIEW + 1, &AT_ONE, "u1", "j1", "s1").is_none(), "view");
+        assert!(ask(VIEW, &AT_ONE, "u2", "j1", "s1").is_none(), "user");
+        assert!(ask(VIEW, &AT_ONE, "u1", "j1", "s2").is_none(), "session");
+        assert!(ask(VIEW, &AT_ONE, "u1", "j2", "s1").is_none(), "token");
+        assert!(ask(VIEW, &AT_ONE, "u1", "j1", "s1").is_some(), "still there");
+    }
+
+    #[test]
+    fn answers_of_one_stamp_are_kept_together_and_forgotten_together() {
+        keep(&AT_ONE, "u1", "j1", "s1", &state("u1", 3));
+        keep(&AT_ONE, "u2", "j2", "s2", &state("u2", 5));
+        assert!(ask(VIEW, &AT_ONE, "u1", "j1", "s1").is_some());
+        assert!(ask(VIEW, &AT_ONE, "u2", "j2", "s2").is_some());
+        // An answer at a new stamp starts over: nothing of the old stamp survives into it.
+        keep(&AT_TWO, "u2", "j2", "s2", &state("u2", 6));
+        assert!(ask(VIEW, &AT_TWO, "u1", "j1", "s1").is_none());
+        let newer = ask(VIEW, &AT_TWO, "u2", "j2", "s2").unwrap();
+        assert_eq!(newer.current_generation, 6);
+    }
+
+    #[test]
+    fn an_answer_from_another_view_starts_over_too() {
+        keep(&AT_ONE, "u1", "j1", "s1", &state("u1", 3));
+        remember(
+            VIEW + 1,
+            &AT_ONE,
+            &id(UserId::from_string, "u2"),
+            &id(TokenId::from_string, "j2"),
+            &id(SessionId::from_string, "s2"),
+            &state("u2", 5),
+        );
+        assert!(ask(VIEW + 1, &AT_ONE, "u1", "j1", "s1").is_none());
+        assert!(ask(VIEW + 1, &AT_ONE, "u2", "j2", "s2").is_some());
+    }
+
+    #[test]
+    fn a_users_tokens_share_one_copy_of_the_profile_made_for_this_thread() {
+        let shared = state("u1", 3);
+        keep(&AT_ONE, "u1", "j1", "s1", &shared);
+        keep(&AT_ONE, "u1", "j2", "s2", &shared);
+        let first = ask(VIEW, &AT_ONE, "u1", "j1", "s1").unwrap();
+        let second = ask(VIEW, &AT_ONE, "u1", "j2", "s2").unwrap();
+        assert!(Arc::ptr_eq(&first.profile, &second.profile), "one copy");
+        assert!(!Arc::ptr_eq(&first.profile, &shared.profile), "the thread's own");
+        assert_eq!(*first.profile, *shared.profile);
+    }
+}
