@@ -70,3 +70,52 @@ pub struct UserProfile {
     /// Whether the account has a second factor.
     pub totp: super::totp::TotpStatus,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(username: &str, full_name: &str, password: &str, engine: &str) -> RegistrationForm {
+        RegistrationForm {
+            username: username.into(),
+            full_name: full_name.into(),
+            password: SecretString::from(password.to_owned()),
+            mothers_favorite_search_engine: engine.into(),
+        }
+    }
+
+    #[test]
+    fn a_valid_form_parses_into_its_cleaned_fields() {
+        let form = form(
+            "kvothe",
+            "Patrick Rothfuss ",
+            "3##Heel7sa*9-zRwT",
+            "Duck Duck Go ",
+        );
+        let Ok(user) = NewUser::parse(form, &PasswordPolicy::default()) else {
+            panic!("refused");
+        };
+        assert_eq!(user.username.canonical(), "kvothe");
+        assert_eq!(user.full_name.as_str(), "Patrick Rothfuss");
+        assert_eq!(user.mothers_favorite_search_engine.as_str(), "Duck Duck Go");
+        assert_eq!(user.password.as_str(), "3##Heel7sa*9-zRwT");
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_once() {
+        let form = form("", "", "short", "");
+        let Err(errors) = NewUser::parse(form, &PasswordPolicy::default()) else {
+            panic!("accepted");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_ref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "username",
+                "full_name",
+                "mothers_favorite_search_engine",
+                "password"
+            ]
+        );
+    }
+}

@@ -172,6 +172,21 @@ mod tests {
     }
 
     #[test]
+    fn each_error_has_its_stable_code() {
+        let codes = [
+            UsernameError::Empty,
+            UsernameError::TooLong,
+            UsernameError::DisallowedCharacter,
+            UsernameError::Reserved,
+        ]
+        .map(UsernameError::code);
+        assert_eq!(
+            codes,
+            ["empty", "too_long", "disallowed_character", "reserved"]
+        );
+    }
+
+    #[test]
     fn length_is_bounded_in_code_points() {
         assert_eq!(Username::parse(""), Err(UsernameError::Empty));
         assert!(Username::parse(&"é".repeat(64)).is_ok());

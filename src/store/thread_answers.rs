@@ -170,7 +170,10 @@ mod tests {
         assert!(ask(VIEW, &AT_ONE, "u2", "j1", "s1").is_none(), "user");
         assert!(ask(VIEW, &AT_ONE, "u1", "j1", "s2").is_none(), "session");
         assert!(ask(VIEW, &AT_ONE, "u1", "j2", "s1").is_none(), "token");
-        assert!(ask(VIEW, &AT_ONE, "u1", "j1", "s1").is_some(), "still there");
+        assert!(
+            ask(VIEW, &AT_ONE, "u1", "j1", "s1").is_some(),
+            "still there"
+        );
     }
 
     #[test]
@@ -209,7 +212,10 @@ mod tests {
         let first = ask(VIEW, &AT_ONE, "u1", "j1", "s1").unwrap();
         let second = ask(VIEW, &AT_ONE, "u1", "j2", "s2").unwrap();
         assert!(Arc::ptr_eq(&first.profile, &second.profile), "one copy");
-        assert!(!Arc::ptr_eq(&first.profile, &shared.profile), "the thread's own");
+        assert!(
+            !Arc::ptr_eq(&first.profile, &shared.profile),
+            "the thread's own"
+        );
         assert_eq!(*first.profile, *shared.profile);
     }
 }

@@ -957,3 +957,24 @@ fn eager_catch_ups_never_hide_another_process_s_commit() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+/// A `-wal` replaced under the server (not the database file itself): another process would
+/// commit into a WAL the view does not watch, so the store stops vouching for its memory.
+#[test]
+fn a_wal_replaced_under_the_store_is_refused_and_memory_stops_answering() {
+    use crate::store::Maintenance as _;
+    let (dir, store) = open();
+    store.create_user(&user("u1", "kvothe")).unwrap();
+    store.ping().unwrap();
+    assert!(store.answers_from_memory());
+    let wal = dir.path().join("t.db-wal");
+    let stand_in = dir.path().join("other-wal");
+    std::fs::write(&stand_in, b"").unwrap();
+    std::fs::rename(&stand_in, &wal).unwrap();
+    assert!(matches!(store.ping(), Err(StoreError::FileReplaced(path)) if path == wal));
+    assert!(!store.answers_from_memory());
+    assert!(
+        matches!(store.ping(), Err(StoreError::Unprovable)),
+        "for good"
+    );
+}
