@@ -369,6 +369,17 @@ mod tests {
         assert_ne!(files.header().unwrap(), before);
     }
 
+    #[test]
+    fn views_of_one_shm_share_one_descriptor_even_after_an_earlier_view_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let shm = dir.path().join("d.db-shm");
+        std::fs::write(&shm, [0u8; 2 * HEADER_BYTES]).unwrap();
+        drop(shared_descriptor(&shm).unwrap());
+        let first = shared_descriptor(&shm).unwrap();
+        let second = shared_descriptor(&shm).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "one descriptor, never two");
+    }
+
     /// Plain files stand in for SQLite's here: a real connection over a truncated `-shm`
     /// faults in SQLite's own mapping (see the threat table in docs/security.md), which is not ours.
     #[test]
