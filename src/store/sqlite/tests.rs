@@ -379,6 +379,11 @@ fn ending_a_session_denylists_its_id_and_nothing_else() {
     assert_eq!(store.denylist_len().unwrap(), 1);
     store.prune_expired(1071, 900, 100_000).unwrap();
     assert_eq!(store.denylist_len().unwrap(), 0);
+    let state = store
+        .token_state(uid("u1"), tid("any-token"), sid("s1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.revoked, None, "memory forgets what the table forgot");
 }
 
 /// A token is refused if either of its ids is listed — also when the view answers from memory.
