@@ -736,6 +736,9 @@ mod tests {
             assert!(trusted_span(lease) < lease);
             // Three renewals fit in the trusted span: losing two still leaves no gap.
             assert!(renewal_interval(lease) * 3 <= trusted_span(lease));
+            // And no more often than four times a lease: renewals are the replica's only
+            // statements while it answers from memory.
+            assert!(renewal_interval(lease) * 4 >= lease);
         }
     }
 
