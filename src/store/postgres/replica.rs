@@ -797,4 +797,104 @@ mod tests {
         waker.join().unwrap();
         assert_eq!(acks.current(), since + 1);
     }
+
+    #[test]
+    fn a_wait_without_an_acknowledgement_lasts_its_limit() {
+        let acks = AckSignal::default();
+        let limit = Duration::from_millis(20);
+        let started = Instant::now();
+        acks.wait(acks.current(), limit);
+        assert!(started.elapsed() >= limit, "returned before its limit");
+    }
+
+    #[test]
+    fn waits_are_counted_in_the_first_bucket_they_fit_and_past_the_last_in_infinity() {
+        let latency = AckLatency::default();
+        latency.record(Duration::from_micros(500));
+        latency.record(Duration::from_millis(1)); // exactly the first bound
+        latency.record(Duration::from_secs(5)); // exactly the last bound
+        latency.record(Duration::from_secs(9));
+        let stats = latency.snapshot();
+        let mut expected = vec![0; ACK_BUCKETS.len() + 1];
+        expected[0] = 2;
+        expected[ACK_BUCKETS.len() - 1] = 1;
+        expected[ACK_BUCKETS.len()] = 1;
+        assert_eq!(stats.ack_buckets, expected);
+        assert!((stats.ack_sum_seconds - 14.0015).abs() < 1e-9);
+    }
+
+    fn user_state(user: &str) -> TokenState {
+        TokenState {
+            profile: Arc::new(crate::domain::user::UserProfile {
+                id: UserId::from_string(user.to_owned()),
+                username: crate::domain::username::Username::parse("someone").unwrap(),
+                full_name: crate::domain::profile_text::ProfileText::from_stored("S".into()),
+                mothers_favorite_search_engine:
+                    crate::domain::profile_text::ProfileText::from_stored("Searx".into()),
+                created_at: 0,
+                totp: crate::domain::totp::TotpStatus::Off,
+            }),
+            current_generation: 4,
+            revoked: None,
+        }
+    }
+
+    fn ids() -> (UserId, TokenId, SessionId) {
+        (
+            UserId::from_string("u1".into()),
+            TokenId::from_string("j1".into()),
+            SessionId::from_string("s1".into()),
+        )
+    }
+
+    #[test]
+    fn an_untrusted_replica_answers_from_the_database_and_says_so() {
+        let replica = Replica::new(LEASE);
+        let (user, jti, sid) = ids();
+        assert!(!replica.trusts_now());
+        assert_eq!(replica.cached(&user, &jti, &sid), None);
+        let loaded = replica
+            .token_state(&user, &jti, &sid, || Ok(Some(user_state("u1"))))
+            .unwrap();
+        assert_eq!(loaded, Some(user_state("u1")));
+        let stats = replica.stats(&AckLatency::default());
+        assert!(!stats.from_memory_now);
+        assert_eq!(
+            (stats.checks_from_memory, stats.checks_from_database),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn a_trusted_replica_remembers_a_loaded_user_and_answers_from_memory_until_released() {
+        // A lease of an hour: the test never outlives the trust it starts with.
+        let lease = Duration::from_secs(3600);
+        let replica = Replica::new(lease);
+        let (user, jti, sid) = ids();
+        replica.view.restamp(stamp(0));
+        replica.trust.extend(Instant::now(), lease);
+        assert!(replica.trusts_now());
+        // A miss loads from the database and remembers the user at the view's version.
+        let loaded = replica
+            .token_state(&user, &jti, &sid, || Ok(Some(user_state("u1"))))
+            .unwrap();
+        assert_eq!(loaded, Some(user_state("u1")));
+        let remembered = replica.cached(&user, &jti, &sid).expect("from memory");
+        assert_eq!(remembered.current_generation, 4);
+        let again = replica
+            .token_state(&user, &jti, &sid, || panic!("read the database"))
+            .unwrap();
+        assert_eq!(again, Some(user_state("u1")));
+        let stats = replica.stats(&AckLatency::default());
+        assert!(stats.from_memory_now);
+        assert_eq!(
+            (stats.checks_from_memory, stats.checks_from_database),
+            (2, 1)
+        );
+        // Released: its lease row's id, and memory is never trusted again.
+        assert_eq!(replica.release(), replica.id);
+        assert_eq!(replica.id.len(), 22);
+        assert!(!replica.trusts_now());
+        assert_eq!(replica.cached(&user, &jti, &sid), None);
+    }
 }
