@@ -897,4 +897,36 @@ mod tests {
         assert!(!replica.trusts_now());
         assert_eq!(replica.cached(&user, &jti, &sid), None);
     }
+
+    #[test]
+    fn each_synchronisation_gets_a_new_stamp_and_lookups_follow_it_once_published() {
+        let lease = Duration::from_secs(3600);
+        let replica = Replica::new(lease);
+        let (user, jti, sid) = ids();
+        replica.trust.extend(Instant::now(), lease);
+        let (first, at_first) = replica.next_stamp();
+        assert_eq!(first, 1);
+        replica.view.restamp(at_first);
+        // Not yet published: lookups still ask at the old stamp and find the view moved on.
+        let loaded = replica
+            .token_state(&user, &jti, &sid, || Ok(Some(user_state("u1"))))
+            .unwrap();
+        assert_eq!(loaded, Some(user_state("u1")));
+        assert_eq!(
+            replica.cached(&user, &jti, &sid),
+            None,
+            "stale, not remembered"
+        );
+        replica.publish(first);
+        replica
+            .token_state(&user, &jti, &sid, || Ok(Some(user_state("u1"))))
+            .unwrap();
+        assert!(
+            replica.cached(&user, &jti, &sid).is_some(),
+            "remembered at it"
+        );
+        let (second, at_second) = replica.next_stamp();
+        assert_eq!(second, 2);
+        assert_ne!(at_second, at_first);
+    }
 }
