@@ -929,4 +929,18 @@ mod tests {
         assert_eq!(second, 2);
         assert_ne!(at_second, at_first);
     }
+
+    #[test]
+    fn a_lost_lease_ends_trust_and_is_counted_once_and_lag_is_what_was_announced_past_the_view() {
+        let lease = Duration::from_secs(3600);
+        let replica = Replica::new(lease);
+        replica.trust.extend(Instant::now(), lease);
+        replica.lose("test");
+        assert!(!replica.trusts_now());
+        replica.lose("test again");
+        let stats = replica.stats(&AckLatency::default());
+        assert_eq!(stats.leases_lost, 1, "one loss, counted once");
+        replica.counters.head_seen.store(5, Ordering::Relaxed);
+        assert_eq!(replica.stats(&AckLatency::default()).lag, 5);
+    }
 }
