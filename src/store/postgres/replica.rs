@@ -941,6 +941,8 @@ mod tests {
         let stats = replica.stats(&AckLatency::default());
         assert_eq!(stats.leases_lost, 1, "one loss, counted once");
         replica.counters.head_seen.store(5, Ordering::Relaxed);
-        assert_eq!(replica.stats(&AckLatency::default()).lag, 5);
+        replica.counters.leases_taken.store(3, Ordering::Relaxed);
+        let stats = replica.stats(&AckLatency::default());
+        assert_eq!((stats.lag, stats.leases_taken), (5, 3));
     }
 }
