@@ -72,6 +72,21 @@ pub struct UserProfile {
 }
 
 #[cfg(test)]
+impl UserProfile {
+    /// A profile for the tests of what holds profiles (views, caches), where only the id matters.
+    pub(crate) fn with_id(id: &str) -> Self {
+        Self {
+            id: UserId::from_string(id.to_owned()),
+            username: Username::parse("someone").unwrap(),
+            full_name: ProfileText::from_stored("Some One".into()),
+            mothers_favorite_search_engine: ProfileText::from_stored("Searx".into()),
+            created_at: 0,
+            totp: super::totp::TotpStatus::Off,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -256,18 +256,9 @@ pub(super) fn continues(position: i64, changes: &[(i64, Change)], head: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::profile_text::ProfileText;
-    use crate::domain::username::Username;
 
     fn profile(id: &str) -> Arc<UserProfile> {
-        Arc::new(UserProfile {
-            id: UserId::from_string(id.to_owned()),
-            username: Username::parse("someone").unwrap(),
-            full_name: ProfileText::from_stored("Some One".into()),
-            mothers_favorite_search_engine: ProfileText::from_stored("Searx".into()),
-            created_at: 0,
-            totp: crate::domain::totp::TotpStatus::Off,
-        })
+        Arc::new(UserProfile::with_id(id))
     }
 
     fn ids() -> (UserId, TokenId, SessionId) {

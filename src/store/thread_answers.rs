@@ -106,9 +106,7 @@ pub(super) fn remember(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::profile_text::ProfileText;
     use crate::domain::user::UserProfile;
-    use crate::domain::username::Username;
 
     const VIEW: u64 = 7;
     const AT_ONE: Stamp = [1; 48];
@@ -116,14 +114,7 @@ mod tests {
 
     fn state(user: &str, generation: u64) -> TokenState {
         TokenState {
-            profile: Arc::new(UserProfile {
-                id: UserId::from_string(user.to_owned()),
-                username: Username::parse("someone").unwrap(),
-                full_name: ProfileText::from_stored("Some One".into()),
-                mothers_favorite_search_engine: ProfileText::from_stored("Searx".into()),
-                created_at: 0,
-                totp: crate::domain::totp::TotpStatus::Off,
-            }),
+            profile: Arc::new(UserProfile::with_id(user)),
             current_generation: generation,
             revoked: None,
         }

@@ -825,15 +825,7 @@ mod tests {
 
     fn user_state(user: &str) -> TokenState {
         TokenState {
-            profile: Arc::new(crate::domain::user::UserProfile {
-                id: UserId::from_string(user.to_owned()),
-                username: crate::domain::username::Username::parse("someone").unwrap(),
-                full_name: crate::domain::profile_text::ProfileText::from_stored("S".into()),
-                mothers_favorite_search_engine:
-                    crate::domain::profile_text::ProfileText::from_stored("Searx".into()),
-                created_at: 0,
-                totp: crate::domain::totp::TotpStatus::Off,
-            }),
+            profile: Arc::new(crate::domain::user::UserProfile::with_id(user)),
             current_generation: 4,
             revoked: None,
         }
