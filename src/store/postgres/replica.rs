@@ -68,6 +68,16 @@ pub(super) fn renewal_interval(lease: Duration) -> Duration {
     lease / 4
 }
 
+/// The feed's wait before its first reconnection.
+const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The wait before the feed reconnects after `pause`: doubling from the first, so a database
+/// that is down is not hammered, up to a renewal interval (at least a tenth of a second), so a
+/// database that is back is reached again within about a renewal.
+fn next_reconnect_pause(pause: Duration, lease: Duration) -> Duration {
+    (pause * 2).min(renewal_interval(lease).max(Duration::from_millis(100)))
+}
+
 /// When the replica may answer from memory: until a deadline on its monotonic clock, which only
 /// a renewal extends and a lost connection withdraws. Every method takes the time as an argument,
 /// so the rules are tested on an injected clock.
@@ -366,13 +376,13 @@ pub(super) async fn follow(
     config: tokio_postgres::Config,
     timeout: Duration,
 ) {
-    let mut pause = Duration::from_millis(50);
+    let mut pause = FIRST_RECONNECT_PAUSE;
     while !replica.released.load(Ordering::SeqCst) {
         let failure = session(&replica, &acks, &config, timeout).await;
         let why = failure.map_or_else(|e| crate::store::cause_chain(&e), |()| String::new());
         replica.lose(&why);
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(renewal_interval(replica.lease).max(Duration::from_millis(100)));
+        pause = next_reconnect_pause(pause, replica.lease);
     }
 }
 
@@ -740,6 +750,28 @@ mod tests {
             // statements while it answers from memory.
             assert!(renewal_interval(lease) * 4 >= lease);
         }
+    }
+
+    #[test]
+    fn reconnect_pauses_double_up_to_a_renewal_interval() {
+        let lease = Duration::from_secs(8);
+        let mut pauses = vec![FIRST_RECONNECT_PAUSE];
+        for _ in 0..8 {
+            let last = *pauses.last().unwrap();
+            pauses.push(next_reconnect_pause(last, lease));
+        }
+        let millis: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(
+            millis,
+            [50, 100, 200, 400, 800, 1_600, 2_000, 2_000, 2_000],
+            "doubling, then one renewal interval (a quarter of the lease)"
+        );
+        // A short lease still waits a tenth of a second between attempts.
+        let short = Duration::from_millis(200);
+        assert_eq!(
+            next_reconnect_pause(Duration::from_millis(100), short),
+            Duration::from_millis(100)
+        );
     }
 
     fn waiting(lagging: i64, left: f64) -> Waiting {
