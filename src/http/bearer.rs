@@ -159,6 +159,26 @@ mod tests {
         assert!(extract(&h, &uri("/v1/users/me?access=1&token=2")).is_ok());
     }
 
+    /// Only a parameter named `access_token` is refused: a key or a value that merely holds the
+    /// name is another parameter, as every form parser reads the query.
+    #[test]
+    fn names_that_only_contain_access_token_are_other_parameters() {
+        let h = headers(&["Bearer a.b.c"]);
+        for query in [
+            "xaccess_token=1",
+            "access_token_hint=1",
+            "q=access_token",
+            "VV0(access%5ftoken11%-.",
+            "access%5Ftoken%3Da.b.c",
+        ] {
+            assert_eq!(
+                extract(&h, &uri(&format!("/v1/users/me?{query}"))).unwrap(),
+                "a.b.c",
+                "{query}"
+            );
+        }
+    }
+
     proptest! {
         /// The fast path is only a shortcut: whatever it accepts, the general reading accepts
         /// as the same token; and every well-formed Bearer header takes it.
