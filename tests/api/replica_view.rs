@@ -194,6 +194,31 @@ async fn a_partitioned_replica_delays_a_revocation_by_its_lease_and_never_accept
     assert_eq!(me(b.addr, &kept).await, 200);
 }
 
+/// B's path to PostgreSQL stops carrying bytes without closing. B's feed gives up on its
+/// statement once the database timeout has passed, and lets go of that connection at once:
+/// nothing is left waiting for good on a socket that will never answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
+async fn a_feed_connection_that_stops_answering_is_closed_not_left_waiting() {
+    let setup = setup(true, QUICK).await;
+    let proxy = setup.proxy.as_ref().unwrap();
+    // The feed's connection names itself in its startup message (`application_name`).
+    let feed = format!("tessera-feed-{}", setup.b.pid());
+    proxy.freeze_open_connections();
+    proxy.cut_new_connections(true);
+    wait_until(
+        "B closed its frozen feed connection",
+        Duration::from_secs(30),
+        || async {
+            proxy
+                .frozen_connections_closed_by_client()
+                .iter()
+                .any(|opening| opening.windows(feed.len()).any(|w| w == feed.as_bytes()))
+        },
+    )
+    .await;
+}
+
 /// B's feed connection is killed, and a revocation on A commits while B is not listening: its
 /// notification never reaches B. A's 204 still comes only once B has caught up, or its lease
 /// has run out — so B refuses the token on the next request either way.

@@ -1,10 +1,13 @@
 //! A TCP proxy the test controls, standing for the network between a replica and PostgreSQL.
 //! It can hold every byte of the connections it carries — a partition, or a database process
 //! that stopped answering without closing its sockets — and hold new connections as well,
-//! without ever closing a held socket (that would be a reset, which is easy to notice).
+//! without ever closing a held socket (that would be a reset, which is easy to notice). It notes
+//! which held connections their clients close, by the first bytes each client sent (for
+//! PostgreSQL, the startup message naming the application).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +25,8 @@ struct Control {
     next: AtomicU64,
     /// New connections are accepted and held rather than forwarded.
     cut: AtomicBool,
+    /// The first bytes the client sent on each held connection its client has closed since.
+    closed_by_client: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Drop for TcpProxy {
@@ -58,6 +63,12 @@ impl TcpProxy {
         self.control.frozen_below.store(next, Ordering::SeqCst);
     }
 
+    /// The first bytes sent on each connection frozen by `freeze_open_connections` that its
+    /// client has closed since.
+    pub fn frozen_connections_closed_by_client(&self) -> Vec<Vec<u8>> {
+        self.control.closed_by_client.lock().unwrap().clone()
+    }
+
     /// While cut, new connections are accepted and then held: nothing reaches the server.
     pub fn cut_new_connections(&self, cut: bool) {
         self.control.cut.store(cut, Ordering::SeqCst);
@@ -74,24 +85,55 @@ async fn carry(client: TcpStream, upstream: SocketAddr, id: u64, control: Arc<Co
     };
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    tokio::spawn(pump(client_read, server_write, id, control.clone()));
-    tokio::spawn(pump(server_read, client_write, id, control));
+    tokio::spawn(pump(
+        client_read,
+        server_write,
+        id,
+        Direction::FromClient,
+        control.clone(),
+    ));
+    tokio::spawn(pump(
+        server_read,
+        client_write,
+        id,
+        Direction::FromServer,
+        control,
+    ));
+}
+
+#[derive(PartialEq)]
+enum Direction {
+    FromClient,
+    FromServer,
 }
 
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     id: u64,
+    direction: Direction,
     control: Arc<Control>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
+    let mut opening = Vec::new();
     loop {
         let Ok(n) = from.read(&mut buffer).await else {
             return;
         };
+        if opening.is_empty() {
+            opening = buffer[..n].to_vec();
+        }
         if id < control.frozen_below.load(Ordering::SeqCst) {
-            // Held: neither forwarded nor closed.
-            let _held = (from, to);
+            // Held: nothing is forwarded and the server's end is never closed; what the client
+            // sends is read and dropped, so its closing its end is seen.
+            let _held = to;
+            if direction == Direction::FromClient {
+                let mut closed = n == 0;
+                while !closed {
+                    closed = !matches!(from.read(&mut buffer).await, Ok(more) if more > 0);
+                }
+                control.closed_by_client.lock().unwrap().push(opening);
+            }
             std::future::pending::<()>().await;
             return;
         }
