@@ -192,6 +192,37 @@ async fn a_partitioned_replica_delays_a_revocation_by_its_lease_and_never_accept
     assert_eq!(me(b.addr, &revoked).await, 401);
     assert_eq!(me(b.addr, &everywhere).await, 401);
     assert_eq!(me(b.addr, &kept).await, 200);
+
+    // B's log tells the operator each change of its lease once: held, lost, held again.
+    let lease_changes = || {
+        b.log_lines()
+            .iter()
+            .filter_map(|line| {
+                if line.contains("replica lease held") {
+                    Some("held")
+                } else if line.contains("replica lease lost") {
+                    Some("lost")
+                } else {
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "B logs its lease held again",
+        Duration::from_secs(30),
+        || {
+            let changes = lease_changes();
+            async move { changes.len() >= 3 && changes.last() == Some(&"held") }
+        },
+    )
+    .await;
+    let changes = lease_changes();
+    assert_eq!(changes.first(), Some(&"held"), "{changes:?}");
+    assert!(
+        changes.windows(2).all(|pair| pair[0] != pair[1]),
+        "each change logged once: {changes:?}"
+    );
 }
 
 /// B's path to PostgreSQL stops carrying bytes without closing. B's feed gives up on its

@@ -68,6 +68,12 @@ pub(super) fn renewal_interval(lease: Duration) -> Duration {
     lease / 4
 }
 
+/// When the renewal after one sent at `sent` is due: a renewal interval later, counted from the
+/// sending, as the trust it earns is.
+fn next_renewal(sent: Instant, lease: Duration) -> Instant {
+    sent + renewal_interval(lease)
+}
+
 /// The feed's wait before its first reconnection.
 const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 
@@ -437,7 +443,7 @@ async fn session(
                     tracing::info!("replica lease held: token checks answered from memory");
                 }
             }
-            renew_at = sent + renewal_interval(replica.lease);
+            renew_at = next_renewal(sent, replica.lease);
         }
         let note = tokio::select! {
             note = notes.recv() => note,
@@ -750,6 +756,13 @@ mod tests {
             // statements while it answers from memory.
             assert!(renewal_interval(lease) * 4 >= lease);
         }
+    }
+
+    #[test]
+    fn the_next_renewal_is_due_a_renewal_interval_after_the_last_was_sent() {
+        let sent = Instant::now();
+        assert_eq!(next_renewal(sent, LEASE), sent + LEASE / 4);
+        assert!(next_renewal(sent, LEASE) > sent);
     }
 
     #[test]
