@@ -57,7 +57,9 @@ pub struct HashPool {
     abandoned: Arc<AtomicU64>,
     /// Nanoseconds the latest verification with the configured parameters took.
     current_cost: Arc<AtomicU64>,
-    /// Verifications padded to `current_cost` (a metric).
+    /// Verifications of old-parameter hashes, each held to at least `current_cost` (a metric).
+    /// Counted by the rule, not by the clock: one that already took as long counts too, so
+    /// the count does not depend on how busy the machine was.
     padded: Arc<AtomicU64>,
     threads: usize,
 }
@@ -115,7 +117,8 @@ pub struct HashingStats {
     pub queue_depth: usize,
     /// Jobs skipped because their requester had gone.
     pub abandoned: u64,
-    /// Verifications padded to the configured parameters' cost.
+    /// Verifications of old-parameter hashes, each held to at least the configured
+    /// parameters' cost.
     pub padded: u64,
 }
 
@@ -255,9 +258,9 @@ impl HashPool {
             if hasher.has_current_params(&phc) {
                 current_cost.store(nanos(took), Ordering::Relaxed);
             } else {
+                padded.fetch_add(1, Ordering::Relaxed);
                 let target = Duration::from_nanos(current_cost.load(Ordering::Relaxed));
                 if let Some(rest) = target.checked_sub(took) {
-                    padded.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(rest);
                 }
             }

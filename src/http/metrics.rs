@@ -332,7 +332,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP tessera_argon2_padded_total Verifications of old-parameter hashes padded to the current cost.\n\
+            "# HELP tessera_argon2_padded_total Verifications of old-parameter hashes, each held to at least the current parameters' cost.\n\
              # TYPE tessera_argon2_padded_total counter\n\
              tessera_argon2_padded_total {hashes_padded}"
         );
