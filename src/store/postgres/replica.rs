@@ -393,9 +393,23 @@ pub(super) async fn follow(
 }
 
 /// What the listening connection hears.
+#[derive(Debug, PartialEq)]
 enum Note {
     Changed(i64),
     Acknowledged,
+}
+
+impl Note {
+    /// A notification on one of the two channels the feed listens to: an acknowledgement, or a
+    /// change whose payload is its position (unreadable: taken as past everything, so the lag
+    /// the replica reports errs high, never low; the catch-up reads the real head either way).
+    fn heard(channel: &str, payload: &str) -> Self {
+        if channel == "tessera_acks" {
+            Self::Acknowledged
+        } else {
+            Self::Changed(payload.parse().unwrap_or(i64::MAX))
+        }
+    }
 }
 
 /// One connection's life. Returns when the connection fails or a statement runs out of time.
@@ -510,11 +524,7 @@ async fn drive(
         let AsyncMessage::Notification(notification) = message else {
             continue;
         };
-        let note = if notification.channel() == "tessera_acks" {
-            Note::Acknowledged
-        } else {
-            Note::Changed(notification.payload().parse().unwrap_or(i64::MAX))
-        };
+        let note = Note::heard(notification.channel(), notification.payload());
         if notes.send(note).is_err() {
             return;
         }
@@ -756,6 +766,17 @@ mod tests {
             // statements while it answers from memory.
             assert!(renewal_interval(lease) * 4 >= lease);
         }
+    }
+
+    #[test]
+    fn notifications_are_told_apart_by_channel() {
+        assert_eq!(Note::heard("tessera_acks", ""), Note::Acknowledged);
+        assert_eq!(Note::heard("tessera_changes", "42"), Note::Changed(42));
+        assert_eq!(
+            Note::heard("tessera_changes", "not a number"),
+            Note::Changed(i64::MAX),
+            "an unreadable position is taken as past everything"
+        );
     }
 
     #[test]
