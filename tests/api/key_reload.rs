@@ -66,10 +66,15 @@ async fn after_a_retirement_the_old_keys_token_is_refused_on_the_next_request() 
     // The verification cache has seen the old token on this thread; the reload must not let it
     // answer for the new keyring.
     assert_eq!(app.me(&old_token).await.status, 200);
+    assert!(
+        app.state.auth.verifies_kid(&old_kid),
+        "rotated, not yet retired"
+    );
     let said = admin::keys(&retire(&old_kid, true, &app), &app.keys_path).unwrap();
     assert!(said.contains("refuses tokens it signed"), "{said}");
     reloads_reach(&app, 2, 0).await;
     assert!(!app.state.auth.verifies_kid(&old_kid));
+    assert!(app.state.auth.verifies_kid(&kid_of(&new_token)));
     assert_problem(&app.me(&old_token).await, 401);
     assert_eq!(app.me(&new_token).await.status, 200);
 }
