@@ -187,3 +187,27 @@ async fn every_revocation_is_refused_on_the_next_request() {
         assert!(refused.header("remote-user").is_none());
     }
 }
+
+/// The check every protected request pays is answered from the in-memory view once the user is
+/// known — no blocking work and no storage read — and a revocation is seen there at once.
+#[tokio::test]
+async fn a_known_users_token_is_checked_from_memory() {
+    let app = spawn_app().await;
+    let token = app.user_with_token("kvothe").await;
+    assert_eq!(ask(&app, "GET", Some(&token)).await.status, 200);
+    let now = app.state.clock.now();
+    let caller = app
+        .state
+        .auth
+        .authenticate_in_memory(&token, now)
+        .unwrap()
+        .expect("answered from memory");
+    assert_eq!(caller.profile.username.canonical(), "kvothe");
+    assert_eq!(
+        app.send("DELETE", "/v1/sessions/current", Some(&token))
+            .await
+            .status,
+        204
+    );
+    assert!(app.state.auth.authenticate_in_memory(&token, now).is_err());
+}

@@ -44,6 +44,14 @@ async fn after_a_rotation_the_next_login_signs_with_the_new_key_without_a_restar
     assert!(said.contains("within a second"), "{said}");
     reloads_reach(&app, 1, 0).await;
     assert_eq!(app.state.auth.signing_kid(), new_kid);
+    // The server records that it signs with the new key, as retiring a key later relies on.
+    wait_for(|| {
+        app.store()
+            .signing_until(&new_kid)
+            .unwrap()
+            .is_some_and(|until| until > tessera::support::clock::now())
+    })
+    .await;
     let after = app.token("kvothe", GOOD_PASSWORD).await;
     assert_eq!(kid_of(&after), new_kid);
     assert_ne!(kid_of(&before), new_kid);
