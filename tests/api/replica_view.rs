@@ -250,6 +250,66 @@ async fn a_feed_connection_that_stops_answering_is_closed_not_left_waiting() {
     .await;
 }
 
+/// The replica's metrics endpoint, from the address its log announced.
+fn metrics_address(replica: &Replica) -> SocketAddr {
+    replica
+        .log_lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["fields"]["message"] == "metrics listening")
+        .and_then(|entry| entry["fields"]["address"].as_str()?.parse().ok())
+        .expect("the metrics address is logged at start")
+}
+
+/// One sample of the replica's metrics, by its full name and labels.
+async fn metric(replica: &Replica, sample: &str) -> f64 {
+    let reply = http_client::send(metrics_address(replica), "GET", "/metrics", &[], None)
+        .await
+        .unwrap();
+    let text = String::from_utf8(reply.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+}
+
+/// While B cannot renew its lease (another session holds the lease table locked), it stops
+/// answering from memory and says so — readiness and metrics name the database — and still
+/// answers token checks, from the database; once the lock goes it returns to memory on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (TESSERA_TEST_POSTGRES); .ci/run runs it"]
+async fn a_replica_that_cannot_renew_its_lease_answers_from_the_database_and_says_so() {
+    let mut env = QUICK.to_vec();
+    env.push(("TESSERA_METRICS_LISTEN", "127.0.0.1:0"));
+    let setup = setup(false, &env).await;
+    let (a, b) = (&setup.a, &setup.b);
+    assert_eq!(register(a.addr, "kvothe", GOOD_PASSWORD).await.status, 201);
+    let token = login(a.addr, "kvothe", GOOD_PASSWORD).await;
+    assert_eq!(me(b.addr, &token).await, 200);
+    let checks = r#"tessera_replica_token_checks_total{answered="database"}"#;
+    assert!(metric(b, r#"tessera_replica_leases_total{event="taken"}"#).await >= 1.0);
+    assert_eq!(metric(b, "tessera_replica_lease_held").await, 1.0);
+    let from_database = metric(b, checks).await;
+
+    let mut locker = postgres_client(database_name(&setup.db)).await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE replica_leases IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    wait_until(
+        "B says its token checks come from the database",
+        Duration::from_secs(30),
+        || async { token_checks(b.addr).await.as_deref() == Some("database") },
+    )
+    .await;
+    assert_eq!(metric(b, "tessera_replica_lease_held").await, 0.0);
+    assert_eq!(me(b.addr, &token).await, 200);
+    assert!(metric(b, checks).await > from_database);
+
+    lock.rollback().await.unwrap();
+    wait_for_memory(b).await;
+    assert_eq!(me(b.addr, &token).await, 200);
+}
+
 /// B's feed connection is killed, and a revocation on A commits while B is not listening: its
 /// notification never reaches B. A's 204 still comes only once B has caught up, or its lease
 /// has run out — so B refuses the token on the next request either way.
