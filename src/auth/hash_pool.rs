@@ -367,6 +367,75 @@ mod tests {
         assert_eq!(thread_nice(), before);
     }
 
+    #[test]
+    fn lowering_a_threads_priority_reports_success_and_takes_effect() {
+        std::thread::spawn(|| {
+            // 19, the lowest priority, is always allowed, whatever the process runs at.
+            lower_priority(19).expect("setpriority succeeded");
+            assert_eq!(thread_nice(), 19);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn durations_are_counted_in_nanoseconds_saturating() {
+        assert_eq!(nanos(Duration::from_micros(3)), 3_000);
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
+    }
+
+    /// An unknown name's verification is real work on a hashing thread, as a known name's is:
+    /// it waits its turn in the queue, and it records what a current-parameter verification
+    /// costs (the cost old-parameter hashes are held to).
+    #[test]
+    fn a_dummy_verification_queues_like_a_real_one_and_records_the_current_cost() {
+        let pool = Arc::new(pool(1, 4));
+        let occupied = Occupied::new(&pool);
+        let dummy = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.verify_dummy("no such account", &Cancellation::never()))
+        };
+        wait_until_queued(&pool, 1);
+        assert_eq!(pool.current_cost.load(Ordering::Relaxed), 0);
+        occupied.release();
+        assert!(dummy.join().unwrap().is_ok());
+        assert!(pool.current_cost.load(Ordering::Relaxed) > 0);
+    }
+
+    /// Holding takes every thread of a larger pool, and releasing gives every one back: four
+    /// jobs that each wait for the other three all finish. Bounded, so a hold that never
+    /// returns fails the test instead of hanging the suite.
+    #[test]
+    fn holding_and_releasing_a_pool_gives_every_thread_back() {
+        const THREADS: usize = 4;
+        let pool = Arc::new(pool(THREADS, 2 * THREADS));
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn({
+            let pool = pool.clone();
+            move || {
+                drop(pool.hold());
+                let together = Arc::new(Barrier::new(THREADS));
+                let jobs: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        let (pool, together) = (pool.clone(), together.clone());
+                        std::thread::spawn(move || {
+                            pool.run(&Cancellation::never(), move |_| {
+                                together.wait();
+                            })
+                        })
+                    })
+                    .collect();
+                for job in jobs {
+                    assert!(job.join().unwrap().is_ok());
+                }
+                let _ = done.send(());
+            }
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("every thread came back after the hold");
+    }
+
     /// The calling thread's nice value: field 19 of /proc/thread-self/stat, counted after the
     /// parenthesised command name (which may itself contain spaces).
     fn thread_nice() -> i32 {
