@@ -273,3 +273,34 @@ impl Auth {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Codec, Keyring, ValidationPolicy};
+
+    /// A grant in a log line names its session and expiry, and never either token.
+    #[test]
+    fn a_grants_debug_names_the_session_and_leaves_both_tokens_out() {
+        let policy = ValidationPolicy {
+            issuer: "tessera".into(),
+            audience: "tessera-api".into(),
+            leeway: 30,
+            max_lifetime: 3600,
+        };
+        let codec = Codec::new(Keyring::from_secret("k", &[7; 32]).unwrap(), policy);
+        let session_id = SessionId::random();
+        let access = codec.issue(&UserId::random(), &session_id, 0, 1_764_000_000, 900);
+        let grant = Grant {
+            refresh: codec.refresh_token(&session_id, 1).unwrap(),
+            access: access.clone(),
+            refresh_expires_at: 1_764_086_400,
+            session_id: session_id.clone(),
+        };
+        let printed = format!("{grant:?}");
+        assert!(printed.contains(session_id.as_str()), "{printed}");
+        assert!(printed.contains("1764086400"), "{printed}");
+        assert!(!printed.contains(&access.token), "{printed}");
+        assert!(!printed.contains(grant.refresh.expose()), "{printed}");
+    }
+}

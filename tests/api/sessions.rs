@@ -429,6 +429,13 @@ async fn an_idle_session_leaves_no_working_access_token() {
         .map(|s| s["id"].clone())
         .collect();
     assert_eq!(listed, [keeper["session_id"].clone()]);
+    // An idled-out session is no longer one of the caller's live sessions: nothing to end.
+    let idle_session = format!("/v1/sessions/{}", idler["session_id"].as_str().unwrap());
+    assert_problem(
+        &app.send("DELETE", &idle_session, Some(&keeper_access))
+            .await,
+        404,
+    );
     assert_eq!(
         app.me(&keeper_access).await.status,
         200,
