@@ -353,3 +353,20 @@ pub fn reseal_all(
     }
     Ok(resealed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new factor's secret is shown once, to its owner: never in a log line's Debug.
+    #[test]
+    fn an_enrolments_debug_shows_neither_the_secret_nor_the_uri() {
+        let enrolment = Enrolment {
+            secret: Zeroizing::new("JBSWY3DPEHPK3PXP".into()),
+            otpauth_uri: Zeroizing::new(
+                "otpauth://totp/Tessera:kvothe?secret=JBSWY3DPEHPK3PXP&issuer=Tessera".into(),
+            ),
+        };
+        assert_eq!(format!("{enrolment:?}"), "Enrolment(..)");
+    }
+}

@@ -140,6 +140,19 @@ async fn a_pending_factor_is_not_asked_for_and_a_wrong_code_leaves_it_pending() 
     assert_problem(&reply, 422);
 }
 
+/// One more of each outcome of `tessera_totp_verifications_total`, in its order: accepted,
+/// rejected, replayed, recovery.
+const ACCEPTED: [u64; 4] = [1, 0, 0, 0];
+const REJECTED: [u64; 4] = [0, 1, 0, 0];
+const REPLAYED: [u64; 4] = [0, 0, 1, 0];
+const RECOVERY: [u64; 4] = [0, 0, 0, 1];
+
+/// What the code-check counters counted since `before`.
+fn counted_since(app: &TestApp, before: [u64; 4]) -> [u64; 4] {
+    let now = app.state.auth.totp_counters();
+    std::array::from_fn(|i| now[i] - before[i])
+}
+
 #[tokio::test]
 async fn an_active_factor_asks_for_a_code_refuses_replays_and_marks_the_session() {
     let e = enrolled().await;
@@ -164,18 +177,24 @@ async fn an_active_factor_asks_for_a_code_refuses_replays_and_marks_the_session(
         let problem = assert_problem(&app.post_json("/v1/sessions", &body).await, 401);
         assert_eq!(problem["type"], "urn:tessera:problem:invalid-credentials");
     }
-    // The confirmation used this step's code: inside its window it is refused.
+    // The confirmation used this step's code: inside its window it is refused, as a replay.
+    let before = app.state.auth.totp_counters();
     let problem = assert_problem(&e.login_with(json!({"totp_code": e.code()})).await, 401);
     assert_eq!(problem["type"], "urn:tessera:problem:invalid-credentials");
+    assert_eq!(counted_since(app, before), REPLAYED);
 
     e.next_step();
+    let before = app.state.auth.totp_counters();
     let reply = e.login_with(json!({"totp_code": e.code()})).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert_eq!(counted_since(app, before), ACCEPTED);
     let grant = reply.json();
     let (access, refresh) = tokens(&grant);
     assert_eq!(app.claims_of(&access).amr.amr(), ["pwd", "otp"]);
     // Once more with the same code: a replay.
+    let before = app.state.auth.totp_counters();
     assert_problem(&e.login_with(json!({"totp_code": e.code()})).await, 401);
+    assert_eq!(counted_since(app, before), REPLAYED);
     // A refresh keeps the session's factors.
     let refreshed = app.refresh(&refresh).await.json();
     let access = refreshed["access_token"].as_str().unwrap();
@@ -247,22 +266,28 @@ async fn two_logins_racing_with_one_code_give_exactly_one_session() {
 async fn a_recovery_code_logs_in_once_and_a_wrong_code_counts_against_the_softlock() {
     let e = enrolled().await;
     let code = e.recovery_codes[3].clone();
+    let counted = e.app.state.auth.totp_counters();
     let reply = e
         .login_with(json!({"recovery_code": code.to_uppercase()}))
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert_eq!(counted_since(&e.app, counted), RECOVERY);
     assert_eq!(
         e.app.claims_of(&tokens(&reply.json()).0).amr.amr(),
         ["pwd", "otp"]
     );
+    let counted = e.app.state.auth.totp_counters();
     assert_problem(&e.login_with(json!({"recovery_code": code})).await, 401);
+    assert_eq!(counted_since(&e.app, counted), REJECTED, "a used code");
 
     let store = e.app.store();
     let name = tessera::domain::username::Username::parse("kvothe").unwrap();
     let before = store.failed_logins(&name).unwrap().unwrap();
     e.next_step();
     let wrong = format!("{:06}", (e.code().parse::<u32>().unwrap() + 1) % 1_000_000);
+    let counted = e.app.state.auth.totp_counters();
     assert_problem(&e.login_with(json!({"totp_code": wrong})).await, 401);
+    assert_eq!(counted_since(&e.app, counted), REJECTED);
     assert_eq!(store.failed_logins(&name).unwrap().unwrap(), before + 1);
     // A right code forgives the guesses, like a successful password login.
     assert_eq!(
