@@ -168,14 +168,6 @@ impl Auth {
         Ok(())
     }
 
-    /// `tessera user totp-reset`: an operator removes a user's factor (the device is lost) and
-    /// ends every session of theirs. False if the user had none.
-    pub fn reset_totp(&self, user: &UserId, now: i64) -> Result<bool> {
-        Ok(self
-            .store
-            .remove_totp(&self.ending_sessions(user, None, now))?)
-    }
-
     /// The password, then — when the account has an active factor — a current code (or a
     /// recovery code): what every sensitive change asks for.
     pub(super) fn reauthenticate_with_second_factor(

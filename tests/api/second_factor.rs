@@ -319,6 +319,18 @@ async fn changing_the_password_or_deleting_the_account_needs_a_code_too() {
         )
         .await;
     assert_problem(&reply, 403);
+    // A wrong code is no better than none.
+    let mut with_wrong_code = change.clone();
+    with_wrong_code["totp_code"] = json!(format!(
+        "{:06}",
+        (e.code().parse::<u32>().unwrap() + 1) % 1_000_000
+    ));
+    let problem = assert_problem(
+        &app.put_json("/v1/users/me/password", &e.token, &with_wrong_code)
+            .await,
+        403,
+    );
+    assert_eq!(problem["type"], "urn:tessera:problem:wrong-second-factor");
     let mut with_code = change.clone();
     with_code["totp_code"] = json!(e.code());
     let changed = app
