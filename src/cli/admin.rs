@@ -152,16 +152,16 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             db,
         } => {
             let mut set = JwkSet::load(path)?;
-            let signed_until = match store::open_existing(db) {
+            let (signed_until, resealed) = match store::open_existing(db) {
                 Ok(store) => {
                     // Second-factor secrets sealed under the key that goes are resealed under
                     // the signing key first, or they could never be opened again.
                     let keyring = Keyring::from_set(&set, path)?;
-                    crate::auth::reseal_all(store.as_ref(), &keyring)
+                    let resealed = crate::auth::reseal_all(store.as_ref(), &keyring)
                         .map_err(AdminError::Reseal)?;
-                    store.signing_until(kid)?
+                    (store.signing_until(kid)?, resealed)
                 }
-                Err(_) if *force => None,
+                Err(_) if *force => (None, 0),
                 Err(error) => return Err(AdminError::SigningRecordUnreadable(error)),
             };
             set.retire(
@@ -173,7 +173,8 @@ pub fn keys(action: &KeysAction, path: &Path) -> Result<String, AdminError> {
             )?;
             set.save(path)?;
             Ok(format!(
-                "retired key {kid} from {file}: a server running on this file refuses tokens it \
+                "resealed {resealed} second-factor secret(s) under the signing key\n\
+                 retired key {kid} from {file}: a server running on this file refuses tokens it \
                  signed within a second (SIGHUP: at once); a replica with its own copy, once it \
                  has this file.\n",
                 file = path.display()

@@ -486,6 +486,11 @@ async fn retiring_the_key_that_sealed_a_secret_reseals_it_first() {
     .await
     .unwrap();
     assert!(retired.status.success(), "{retired:?}");
+    let said = String::from_utf8_lossy(&retired.stdout);
+    assert!(
+        said.contains("resealed 1 second-factor secret(s)"),
+        "{said}"
+    );
     let after = e.app.store().sealed_secrets().unwrap();
     let new_kid = tessera::token::sealing::sealed_by(&after[0].1).unwrap();
     assert_ne!(new_kid, old_kid, "resealed under the new signing key");
