@@ -4,7 +4,7 @@
 # core. It runs in a fresh clone of HEAD, so edits in the working tree (and a fuzz corpus that is
 # growing) neither disturb it nor get mutated.
 #
-#   bash tools/mutants.sh                         # the whole core (≈ 700 mutants)
+#   bash tools/mutants.sh                         # the whole core (≈ 1,000 mutants)
 #   FILES="src/domain/totp.rs src/token/sealing.rs" bash tools/mutants.sh
 #   JOBS=1 bash tools/mutants.sh                  # one build at a time (default 2)
 #   FILES=src/auth TESTS="--lib --test api -- --skip git_ignores_key_files" bash tools/mutants.sh
