@@ -148,7 +148,7 @@ async fn expired_denylist_rows_are_pruned() {
     assert_eq!(store.denylist_len().unwrap(), 0, "expired plus leeway");
 }
 
-// ---- sessions: list, end, and what the older operations now end ----
+// ---- sessions: list, end, and what logout, password change and deletion end ----
 
 async fn login_as(app: &TestApp, user_agent: &str) -> serde_json::Value {
     let body = serde_json::json!({"username": "kvothe", "password": GOOD_PASSWORD});
@@ -429,7 +429,7 @@ async fn an_idle_session_leaves_no_working_access_token() {
         .map(|s| s["id"].clone())
         .collect();
     assert_eq!(listed, [keeper["session_id"].clone()]);
-    // An idled-out session is no longer one of the caller's live sessions: nothing to end.
+    // Only the caller's live sessions can be ended: an idled-out one is 404 like any other.
     let idle_session = format!("/v1/sessions/{}", idler["session_id"].as_str().unwrap());
     assert_problem(
         &app.send("DELETE", &idle_session, Some(&keeper_access))
