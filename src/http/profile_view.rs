@@ -42,13 +42,14 @@ pub fn render(profile: &UserProfile) -> Bytes {
 /// What worker threads render from shared profiles, remembered per `Arc` (see the module's
 /// comment for why an address match is the same profile).
 pub struct PerProfile<T> {
-    rendered: std::collections::HashMap<usize, (Weak<UserProfile>, T)>,
+    /// Keyed by heap addresses, which no client chooses: a fast hash suffices.
+    rendered: foldhash::HashMap<usize, (Weak<UserProfile>, T)>,
 }
 
 impl<T: Clone> PerProfile<T> {
     pub fn new() -> Self {
         Self {
-            rendered: std::collections::HashMap::new(),
+            rendered: foldhash::HashMap::default(),
         }
     }
 

@@ -34,10 +34,12 @@ struct Answers {
     /// The view they came from and the stamp they were read at.
     view: u64,
     stamp: Option<Stamp>,
-    by_jti: std::collections::HashMap<TokenId, Answer>,
+    /// Keyed by ids of tokens that verified: random ids of our own, which no client chooses
+    /// (one that could would need the signing key), so a fast hash suffices here.
+    by_jti: foldhash::HashMap<TokenId, Answer>,
     /// The thread's copy of each user's profile, shared by that user's answers: one copy (and
     /// one rendering of it, `http::profile_view`) per user, however many tokens they hold.
-    profiles: std::collections::HashMap<UserId, Arc<crate::domain::user::UserProfile>>,
+    profiles: foldhash::HashMap<UserId, Arc<crate::domain::user::UserProfile>>,
 }
 
 thread_local! {
