@@ -62,8 +62,8 @@ struct CachedUser {
     generation: u64,
 }
 
-/// std's map and its SipHash: a faster hasher measured no difference per request (BENCHMARKS.md,
-/// "Hand-written infrastructure, measured").
+/// std's map and its SipHash: requests read the view only when their thread's remembered answer
+/// is stale (`thread_answers.rs`), so its hashing is off the per-request path.
 type HashMap<K, V> = std::collections::HashMap<K, V>;
 
 #[derive(Debug, Default)]
