@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GET /v1/users/me of two builds of Tessera beside a bare hyper hello-world, in one run: did a
-# change move /me's ratio to hello-world? (BENCHMARKS.md.) Not a test: it prints a table.
+# GET /v1/users/me (or ROUTE) of two builds of Tessera beside a bare hyper hello-world, in one
+# run: did a change move its ratio to hello-world? (BENCHMARKS.md.) Not a test: it prints a table.
 #
 #   git worktree add /tmp/before <rev> && (cd /tmp/before && CARGO_TARGET_DIR=$PWD/target \
 #     cargo build --release --bin tessera) && mkdir -p /tmp/a && cp target/release/tessera /tmp/a/
@@ -8,13 +8,15 @@
 #
 # Both run with their defaults (request log on, `info`, to a file) on databases of their own.
 # Rounds rotate the order of the three servers; ratios are taken within each round and the
-# verdict uses their median. Knobs: ROUNDS (10), ROUND_SECONDS (3), CONNECTIONS (32), PIN (0:
-# shared cores; 1: servers on CPU 0, wrk on CPU 1).
+# verdict uses their median. Knobs: ROUTE (/v1/users/me; /v1/forward-auth for forward auth),
+# ROUNDS (10), ROUND_SECONDS (3), CONNECTIONS (32), PIN (0: shared cores; 1: servers on CPU 0,
+# wrk on CPU 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 A=${A:?A=path to the first tessera binary}
 B=${B:-target/release/tessera}
+ROUTE=${ROUTE:-/v1/users/me}
 ROUNDS=${ROUNDS:-10}
 ROUND_SECONDS=${ROUND_SECONDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
@@ -59,7 +61,7 @@ echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /pr
 echo "A: $A"
 echo "B: $B"
 echo "wrk -t1 -c$CONNECTIONS, $ROUNDS rounds of ${ROUND_SECONDS}s, $([ "$PIN" = 1 ] && echo 'servers on CPU 0, wrk on CPU 1' || echo 'shared cores')"
-printf 'round\thello\tA /me\tB /me\tA/hello\tB/hello\n'
+printf 'round\thello\tA %s\tB %s\tA/hello\tB/hello\n' "$ROUTE" "$ROUTE"
 servers=(hello a b)
 a_ratios=() b_ratios=()
 for round in $(seq 1 "$ROUNDS"); do
@@ -68,8 +70,8 @@ for round in $(seq 1 "$ROUNDS"); do
     server=${servers[$(((round + i) % 3))]}
     case $server in
       hello) r[hello]=$(rps "http://127.0.0.1:$hello_port/") ;;
-      a) r[a]=$(rps "$a_url/v1/users/me" -H "Authorization: Bearer $a_token") ;;
-      b) r[b]=$(rps "$b_url/v1/users/me" -H "Authorization: Bearer $b_token") ;;
+      a) r[a]=$(rps "$a_url$ROUTE" -H "Authorization: Bearer $a_token") ;;
+      b) r[b]=$(rps "$b_url$ROUTE" -H "Authorization: Bearer $b_token") ;;
     esac
   done
   ra=$(awk -v x="${r[a]}" -v h="${r[hello]}" 'BEGIN { printf "%.3f", x / h }')
@@ -79,4 +81,4 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 ma=$(median "${a_ratios[@]}") mb=$(median "${b_ratios[@]}")
-echo "median /me ÷ hello: A $ma, B $mb; B's ratio is $(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.3f", b / a }')× A's"
+echo "median $ROUTE ÷ hello: A $ma, B $mb; B's ratio is $(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.3f", b / a }')× A's"
