@@ -211,6 +211,15 @@ async fn from_memory(
     Ok(None)
 }
 
+/// Once the view has caught up, the memory path refuses `token` itself; it never accepts it.
+async fn assert_refused_from_memory(app: &TestApp, token: &str) {
+    match from_memory(app, token, 401).await {
+        Err(_) => {}
+        Ok(Some(_)) => panic!("a revoked token was accepted from memory"),
+        Ok(None) => panic!("the memory path never caught up with the revocation"),
+    }
+}
+
 /// The check every protected request pays is answered from the in-memory view once the user is
 /// known — no blocking work and no storage read — and a revocation is seen there at once.
 #[tokio::test]
@@ -229,11 +238,7 @@ async fn a_known_users_token_is_checked_from_memory() {
             .status,
         204
     );
-    match from_memory(&app, &token, 401).await {
-        Err(_) => {}
-        Ok(Some(_)) => panic!("a revoked token was accepted from memory"),
-        Ok(None) => panic!("the memory path never caught up with the revocation"),
-    }
+    assert_refused_from_memory(&app, &token).await;
 }
 
 /// Another process revoking (the admin CLI, on its own connection) between two checks: the
@@ -257,9 +262,5 @@ async fn a_revocation_by_another_process_is_never_accepted_from_memory() {
         ),
         "a token revoked by another process was accepted from memory"
     );
-    match from_memory(&app, &token, 401).await {
-        Err(_) => {}
-        Ok(Some(_)) => panic!("a revoked token was accepted from memory"),
-        Ok(None) => panic!("the memory path never caught up with the revocation"),
-    }
+    assert_refused_from_memory(&app, &token).await;
 }
