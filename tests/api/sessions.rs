@@ -133,18 +133,31 @@ async fn reading_a_user_by_name_works_only_for_yourself() {
     assert_eq!(missing.status, 403);
 }
 
+/// An ended session's denylist row lasts until the last access token the session could have
+/// issued by its end expires, plus the leeway — then pruning drops it. The clock stands still
+/// but for one second between the token and the logout: a second boundary there, on the real
+/// clock, is what makes the row outlast the token's own `exp`.
 #[tokio::test]
 async fn expired_denylist_rows_are_pruned() {
-    let app = spawn_app().await;
+    let clock = tessera::support::clock::ManualClock::starting_now();
+    let app = spawn_app_with(|c| c.clock = clock.clone()).await;
     let token = app.user_with_token("kvothe").await;
+    clock.advance(1);
     app.send("DELETE", "/v1/sessions/current", Some(&token))
         .await;
     let store = app.store();
     assert_eq!(store.denylist_len().unwrap(), 1);
-    let exp = app.claims_of(&token).exp;
-    app.state.auth.prune(exp - 1).unwrap();
+    let claims = app.claims_of(&token);
+    let denied_until = app.state.clock.now() + (claims.exp - claims.iat);
+    app.state.auth.prune(claims.exp - 1).unwrap();
     assert_eq!(store.denylist_len().unwrap(), 1, "not yet expired");
-    app.state.auth.prune(exp + 31).unwrap();
+    app.state.auth.prune(denied_until + 30).unwrap();
+    assert_eq!(
+        store.denylist_len().unwrap(),
+        1,
+        "a token the session issued at its end may still be within the leeway"
+    );
+    app.state.auth.prune(denied_until + 31).unwrap();
     assert_eq!(store.denylist_len().unwrap(), 0, "expired plus leeway");
 }
 
